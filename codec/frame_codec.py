@@ -1,0 +1,246 @@
+"""Frame codecs: one RGB frame in, bytes out, and back.
+
+A :class:`FrameCodec` hides the model: frames of any size (1x1 to 4K and
+beyond) are padded by edge replication to a multiple of 64 (the total
+down-sampling of a hyperprior: 16 in ``g_a`` times 4 in ``h_a``) and cropped
+back after decoding.
+
+Payload layout (little-endian; see docs/FORMAT.md)::
+
+    u8  version (=1)      u16 width   u16 height   f32 quality
+    u16 latent_h          u16 latent_w              u8  n_strings
+    u32 length * n_strings, then the strings themselves
+
+The encoder returns the reconstruction the decoder will produce, bit for bit
+on the same machine (see :mod:`.models` for why the hyper path runs per
+frame), so PSNR reported at encode time is the PSNR the user gets.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import FormatError
+from .models import check_quality
+
+PAD = 64
+_HEAD = struct.Struct("<BHHfHHB")
+PAYLOAD_VERSION = 1
+MAX_SIDE = 65535
+
+
+def set_threads() -> int:
+    """Use every core this process may run on (affinity-aware, container-aware)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    n = int(os.environ.get("VIDSIEVE_THREADS", n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(max(1, n))
+    return n
+
+
+def to_tensor(frame: np.ndarray) -> torch.Tensor:
+    frame = as_rgb(frame)
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255)[None]
+
+
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 from uint8/uint16 gray, RGB or RGBA arrays."""
+    a = np.asarray(frame)
+    if a.dtype == np.uint16:
+        a = (a.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 or uint16, got {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"frames must be HxW, HxWx1, HxWx3 or HxWx4, got shape {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.shape[0] < 1 or a.shape[1] < 1 or max(a.shape[:2]) > MAX_SIDE:
+        raise ValueError(f"frame size {a.shape[1]}x{a.shape[0]} is outside 1..{MAX_SIDE}")
+    return a
+
+
+def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
+    return x[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def pad(x: torch.Tensor, multiple: int = PAD) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x
+
+
+def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes]) -> bytes:
+    head = _HEAD.pack(PAYLOAD_VERSION, width, height, float(quality), latent_hw[0], latent_hw[1], len(strings))
+    return head + struct.pack(f"<{len(strings)}I", *map(len, strings)) + b"".join(strings)
+
+
+@dataclass
+class Payload:
+    width: int
+    height: int
+    quality: float
+    latent_hw: tuple[int, int]
+    strings: list[bytes]
+
+
+def unpack(data: bytes, latent_stride: int = PAD) -> Payload:
+    if len(data) < _HEAD.size:
+        raise FormatError("frame payload too short")
+    ver, w, h, q, lh, lw, n = _HEAD.unpack_from(data)
+    if ver != PAYLOAD_VERSION:
+        raise FormatError(f"unknown frame payload version {ver}")
+    if not (w and h) or n == 0 or n > 4:
+        raise FormatError("frame payload header is invalid")
+    if (lh, lw) != (-(-h // latent_stride), -(-w // latent_stride)):
+        raise FormatError("frame payload latent size does not match the frame size")
+    off = _HEAD.size + 4 * n
+    if len(data) < off:
+        raise FormatError("frame payload too short")
+    lens = struct.unpack_from(f"<{n}I", data, _HEAD.size)
+    if off + sum(lens) != len(data):
+        raise FormatError("frame payload lengths do not add up")
+    strings = []
+    for ln in lens:
+        strings.append(bytes(data[off : off + ln]))
+        off += ln
+    return Payload(w, h, q, (lh, lw), strings)
+
+
+@dataclass
+class Encoded:
+    data: bytes
+    recon: np.ndarray  # what decode(data) returns
+
+
+class FrameCodec:
+    """Interface shared by every frame codec.
+
+    Attributes:
+        name: registry name, stored in container headers.
+        weights_sha256: identifies the exact weights; decoding checks it.
+        variable_rate: whether fractional qualities are meaningful.
+    """
+
+    name: str = ""
+    weights_sha256: str = ""
+    variable_rate: bool = False
+
+    def encode(self, frame: np.ndarray, quality: float) -> bytes:
+        return self.encode_batch([frame], [quality])[0].data
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.decode_batch([data])[0]
+
+    def encode_batch(self, frames: Sequence[np.ndarray], qualities: Sequence[float]) -> list[Encoded]:
+        raise NotImplementedError
+
+    def decode_batch(self, payloads: Sequence[bytes]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class GainedCodec(FrameCodec):
+    """Codec around :class:`~.models.GainedMeanScaleHyperprior` (continuous quality)."""
+
+    variable_rate = True
+
+    def __init__(self, model, name: str, weights_sha256: str):
+        set_threads()
+        self.model = model.eval()
+        self.name, self.weights_sha256 = name, weights_sha256
+
+    @torch.inference_mode()
+    def encode_batch(self, frames, qualities):
+        if len(frames) != len(qualities):
+            raise ValueError("one quality per frame")
+        qs = [check_quality(q) for q in qualities]
+        out: list[Encoded] = []
+        # Frames of equal size share one analysis pass; the rest stays per frame.
+        groups: dict[tuple, list[int]] = {}
+        rgbs = [as_rgb(f) for f in frames]
+        for i, f in enumerate(rgbs):
+            groups.setdefault(f.shape, []).append(i)
+        results: dict[int, Encoded] = {}
+        for shape, idx in groups.items():
+            h, w = shape[:2]
+            x = torch.cat([pad(to_tensor(rgbs[i])) for i in idx])
+            y = self.model.analysis(x, [qs[i] for i in idx])
+            for j, i in enumerate(idx):
+                strings, zhw, y_hat = self.model.code_latent(y[j : j + 1])
+                recon = to_uint8(self.model.synthesis(y_hat, qs[i]), h, w)
+                results[i] = Encoded(pack(w, h, qs[i], zhw, strings), recon)
+        out = [results[i] for i in range(len(frames))]
+        return out
+
+    @torch.inference_mode()
+    def decode_batch(self, payloads):
+        frames = []
+        for data in payloads:
+            p = unpack(data)
+            if len(p.strings) != 2:
+                raise FormatError("frame payload has the wrong number of streams for this model")
+            check_quality(p.quality)
+            y_hat = self.model.decode_latent(p.strings, p.latent_hw)
+            frames.append(to_uint8(self.model.synthesis(y_hat, p.quality), p.height, p.width))
+        return frames
+
+
+class ZooCodec(FrameCodec):
+    """A CompressAI zoo architecture: one fixed-rate model per integer quality."""
+
+    variable_rate = False
+
+    def __init__(self, arch: str, loader):
+        set_threads()
+        self.name = arch
+        self.weights_sha256 = f"compressai-zoo:{arch}"
+        # The factorized prior has no hyper latent: its stored shape is y's (1/16).
+        self.latent_stride = 16 if arch == "bmshj2018-factorized" else PAD
+        self._loader = loader
+        self._models: dict[int, torch.nn.Module] = {}
+
+    def model(self, quality: float):
+        q = check_quality(quality)
+        if q != int(q):
+            raise ValueError(f"{self.name} is fixed-rate: quality must be an integer 1..8, got {quality}")
+        if int(q) not in self._models:
+            self._models[int(q)] = self._loader(int(q))
+        return self._models[int(q)]
+
+    @torch.inference_mode()
+    def encode_batch(self, frames, qualities):
+        out = []
+        for f, q in zip(frames, qualities):
+            rgb = as_rgb(f)
+            h, w = rgb.shape[:2]
+            m = self.model(q)
+            r = m.compress(pad(to_tensor(rgb)))
+            strings = [s[0] for s in r["strings"]]
+            data = pack(w, h, q, tuple(int(v) for v in r["shape"]), strings)
+            out.append(Encoded(data, self.decode(data)))
+        return out
+
+    @torch.inference_mode()
+    def decode_batch(self, payloads):
+        frames = []
+        for data in payloads:
+            p = unpack(data, self.latent_stride)
+            m = self.model(p.quality)
+            x = m.decompress([[s] for s in p.strings], list(p.latent_hw))["x_hat"]
+            frames.append(to_uint8(x, p.height, p.width))
+        return frames

@@ -1,0 +1,123 @@
+"""Learned image codecs used to code kept frames.
+
+The default model is a mean-scale hyperprior (Minnen, Ballé, Toderici,
+"Joint Autoregressive and Hierarchical Priors for Learned Image Compression",
+NeurIPS 2018) *without* the autoregressive context model, which is far too slow
+on a CPU. It is made variable-rate with per-channel gain units (Cui et al.,
+"Asymmetric Gained Deep Image Compression With Continuous Rate Adaptation",
+CVPR 2021): one learned gain vector and one inverse-gain vector per quality
+level, interpolated geometrically for fractional qualities, so a single set of
+weights covers qualities 1..8 and everything between.
+
+Determinism matters more than throughput here: the hyper path (h_a, h_s and
+the entropy coder) runs one frame at a time in both the encoder and the
+decoder, because CPU convolutions can give bit-different results for different
+batch shapes, and an index computed from a scale that differs by one ulp
+between encoder and decoder corrupts the rANS stream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from compressai.models import MeanScaleHyperprior
+from compressai.ops import quantize_ste
+
+#: Rate-distortion trade-offs (MSE, images in [0, 1], loss = lambda * 255^2 * MSE + bpp)
+#: from CompressAI's training table, one per quality level 1..8.
+LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.025, 0.0483, 0.0932, 0.18)
+QUALITY_MIN = 1.0
+QUALITY_MAX = float(len(LAMBDAS))
+
+
+def check_quality(quality: float) -> float:
+    q = float(quality)
+    if not math.isfinite(q) or q < QUALITY_MIN or q > QUALITY_MAX:
+        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality!r}")
+    return q
+
+
+class GainedMeanScaleHyperprior(MeanScaleHyperprior):
+    """Variable-rate mean-scale hyperprior with gain units.
+
+    Args:
+        N (int): channels of the transforms and of the hyper latent.
+        M (int): channels of the latent ``y``.
+        levels (int): number of trained quality levels (default: 8).
+    """
+
+    def __init__(self, N: int = 64, M: int = 96, levels: int = len(LAMBDAS), **kwargs):
+        super().__init__(N=N, M=M, **kwargs)
+        self.N, self.M, self.levels = N, M, levels
+        # Initial gains span a ~8x range of quantisation step, which is roughly
+        # what separates CompressAI's lowest and highest lambda models.
+        init = torch.linspace(math.log(0.35), math.log(2.8), levels)
+        self.log_gain = nn.Parameter(init[:, None].repeat(1, M))
+        self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, M))
+
+    # -- gains ---------------------------------------------------------------
+    def _gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain for qualities in [1, levels], shape [B, M, 1, 1]."""
+        t = (quality.to(self.log_gain.dtype) - 1.0).clamp(0, self.levels - 1)
+        lo = t.floor().long().clamp(max=self.levels - 2)
+        frac = (t - lo.to(t.dtype))[:, None]
+        g = (1 - frac) * self.log_gain[lo] + frac * self.log_gain[lo + 1]
+        ig = (1 - frac) * self.log_inv_gain[lo] + frac * self.log_inv_gain[lo + 1]
+        return g.exp()[:, :, None, None], ig.exp()[:, :, None, None]
+
+    # -- training ------------------------------------------------------------
+    def forward(self, x: torch.Tensor, quality: torch.Tensor | None = None) -> dict:
+        if quality is None:
+            quality = torch.full((x.shape[0],), float(self.levels), device=x.device)
+        gain, inv_gain = self._gains(quality)
+        y = self.g_a(x) * gain
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        # Noise for the rate term, straight-through rounding for the decoder
+        # (Minnen & Singh 2020): the synthesis sees what it will see at test time.
+        _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        y_hat = quantize_ste(y - means_hat) + means_hat
+        x_hat = self.g_s(y_hat * inv_gain)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    # -- coding ----------------------------------------------------------------
+    @torch.inference_mode()
+    def analysis(self, x: torch.Tensor, quality: Sequence[float]) -> torch.Tensor:
+        """Batched analysis transform, already multiplied by the gains."""
+        q = torch.as_tensor(list(quality), dtype=torch.float32, device=x.device)
+        gain, _ = self._gains(q)
+        return self.g_a(x) * gain
+
+    @torch.inference_mode()
+    def code_latent(self, y: torch.Tensor) -> tuple[list[bytes], tuple[int, int], torch.Tensor]:
+        """Entropy-code one gained latent ``y`` [1, M, h, w].
+
+        Returns the two strings (y, z), the z shape and the dequantised latent
+        that the decoder will reconstruct, bit for bit.
+        """
+        assert y.shape[0] == 1
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        shape = tuple(z.shape[-2:])
+        z_hat = self.entropy_bottleneck.decompress(z_strings, shape)
+        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
+        y_hat = self.gaussian_conditional.quantize(y, "dequantize", means_hat)
+        return [y_strings[0], z_strings[0]], shape, y_hat
+
+    @torch.inference_mode()
+    def decode_latent(self, strings: Sequence[bytes], shape: tuple[int, int]) -> torch.Tensor:
+        z_hat = self.entropy_bottleneck.decompress([strings[1]], shape)
+        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        return self.gaussian_conditional.decompress([strings[0]], indexes, means=means_hat)
+
+    @torch.inference_mode()
+    def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        _, inv_gain = self._gains(torch.tensor([float(quality)], device=y_hat.device))
+        return self.g_s(y_hat * inv_gain).clamp_(0, 1)

@@ -1,0 +1,82 @@
+"""Model registry: a name maps to a factory ``(quality=None, pretrained=True) -> FrameCodec``.
+
+As in CompressAI, every factory has the same signature. ``quality`` is
+accepted for symmetry with CompressAI's zoo; our variable-rate default ignores
+it (one set of weights serves every quality), zoo codecs load the model of a
+given quality lazily on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import ModelError
+from .frame_codec import FrameCodec, GainedCodec, ZooCodec
+from .models import GainedMeanScaleHyperprior
+from .zoo import ZOO_ARCHS, load_shipped, load_zoo
+
+DEFAULT_MODEL = "vidsieve-hyperprior"
+
+MODELS: dict[str, Callable[..., FrameCodec]] = {}
+
+
+def register_model(name: str):
+    def deco(fn):
+        MODELS[name] = fn
+        return fn
+    return deco
+
+
+def gained_from_state(state: dict, name: str, sha: str) -> GainedCodec:
+    try:
+        N = state["g_a.0.weight"].shape[0]
+        M = state["g_a.6.weight"].shape[0]
+        model = GainedMeanScaleHyperprior(N, M, levels=state["log_gain"].shape[0])
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError) as exc:
+        raise ModelError(f"weights for {name} do not fit its architecture: {str(exc).splitlines()[0]}") from None
+    # CDF tables ship with the weights; only recompute when they were not saved.
+    if model.gaussian_conditional._quantized_cdf.numel() == 0:
+        model.update(force=True)
+    return GainedCodec(model, name, sha)
+
+
+@register_model(DEFAULT_MODEL)
+def vidsieve_hyperprior(quality: float | None = None, pretrained: bool = True) -> FrameCodec:
+    if not pretrained:
+        model = GainedMeanScaleHyperprior()
+        model.update(force=True)
+        return GainedCodec(model, DEFAULT_MODEL, "untrained")
+    state, entry = load_shipped(DEFAULT_MODEL)
+    return gained_from_state(state, DEFAULT_MODEL, entry["sha256"])
+
+
+def _zoo_factory(arch: str):
+    def factory(quality: float | None = None, pretrained: bool = True) -> FrameCodec:
+        if not pretrained:
+            raise ModelError(f"{arch} is only useful pretrained")
+        codec = ZooCodec(arch, lambda q: load_zoo(arch, q))
+        if quality is not None:
+            codec.model(quality)  # fail now, not in the middle of a video
+        return codec
+    return factory
+
+
+for _arch in ZOO_ARCHS:
+    register_model(_arch)(_zoo_factory(_arch))
+
+
+def load_codec(name: str = DEFAULT_MODEL, quality: float | None = None, pretrained: bool = True) -> FrameCodec:
+    """A frame codec by registry name, or from a weights file path (``.pth``)."""
+    if name in MODELS:
+        return MODELS[name](quality=quality, pretrained=pretrained)
+    if name.endswith((".pth", ".pt", ".ckpt")):
+        from pathlib import Path
+
+        from .zoo import load_state, sha256_file
+
+        p = Path(name)
+        if not p.exists():
+            raise ModelError(f"weights file not found: {name}")
+        return gained_from_state(load_state(p), f"file:{p.name}", sha256_file(p))
+    raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")

@@ -1,0 +1,122 @@
+"""Weights: our shipped default, and CompressAI's pretrained zoo.
+
+Our weights live in ``codec/weights/`` next to ``manifest.json``, which names
+each file's architecture, sizes and sha256. They are loaded with
+``torch.load(weights_only=True)`` after the hash check, and carry the entropy
+coder's CDF tables, so start-up does not recompute them.
+
+Zoo weights are fetched from CompressAI's servers into the torch hub cache
+when online. Offline, loading fails with the exact file to put there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+
+ZOO_ARCHS = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(path: Path = MANIFEST) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"weights manifest missing: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"weights manifest {path} is not valid JSON: {exc}") from None
+
+
+@lru_cache(maxsize=None)
+def load_shipped(name: str, manifest_path: str | None = None) -> tuple[dict, dict]:
+    """State dict and manifest entry of a model shipped in ``codec/weights``."""
+    mpath = Path(manifest_path) if manifest_path else MANIFEST
+    entry = read_manifest(mpath).get("models", {}).get(name)
+    if entry is None:
+        raise ModelError(f"no shipped weights named {name!r} in {mpath}")
+    wpath = mpath.parent / entry["file"]
+    if not wpath.exists():
+        raise ModelError(f"weights file missing: {wpath}")
+    digest = sha256_file(wpath)
+    if digest != entry["sha256"]:
+        raise ModelError(f"weights file {wpath} does not match its sha256 in {mpath} "
+                         f"(got {digest[:12]}..., expected {entry['sha256'][:12]}...)")
+    return load_state(wpath), entry
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot load weights {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # a training checkpoint
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path} does not hold a state dict")
+    return obj
+
+
+def zoo_url(arch: str, quality: int, metric: str = "mse") -> str:
+    from compressai.zoo.image import model_urls
+
+    try:
+        return model_urls[arch][metric][quality]
+    except KeyError:
+        raise ModelError(f"CompressAI has no pretrained {arch} ({metric}) at quality {quality}") from None
+
+
+def zoo_cache_path(arch: str, quality: int, metric: str = "mse") -> Path:
+    url = zoo_url(arch, quality, metric)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def zoo_available(arch: str, quality: int, metric: str = "mse") -> bool:
+    try:
+        return zoo_cache_path(arch, quality, metric).exists()
+    except ModelError:
+        return False
+
+
+def load_zoo(arch: str, quality: int, metric: str = "mse", download: bool = True):
+    """A CompressAI zoo model, pretrained, in eval mode with CDFs updated."""
+    from compressai.zoo import image as zimage
+    from compressai.zoo.pretrained import load_pretrained
+
+    if arch not in ZOO_ARCHS:
+        raise ModelError(f"unknown zoo model {arch!r}; choose from {', '.join(ZOO_ARCHS)}")
+    if not 1 <= int(quality) <= 8 or int(quality) != quality:
+        raise ModelError(f"zoo models come in integer qualities 1..8, got {quality}")
+    quality = int(quality)
+    path = zoo_cache_path(arch, quality, metric)
+    if not path.exists():
+        if not download or os.environ.get("VIDSIEVE_OFFLINE") or os.environ.get("YOLO_OFFLINE"):
+            raise ModelError(f"{arch} quality {quality} weights are not cached and downloads are off; "
+                             f"place {path.name} from {zoo_url(arch, quality, metric)} at {path}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(zoo_url(arch, quality, metric), str(path), progress=False)
+        except Exception as exc:
+            raise ModelError(f"cannot download {arch} quality {quality} weights ({str(exc).splitlines()[0]}); "
+                             f"offline, place {path.name} from {zoo_url(arch, quality, metric)} at {path}") from None
+    state = load_pretrained(load_state(path))
+    model = zimage.model_architectures[arch].from_state_dict(state)
+    model.eval()
+    model.update(force=True)
+    return model

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv and installs vidsieve into it (editable, with test extras).
+# Idempotent: with pyproject.toml unchanged since the last run, it returns in well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+stamp=.venv/.setup-stamp
+want=$( (cat pyproject.toml; $PY --version 2>&1) | sha256sum | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+echo "vidsieve: setting up .venv (first run takes a few minutes)" >&2
+[ -x .venv/bin/python ] || $PY -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "$want" > "$stamp"

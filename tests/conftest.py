@@ -1,0 +1,76 @@
+"""Shared fixtures: small generated clips, the shared data folder, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidsieve.datasets.synthetic import Mover, Scene, write_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VIDSIEVE_SHARED", ROOT.parent / "shared"))
+SHARED_VIDEO = SHARED / "data" / "video"
+PERSON_CLIP = SHARED_VIDEO / "one-by-one-person-detection.mp4"
+CAR_CLIP = SHARED_VIDEO / "car-detection.mp4"
+KODAK = SHARED / "data" / "images" / "kodak"
+YOLOX = SHARED / "models" / "yolox_nano.onnx"
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("VIDSIEVE_THREADS", "2")
+
+
+def need_shared(path: Path = SHARED):
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data folder beside the checkout); absent here")
+    return path
+
+
+def run_cli(*args, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Runs ``python -m vidsieve ARGS`` as a user would, capturing its output."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    r = subprocess.run([sys.executable, "-m", "vidsieve", *map(str, args)], capture_output=True, text=True,
+                       env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"vidsieve {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def assert_clean_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("vidsieve: error")]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n.lower() in lines[0].lower(), lines[0]
+
+
+def read_frames(path) -> tuple[list[np.ndarray], list[float]]:
+    """Frames (RGB) and timestamps (seconds) of a video, read with PyAV directly."""
+    import av
+
+    frames, times = [], []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for f in c.decode(s):
+            frames.append(f.to_ndarray(format="rgb24"))
+            times.append(float(f.pts * f.time_base))
+    return frames, times
+
+
+@pytest.fixture(scope="session")
+def small_clip(tmp_path_factory) -> Path:
+    """160x120, 24 frames at 10 fps: static background, one object crossing, sensor noise."""
+    p = tmp_path_factory.mktemp("clips") / "small.mkv"
+    return write_scene(Scene(width=160, height=120, frames=24, movers=[Mover(6, 18, (400, 120), 0.5)]), p)
+
+
+@pytest.fixture(scope="session")
+def codec():
+    from vidsieve.codec.registry import load_codec
+
+    return load_codec()

@@ -1,0 +1,58 @@
+"""Turn a training checkpoint into shipped weights plus a manifest entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..codec.models import GainedMeanScaleHyperprior
+from ..codec.zoo import MANIFEST, sha256_file
+
+
+def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str = "vidsieve-hyperprior",
+           results: dict | None = None) -> Path:
+    """Write ``<out_dir>/<name>.pth`` (state dict with CDF tables) and update ``manifest.json``."""
+    st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = json.loads(st["config"]) if "config" in st else {}
+    state = st["model"] if "model" in st else st
+    model = GainedMeanScaleHyperprior(state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0])
+    model.load_state_dict(state)
+    model.eval()
+    model.update(force=True)
+    out_dir = Path(out_dir) if out_dir else MANIFEST.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wpath = out_dir / f"{name}.pth"
+    tmp = wpath.with_name(f".{wpath.name}.tmp")
+    # Stored in half the space would be nice, but the CDF tables are int32 and
+    # entropy coding must match bit for bit: keep float32 everywhere.
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, wpath)
+    mpath = out_dir / "manifest.json"
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {"format": 1, "models": {}}
+    entry = {
+        "file": wpath.name,
+        "sha256": sha256_file(wpath),
+        "architecture": "GainedMeanScaleHyperprior",
+        "N": model.N, "M": model.M, "levels": model.levels,
+        "training": {
+            "steps": int(st.get("step", 0)),
+            "hours": round(float(st.get("elapsed", 0.0)) / 3600, 2),
+            "data": cfg.get("data", []),
+            "patch": cfg.get("patch"), "batch": cfg.get("batch"),
+        },
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    old = manifest["models"].get(name, {})
+    if results is not None:
+        entry["results"] = results
+    elif "results" in old and old.get("sha256") == entry["sha256"]:
+        entry["results"] = old["results"]
+    manifest["models"][name] = entry
+    tmpm = mpath.with_name(".manifest.json.tmp")
+    tmpm.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmpm, mpath)
+    return wpath

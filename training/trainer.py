@@ -1,0 +1,226 @@
+"""Training the variable-rate codec.
+
+One loop for training from scratch, resuming and fine-tuning: every step draws
+a quality level per crop and minimises ``lambda_q * 255^2 * MSE + bpp`` with
+that level's lambda (CompressAI's table), so all eight rate points and the
+gains between them are learnt together (Cui et al., CVPR 2021). The entropy
+bottleneck's quantiles get their own optimiser, as in CompressAI's example.
+
+Checkpoints hold everything needed to continue exactly: weights, both
+optimisers, the schedule, the step, and the torch and numpy RNG states. They
+are written to a temp name and renamed, so a killed run never leaves a torn
+checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior
+from ..datasets.images import CropSampler, load_training_arrays
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    arch: str = "vidsieve-hyperprior"
+    N: int = 64
+    M: int = 96
+    patch: int = 128
+    batch: int = 8
+    lr: float = 2e-4
+    aux_lr: float = 1e-3
+    steps: int = 100_000  # schedule length: lr drops x0.3 at 75% and again at 92%
+    checkpoint_every_s: float = 180.0
+    eval_every: int = 500
+    seed: int = 0
+    threads: int = 0
+    frames_per_video: int = 40
+    video_span: tuple[float, float] = (0.0, 1.0)
+    val_fraction: float = 0.06
+    extra: dict = field(default_factory=dict)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    f = step / max(cfg.steps, 1)
+    return cfg.lr * (1.0 if f < 0.75 else 0.3 if f < 0.92 else 0.09)
+
+
+def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, _, h, w = x.shape
+    bits = sum((-torch.log2(lk.clamp_min(1e-9))).flatten(1).sum(1) for lk in out["likelihoods"].values())
+    bpp = bits / (h * w)
+    mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
+    loss = (lambdas * 255**2 * mse + bpp).mean()
+    return loss, bpp.detach(), mse.detach()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, init_weights: dict | None = None):
+        self.cfg = cfg
+        self.out = Path(out)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.model = GainedMeanScaleHyperprior(cfg.N, cfg.M)
+        if init_weights is not None:
+            self.model.load_state_dict(init_weights)
+        params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
+        self.step = 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        self._load_data()
+
+    def _load_data(self) -> None:
+        arrays = load_training_arrays(self.cfg.data, self.cfg.frames_per_video, tuple(self.cfg.video_span))
+        if not arrays:
+            raise ValueError(f"no images or videos found in {', '.join(self.cfg.data)}")
+        # A fixed, seeded hold-out split, independent of the training RNG.
+        order = np.random.default_rng(1234).permutation(len(arrays))
+        n_val = max(1, int(round(len(arrays) * self.cfg.val_fraction))) if len(arrays) > 4 else 0
+        self.val = [arrays[i] for i in order[:n_val]]
+        self.sampler = CropSampler([arrays[i] for i in order[n_val:]], self.cfg.patch, self.rng)
+        log.info("training on %d images (%d held out)", len(self.sampler.arrays), len(self.val))
+
+    # -- checkpoints -------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": "vidsieve-train-1",
+            "config": json.dumps(asdict(self.cfg)),
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "aux_opt": self.aux_opt.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "history": json.dumps(self.history),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+        }
+
+    def save(self, path: Path | None = None) -> Path:
+        path = Path(path or self.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def resume(cls, ckpt: str | os.PathLike, out: str | os.PathLike | None = None, **overrides) -> "Trainer":
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if st.get("format") != "vidsieve-train-1":
+            raise ValueError(f"{ckpt} is not a vidsieve training checkpoint")
+        cfg_d = json.loads(st["config"])
+        cfg_d.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = TrainConfig(**cfg_d)
+        t = cls(cfg, out or ckpt)
+        t.model.load_state_dict(st["model"])
+        t.opt.load_state_dict(st["opt"])
+        t.aux_opt.load_state_dict(st["aux_opt"])
+        t.step, t.elapsed = int(st["step"]), float(st["elapsed"])
+        t.history = json.loads(st["history"])
+        torch.set_rng_state(st["torch_rng"])
+        t.rng.bit_generator.state = json.loads(st["numpy_rng"])
+        return t
+
+    # -- loop --------------------------------------------------------------------
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        self.model.train()
+        lr = lr_at(cfg, self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x = torch.from_numpy(self.sampler.batch(cfg.batch)).permute(0, 3, 1, 2).float().div_(255)
+        levels = torch.from_numpy(self.rng.integers(0, len(LAMBDAS), size=cfg.batch))
+        lambdas = torch.tensor(LAMBDAS)[levels]
+        out = self.model(x, levels.float() + 1)
+        loss, bpp, mse = rd_loss(out, x, lambdas)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        aux = self.model.aux_loss()
+        self.aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        self.aux_opt.step()
+        self.step += 1
+        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
+        return {"loss": loss.item(), "bpp": bpp.mean().item(), "psnr": psnr, "aux": aux.item(), "lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self, qualities=(1, 4, 8), size: int = 256) -> dict:
+        """Estimated rate (from likelihoods) and PSNR on held-out centre crops."""
+        if not self.val:
+            return {}
+        self.model.eval()
+        res = {}
+        crops = []
+        for a in self.val:
+            h, w = a.shape[:2]
+            s = min(size, h, w) // 64 * 64
+            if s < 64:
+                continue
+            y, x = (h - s) // 2, (w - s) // 2
+            crops.append(torch.from_numpy(a[y : y + s, x : x + s].copy()).permute(2, 0, 1).float() / 255)
+        for q in qualities:
+            bpps, psnrs = [], []
+            for c in crops:
+                out = self.model(c[None], torch.tensor([float(q)]))
+                _, bpp, mse = rd_loss(out, c[None], torch.tensor([0.0]))
+                bpps.append(bpp.item())
+                psnrs.append(-10 * math.log10(max(mse.item(), 1e-10)))
+            res[f"q{q}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
+        return res
+
+    def run(self, max_time: float | None = None, max_steps: int | None = None, progress: bool = True,
+            on_checkpoint=None) -> None:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        stop_step = min(cfg.steps, max_steps) if max_steps else cfg.steps
+        t0 = time.monotonic()
+        start_elapsed = self.elapsed
+        last_ck = t0
+        bar = tqdm(total=stop_step, initial=self.step, disable=not progress, unit="step",
+                   dynamic_ncols=True, mininterval=2.0)
+        ema = None
+        try:
+            while self.step < stop_step:
+                if max_time is not None and time.monotonic() - t0 >= max_time:
+                    break
+                m = self.train_step()
+                ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k] for k in m}
+                self.elapsed = start_elapsed + (time.monotonic() - t0)
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema['loss']:.3f}", bpp=f"{ema['bpp']:.3f}", psnr=f"{ema['psnr']:.2f}")
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    ev = self.evaluate()
+                    self.history.append({"step": self.step, "elapsed_s": round(self.elapsed, 1),
+                                         "train": {k: round(v, 5) for k, v in ema.items()}, "val": ev})
+                    log.info("step %d val %s", self.step, json.dumps(ev))
+                if time.monotonic() - last_ck >= cfg.checkpoint_every_s:
+                    self.save()
+                    last_ck = time.monotonic()
+                    if on_checkpoint:
+                        on_checkpoint(self)
+        finally:
+            bar.close()
+            self.save()
+            if on_checkpoint:
+                on_checkpoint(self)
