@@ -249,8 +249,13 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
     codec = codec or load_codec(opts.model)
     if opts.quality is not None and not codec.variable_rate and opts.quality != int(opts.quality):
         raise ModelError(f"{codec.name} is fixed-rate: use an integer --quality")
+    plan_offset = None
+    if opts.target_kbps and not opts.keep_all and "://" not in str(input):
+        plan_offset = plan_target_offset(input, opts, codec, log_fn)
     with VideoReader(input, options=opts.input_options) as reader:
         selector = make_selector(opts, reader, log_fn)
+        if plan_offset is not None:
+            selector.policy.offset, selector.plan_bits = plan_offset
         meta = {"source": os.path.basename(str(input)), "selector": getattr(selector, "describe", lambda: {
             "name": getattr(selector, "name", "")})()}
         comp = None
@@ -282,6 +287,66 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
         summary = comp.close(seconds=time.monotonic() - t0)
         summary.detector = getattr(selector, "detector_name", "none")
         return summary
+
+
+def plan_target_offset(input, opts: CompressOptions, codec: "FrameCodec",
+                       log_fn: Callable[[str], None] | None = None, samples: int = 4):
+    """First pass for ``--target-kbps`` on files: select frames, measure rate, solve the quality offset.
+
+    Selection depends only on the input, so the second pass keeps the same
+    frames; a few kept frames are coded at several qualities to learn how
+    bits grow with quality on *this* footage, and the offset that makes the
+    planned total meet the target is found by bisection.
+    """
+    from .detection.policy import RateModel, SegmentPlan, solve_offset
+
+    plans, sample_frames = [], []
+    with VideoReader(input, options=opts.input_options) as reader:
+        sel = make_selector(opts, reader, None)
+        cur = None
+        first = last = None
+        n = 0
+        for frame in reader:
+            d = sel.decide(frame.rgb, frame.pts)
+            if d.closed or cur is None:
+                cur = SegmentPlan(kept=0, pixels=frame.rgb.shape[0] * frame.rgb.shape[1],
+                                  base=sel.policy.base(sel.segment.active, set(sel.segment.classes)), frames=0)
+                plans.append(cur)
+            cur.frames += 1
+            if d.keep:
+                cur.kept += 1
+                sample_frames.append(frame.rgb)
+                if len(sample_frames) > 64:
+                    sample_frames = sample_frames[::2]
+            first = frame.pts if first is None else first
+            last = frame.pts
+            n += 1
+            if opts.max_frames and n >= opts.max_frames:
+                break
+        duration = float((last - first) * reader.time_base + 1 / reader.fps) if n else 0.0
+    if not plans or duration <= 0:
+        return None
+    picks = [sample_frames[i] for i in np.linspace(0, len(sample_frames) - 1, min(samples, len(sample_frames))).astype(int)]
+    qs = [1.0, 2.5, 4.0, 5.5, 7.0, 8.0] if codec.variable_rate else [1, 2, 3, 4, 5, 6, 7, 8]
+    bpps = []
+    for q in qs:
+        enc = codec.encode_batch(picks, [q] * len(picks))
+        bpps.append(sum(len(e.data) * 8 for e in enc) / sum(f.shape[0] * f.shape[1] for f in picks))
+    model = RateModel(qs, bpps)
+    frames = sum(p.frames for p in plans)
+    # Container overhead: per-record framing, skip lists, segment markers, header and index.
+    overhead = 8 * (600 + 40 * sum(p.kept for p in plans) + 8 * frames + 300 * len(plans))
+    off = solve_offset(plans, model, opts.target_kbps * 1000 * duration, overhead)
+    if log_fn:
+        log_fn(f"vidsieve: target {opts.target_kbps:g} kbps: quality offset {off:+.2f} "
+               f"over {len(plans)} segments")
+    if off <= -7.9:
+        log.warning("target %g kbps is below what quality 1 reaches on this video; expect more",
+                    opts.target_kbps)
+    from .detection.policy import clip_quality
+
+    per_seg = [p.kept * p.pixels * model.bpp(clip_quality(p.base + off)) for p in plans]
+    return off, per_seg
 
 
 def check_output_path(output: str | os.PathLike, is_dir: bool = False) -> None:
