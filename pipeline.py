@@ -300,7 +300,7 @@ def plan_target_offset(input, opts: CompressOptions, codec: "FrameCodec",
     """
     from .detection.policy import RateModel, SegmentPlan, solve_offset
 
-    plans, sample_frames = [], []
+    plans, samples_by_seg = [], []
     with VideoReader(input, options=opts.input_options) as reader:
         sel = make_selector(opts, reader, None)
         cur = None
@@ -312,12 +312,14 @@ def plan_target_offset(input, opts: CompressOptions, codec: "FrameCodec",
                 cur = SegmentPlan(kept=0, pixels=frame.rgb.shape[0] * frame.rgb.shape[1],
                                   base=sel.policy.base(sel.segment.active, set(sel.segment.classes)), frames=0)
                 plans.append(cur)
+                samples_by_seg.append([])
             cur.frames += 1
             if d.keep:
                 cur.kept += 1
-                sample_frames.append(frame.rgb)
-                if len(sample_frames) > 64:
-                    sample_frames = sample_frames[::2]
+                # Two frames per segment (its first and one from later on) stand for its content.
+                sl = samples_by_seg[-1]
+                if len(sl) < 2 or cur.kept in (4, 16, 64):
+                    sl[1 if len(sl) == 2 else len(sl):] = [frame.rgb]
             first = frame.pts if first is None else first
             last = frame.pts
             n += 1
@@ -326,17 +328,27 @@ def plan_target_offset(input, opts: CompressOptions, codec: "FrameCodec",
         duration = float((last - first) * reader.time_base + 1 / reader.fps) if n else 0.0
     if not plans or duration <= 0:
         return None
-    picks = [sample_frames[i] for i in np.linspace(0, len(sample_frames) - 1, min(samples, len(sample_frames))).astype(int)]
     qs = [1.0, 2.5, 4.0, 5.5, 7.0, 8.0] if codec.variable_rate else [1, 2, 3, 4, 5, 6, 7, 8]
-    bpps = []
-    for q in qs:
-        enc = codec.encode_batch(picks, [q] * len(picks))
-        bpps.append(sum(len(e.data) * 8 for e in enc) / sum(f.shape[0] * f.shape[1] for f in picks))
-    model = RateModel(qs, bpps)
+    # Measure the segments that spend the most; the rest share their pooled model.
+    order = sorted(range(len(plans)), key=lambda i: -plans[i].kept)[:12]
+    models: dict[int, RateModel] = {}
+    pooled = np.zeros(len(qs))
+    for i in order:
+        picks = samples_by_seg[i]
+        bpps = []
+        for q in qs:
+            enc = codec.encode_batch(picks, [q] * len(picks))
+            bpps.append(sum(len(e.data) * 8 for e in enc) / sum(f.shape[0] * f.shape[1] for f in picks))
+        models[i] = RateModel(qs, bpps)
+        pooled += np.log(np.maximum(bpps, 1e-6)) * plans[i].kept
+    weight = sum(plans[i].kept for i in order) or 1
+    shared = RateModel(qs, np.exp(pooled / weight))
+    for i, p in enumerate(plans):
+        p.model = models.get(i, shared)
     frames = sum(p.frames for p in plans)
-    # Container overhead: per-record framing, skip lists, segment markers, header and index.
-    overhead = 8 * (600 + 40 * sum(p.kept for p in plans) + 8 * frames + 300 * len(plans))
-    off = solve_offset(plans, model, opts.target_kbps * 1000 * duration, overhead)
+    # Container overhead: record framing per kept frame, skip lists, segment markers, header and index.
+    overhead = 8 * (700 + 70 * sum(p.kept for p in plans) + 8 * frames + 300 * len(plans))
+    off = solve_offset(plans, shared, opts.target_kbps * 1000 * duration, overhead)
     if log_fn:
         log_fn(f"vidsieve: target {opts.target_kbps:g} kbps: quality offset {off:+.2f} "
                f"over {len(plans)} segments")
@@ -345,7 +357,7 @@ def plan_target_offset(input, opts: CompressOptions, codec: "FrameCodec",
                     opts.target_kbps)
     from .detection.policy import clip_quality
 
-    per_seg = [p.kept * p.pixels * model.bpp(clip_quality(p.base + off)) for p in plans]
+    per_seg = [p.kept * p.pixels * p.model.bpp(clip_quality(p.base + off)) for p in plans]
     return off, per_seg
 
 

@@ -40,8 +40,8 @@ class MotionDetector(Detector):
         level = float(np.median(gray)) + 1e-3
         if self.ref_level is None:
             self.ref_level = level
+        # A fixed reference: a drifting one would itself look like a slow lighting change.
         gray = np.clip(gray * (self.ref_level / level), 0, 255).astype(np.uint8)
-        self.ref_level = 0.98 * self.ref_level + 0.02 * level
         gray = cv2.GaussianBlur(gray, (5, 5), 0)
         mask = self.sub.apply(gray)
         self.frames += 1

@@ -74,6 +74,7 @@ class SegmentPlan:
     pixels: int
     base: float
     frames: int
+    model: "RateModel | None" = None  # this segment's own rate model, when measured
 
 
 def solve_offset(plans: list[SegmentPlan], model: RateModel, target_bits: float,
@@ -84,7 +85,8 @@ def solve_offset(plans: list[SegmentPlan], model: RateModel, target_bits: float,
     1..8 keeps the active/idle ordering while the range allows.
     """
     def total(off):
-        return overhead_bits + sum(p.kept * p.pixels * model.bpp(clip_quality(p.base + off)) for p in plans)
+        return overhead_bits + sum(p.kept * p.pixels * (p.model or model).bpp(clip_quality(p.base + off))
+                                   for p in plans)
 
     lo, hi = -QUALITY_MAX, QUALITY_MAX
     for _ in range(50):
