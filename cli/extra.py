@@ -1,9 +1,139 @@
-"""Subcommands beyond compress/decompress/info: train, bench, bench-image, ingest."""
+"""Subcommands beyond compress/decompress/info: train, bench, bench-image."""
 
 from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ..errors import InputError, VidsieveError
 
 COMMANDS: dict = {}
 
 
 def add_commands(sub, add_selection_args, duration, size, positive, quality) -> None:
-    pass
+    t = sub.add_parser("train", help="train or fine-tune the variable-rate codec",
+                       description="Train the codec on folders of images and videos (frames are sampled from "
+                                   "videos), or fine-tune the shipped model on one camera's footage.")
+    t.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders (or files) of images/videos")
+    t.add_argument("--out", required=True, help="checkpoint path (written every few minutes, atomically)")
+    t.add_argument("--arch", default="vidsieve-hyperprior", choices=["vidsieve-hyperprior"],
+                   help="architecture (default: vidsieve-hyperprior)")
+    t.add_argument("--N", type=positive(int), default=64, help="transform channels (default 64)")
+    t.add_argument("--M", type=positive(int), default=96, help="latent channels (default 96)")
+    t.add_argument("--max-time", type=duration, default=None, help="stop after this long (e.g. 30m, 2h)")
+    t.add_argument("--steps", type=positive(int), default=None,
+                   help="schedule length in steps (default 100000; 2000 when fine-tuning)")
+    t.add_argument("--resume", default=None, help="continue a checkpoint exactly (optimisers, schedule, RNG)")
+    t.add_argument("--finetune", default=None, metavar="WEIGHTS",
+                   help="start from these weights (a .pth, or 'vidsieve-hyperprior' for the shipped model)")
+    t.add_argument("--patch", type=positive(int), default=None, help="crop size (default 256; 128 is faster)")
+    t.add_argument("--batch", type=positive(int), default=None, help="batch size (default 8)")
+    t.add_argument("--lr", type=positive(float), default=None, help="learning rate (default 2e-4; 5e-5 fine-tuning)")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    t.add_argument("--export", default=None, metavar="DIR",
+                   help="when done, write DIR/vidsieve-hyperprior.pth and DIR/manifest.json for the registry")
+    COMMANDS["train"] = cmd_train
+
+    b = sub.add_parser("bench", help="rate-distortion/speed/detection benchmark against x265, x264, JPEG",
+                       description="Encode clips with vidsieve and classical codecs over a sweep of settings; "
+                                   "write results.json, results.csv, plots and report.md with BD-rates.")
+    b.add_argument("videos", nargs="+")
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--codecs", default=None,
+                   help="comma-separated (default: all): vidsieve,vidsieve-keepall,x265,x265-lowdelay,x264,"
+                        "x264-lowdelay,jpeg,svtav1")
+    b.add_argument("--frames", type=positive(int), default=None, help="use only the first N frames of each clip")
+    b.add_argument("--points", type=positive(int), default=5, help="rate points per codec (default 5)")
+    b.add_argument("--jobs", type=positive(int), default=1, help="points measured in parallel processes")
+    b.add_argument("--reference-detector", default=None,
+                   help="detector for recall and ROI-PSNR (e.g. yolo11n.pt or a YOLOX .onnx); none: skipped")
+    b.add_argument("--detector", default="auto", help="detector vidsieve itself uses (default: auto)")
+    COMMANDS["bench"] = cmd_bench
+
+    bi = sub.add_parser("bench-image", help="the frame codec on still images (Kodak) vs JPEG, WebP, CompressAI",
+                        description="Measure the learned frame codec on a folder of images with real bitstreams, "
+                                    "next to JPEG, WebP, cached CompressAI zoo models and published curves.")
+    bi.add_argument("folder")
+    bi.add_argument("--out", required=True)
+    bi.add_argument("--model", default="vidsieve-hyperprior")
+    bi.add_argument("--reference", default=None,
+                    help="folder of CompressAI results JSON files (e.g. ../shared/reference/compressai-kodak)")
+    bi.add_argument("--limit", type=positive(int), default=None, help="use only the first N images")
+    bi.add_argument("--no-zoo", action="store_true", help="skip CompressAI zoo models")
+    COMMANDS["bench-image"] = cmd_bench_image
+
+
+def cmd_train(a) -> int:
+    from ..training.export import export
+    from ..training.trainer import TrainConfig, Trainer
+
+    for d in a.data:
+        if not os.path.exists(d):
+            raise InputError(f"training data not found: {d}")
+    try:
+        if a.resume:
+            if not os.path.exists(a.resume):
+                raise InputError(f"checkpoint not found: {a.resume}")
+            t = Trainer.resume(a.resume, out=a.out, threads=a.threads or None, steps=a.steps)
+        else:
+            init = None
+            fine = a.finetune is not None
+            if fine:
+                from ..codec.zoo import load_shipped, load_state
+
+                init = (load_shipped(a.finetune)[0] if not a.finetune.endswith((".pth", ".pt"))
+                        else load_state(a.finetune))
+            cfg = TrainConfig(data=list(a.data), arch=a.arch, N=a.N, M=a.M,
+                              patch=a.patch or 256, batch=a.batch or 8, lr=a.lr or (5e-5 if fine else 2e-4),
+                              steps=a.steps or (2000 if fine else 100_000), threads=a.threads)
+            if init is not None:
+                cfg.N, cfg.M = init["g_a.0.weight"].shape[0], init["g_a.6.weight"].shape[0]
+            t = Trainer(cfg, a.out, init_weights=init)
+    except ValueError as exc:
+        raise VidsieveError(str(exc)) from None
+    t.run(max_time=a.max_time, progress=None if not a.quiet else False)
+    if not a.quiet:
+        print(f"step {t.step}, {t.elapsed / 3600:.2f} h: checkpoint {a.out}")
+        if t.history:
+            print("held-out: " + json.dumps(t.history[-1]["val"]))
+    if a.export:
+        w = export(a.out, a.export)
+        if not a.quiet:
+            print(f"exported {w}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from ..bench.runner import run_bench
+
+    for v in a.videos:
+        if "://" not in v and not os.path.exists(v):
+            raise InputError(f"input not found: {v}")
+    codecs = [c.strip() for c in a.codecs.split(",")] if a.codecs else None
+    try:
+        doc = run_bench(a.videos, a.out, codecs, a.frames, a.points, a.jobs, a.reference_detector, a.detector,
+                        progress=None if not a.quiet else False)
+    except ValueError as exc:
+        raise VidsieveError(str(exc)) from None
+    if not a.quiet:
+        bd = doc["bd_rate"]
+        print(f"BD-rate vs {bd['anchor']} ({bd['metric']}): " +
+              ", ".join(f"{k} {'n/a' if v is None else f'{v:+.1f}%'}" for k, v in bd["mean"].items()))
+        print(f"report: {os.path.join(a.out, 'report.md')}")
+    return 0
+
+
+def cmd_bench_image(a) -> int:
+    from ..bench.image import run_image_bench
+
+    if not os.path.isdir(a.folder):
+        raise InputError(f"not a folder of images: {a.folder}")
+    doc = run_image_bench(a.folder, a.out, a.model, zoo=not a.no_zoo, reference_dir=a.reference, limit=a.limit,
+                          progress=None if not a.quiet else False)
+    if not a.quiet:
+        print("BD-rate vs JPEG (PSNR-RGB, pchip): " + ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:+.1f}%'}" for k, v in doc["bd_rate_vs_jpeg_psnr_pchip"].items()))
+        print(f"results: {os.path.join(a.out, 'image_results.json')}")
+    return 0

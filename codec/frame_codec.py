@@ -49,8 +49,10 @@ def set_threads() -> int:
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
-    frame = as_rgb(frame)
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255)[None]
+    frame = np.ascontiguousarray(as_rgb(frame))
+    if not frame.flags.writeable:
+        frame = frame.copy()  # torch.from_numpy wants memory it may write
+    return torch.from_numpy(frame).permute(2, 0, 1).float().div_(255)[None]
 
 
 def as_rgb(frame: np.ndarray) -> np.ndarray:

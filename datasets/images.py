@@ -71,12 +71,15 @@ class CropSampler:
             raise ValueError(f"no training image is at least {patch}x{patch} pixels")
         self.patch = patch
         self.rng = rng
+        # Weight by area: a large photograph holds many more distinct crops than a video frame.
+        area = np.array([a.shape[0] * a.shape[1] for a in self.arrays], dtype=np.float64)
+        self.p = area / area.sum()
 
     def batch(self, size: int) -> np.ndarray:
         p = self.patch
         out = np.empty((size, p, p, 3), dtype=np.uint8)
         for i in range(size):
-            a = self.arrays[self.rng.integers(len(self.arrays))]
+            a = self.arrays[self.rng.choice(len(self.arrays), p=self.p)]
             h, w = a.shape[:2]
             # Crop a window up to 2x larger and shrink it: averages sensor noise
             # away like the downsampled training sets used in the literature.

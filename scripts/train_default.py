@@ -27,15 +27,16 @@ def main():
     ap.add_argument("--patch", type=int, default=128)
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--M", type=int, default=96)
+    ap.add_argument("--frames-per-video", type=int, default=10)
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(a.out)
     if out.exists():
-        t = Trainer.resume(out, threads=a.threads)
+        t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video)
     else:
         cfg = TrainConfig(data=[str(SHARED / "data/images/train"), str(SHARED / "data/video")],
                           N=a.N, M=a.M, patch=a.patch, batch=a.batch, steps=a.steps, threads=a.threads,
-                          video_span=(0.0, 0.5))
+                          video_span=(0.0, 0.5), frames_per_video=a.frames_per_video)
         t = Trainer(cfg, out)
     t.run(max_time=a.max_time, progress=sys.stderr.isatty())
     print(f"step {t.step} saved to {out}")

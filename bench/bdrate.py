@@ -1,0 +1,60 @@
+"""BD-rate (Bjontegaard 2001, VCEG-M33) via the ``bjontegaard`` package.
+
+pchip is the primary interpolation (as in recent JVET practice); akima is the
+cross-check. Curves that share too little of their quality range give a
+warning and no number rather than an extrapolated one.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+
+def _curve(points, metric):
+    pts = sorted((p["kbps"], p[metric]) for p in points if p.get(metric) is not None and p["kbps"] > 0)
+    # BD integrals need strictly increasing quality along rate.
+    out = []
+    for r, d in pts:
+        if not out or d > out[-1][1]:
+            out.append((r, d))
+    return [r for r, _ in out], [d for _, d in out]
+
+
+def bd_rate(anchor: list[dict], test: list[dict], metric: str = "psnr_rgb", method: str = "pchip",
+            min_overlap: float = 0.3) -> float | None:
+    import bjontegaard as bd
+
+    ra, da = _curve(anchor, metric)
+    rt, dt = _curve(test, metric)
+    if len(ra) < 3 or len(rt) < 3:
+        warnings.warn(f"BD-rate needs 3+ monotone points per curve ({metric})")
+        return None
+    lo, hi = max(min(da), min(dt)), min(max(da), max(dt))
+    span = min(max(da) - min(da), max(dt) - min(dt))
+    if hi <= lo or (hi - lo) < min_overlap * span:
+        warnings.warn(f"curves overlap too little on {metric} for a BD-rate ({lo:.3f}..{hi:.3f})")
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v = bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False, min_overlap=0.0)
+    return None if v is None or not math.isfinite(v) else round(float(v), 3)
+
+
+def bd_table(points: list[dict], anchor: str = "x265", metric: str = "psnr_rgb", method: str = "pchip") -> dict:
+    clips = sorted({p["clip"] for p in points})
+    codecs = sorted({p["codec"] for p in points} - {anchor})
+    per_clip = {}
+    for c in clips:
+        a = [p for p in points if p["clip"] == c and p["codec"] == anchor]
+        if not a:
+            continue
+        per_clip[c] = {k: bd_rate(a, [p for p in points if p["clip"] == c and p["codec"] == k], metric, method)
+                       for k in codecs}
+    mean = {}
+    for k in codecs:
+        vals = [per_clip[c][k] for c in per_clip if per_clip[c].get(k) is not None]
+        mean[k] = round(float(np.mean(vals)), 3) if vals else None
+    return {"anchor": anchor, "metric": metric, "method": method, "per_clip": per_clip, "mean": mean}

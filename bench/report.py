@@ -1,0 +1,75 @@
+"""Plots and a Markdown report from a bench result document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(v, nd=2):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def plot_curves(points, clips, out: Path, y: str, ylabel: str, stem: str, x: str = "kbps",
+                xlabel: str = "kbps", extra=None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for clip in clips:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for codec in sorted({p["codec"] for p in points if p["clip"] == clip}):
+            pts = sorted((p[x], p[y]) for p in points if p["clip"] == clip and p["codec"] == codec
+                         and p.get(y) is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=codec)
+        if extra:
+            extra(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(clip)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        for ext in ("png", "svg"):
+            name = f"{stem}-{clip}.{ext}"
+            fig.savefig(out / name, dpi=110, bbox_inches="tight")
+            files.append(name)
+        plt.close(fig)
+    return files
+
+
+def write_report(doc: dict, out: Path) -> None:
+    points, clips = doc["points"], [c["name"] for c in doc["clips"]]
+    plot_curves(points, clips, out, "psnr_rgb", "PSNR-RGB (dB)", "rd-psnr")
+    if any(p.get("recall") is not None for p in points):
+        plot_curves(points, clips, out, "recall", "detection recall", "recall")
+    lines = ["# vidsieve bench report", "",
+             f"Clips: {', '.join(f'{c['name']} ({c['width']}x{c['height']}, {c['frames']} frames, {c['fps']:.2f} fps)' for c in doc['clips'])}.",
+             "PSNR is the mean over all input frames after hold-filling dropped frames. "
+             "Recall/precision: reference detector on the decoded video against the original (IoU >= 0.5, "
+             "same class, same frame). ROI-PSNR: inside the reference detector's boxes on the original.", ""]
+    bd = doc["bd_rate"]
+    lines += [f"## BD-rate vs {bd['anchor']} ({bd['metric']}, {bd['method']}); negative = fewer bits", "",
+              "| codec | " + " | ".join(bd["per_clip"]) + " | mean |", "|---" * (len(bd["per_clip"]) + 2) + "|"]
+    for codec, m in bd["mean"].items():
+        row = [_fmt(bd["per_clip"][c].get(codec), 1) for c in bd["per_clip"]]
+        lines.append(f"| {codec} | " + " | ".join(row) + f" | {_fmt(m, 1)} |")
+    for label, key in (("vs JPEG (psnr_rgb, pchip)", "vs_jpeg"), ("vs x265 (akima cross-check)", "akima"),
+                       ("vs x265 (MS-SSIM, pchip)", "ms_ssim")):
+        t = doc.get("bd_rate_extra", {}).get(key)
+        if t:
+            lines += ["", f"BD-rate {label}: " + ", ".join(f"{k} {_fmt(v, 1)}%" for k, v in t["mean"].items())]
+    for clip in clips:
+        lines += ["", f"## {clip}", "", f"![rate-distortion](rd-psnr-{clip}.png)", "",
+                  "| codec | setting | kbps | bpp | PSNR-RGB | PSNR-Y | MS-SSIM | ROI-PSNR | bg PSNR | recall | "
+                  "precision | kept | enc fps | dec fps |", "|---" * 14 + "|"]
+        for p in sorted((p for p in points if p["clip"] == clip), key=lambda p: (p["codec"], p["kbps"])):
+            lines.append(f"| {p['codec']} | {p['setting']} | {_fmt(p['kbps'], 1)} | {_fmt(p['bpp'], 4)} | "
+                         f"{_fmt(p['psnr_rgb'])} | {_fmt(p['psnr_y'])} | {_fmt(p['ms_ssim'], 4)} | "
+                         f"{_fmt(p.get('roi_psnr'))} | {_fmt(p.get('background_psnr'))} | {_fmt(p.get('recall'), 3)} | "
+                         f"{_fmt(p.get('precision'), 3)} | {_fmt(p['kept_fraction'], 3)} | {_fmt(p['enc_fps'], 1)} | "
+                         f"{_fmt(p['dec_fps'], 1)} |")
+    if doc.get("warnings"):
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in doc["warnings"]]
+    (out / "report.md").write_text("\n".join(lines) + "\n")

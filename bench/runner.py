@@ -1,0 +1,222 @@
+"""``vidsieve bench``: rate-distortion, speed and detection survival on video clips."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..datasets.video import VideoReader
+from .codecs import CODECS, Clip
+from .detection_eval import Survival, masked_mse, roi_mask
+
+log = logging.getLogger(__name__)
+
+
+def load_clip(path: str, frames: int | None) -> Clip:
+    imgs, pts = [], []
+    with VideoReader(path) as r:
+        for f in r:
+            imgs.append(f.rgb)
+            pts.append(f.pts)
+            if frames and len(imgs) >= frames:
+                break
+        tb, fps = r.time_base, r.fps
+    if not imgs:
+        from ..errors import InputError
+
+        raise InputError(f"{path} has no frames")
+    return Clip(Path(path).stem, imgs, pts, tb, fps, str(path))
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 100.0 if mse <= 1e-10 else min(100.0, 10 * math.log10(255.0**2 / mse))
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def ms_ssim_mean(orig: list[np.ndarray], dec: list[np.ndarray], max_frames: int = 24) -> float | None:
+    import torch
+    from pytorch_msssim import ms_ssim
+
+    h, w = orig[0].shape[:2]
+    if min(h, w) < 161:
+        return None  # five scales need at least 161 pixels per side
+    idx = np.linspace(0, len(orig) - 1, min(max_frames, len(orig))).round().astype(int)
+    vals = []
+    with torch.inference_mode():
+        for i in idx:
+            a = torch.from_numpy(orig[i]).permute(2, 0, 1)[None].float()
+            b = torch.from_numpy(dec[i]).permute(2, 0, 1)[None].float()
+            vals.append(float(ms_ssim(a, b, data_range=255.0)))
+    return float(np.mean(vals))
+
+
+def measure(clip: Clip, enc, ref_dets: list | None, detector=None) -> dict:
+    n = len(clip.frames)
+    h, w = clip.frames[0].shape[:2]
+    dec = enc.decoded
+    if len(dec) != n:
+        raise RuntimeError(f"decoder returned {len(dec)} frames for {n}")
+    mse_rgb = [float(np.mean((a.astype(np.float64) - b) ** 2)) for a, b in zip(clip.frames, dec)]
+    mse_y = [float(np.mean((luma(a) - luma(b)) ** 2)) for a, b in zip(clip.frames, dec)]
+    point = {
+        "kbps": enc.bytes * 8 / 1000 / clip.duration,
+        "bpp": enc.bytes * 8 / (n * w * h),
+        "psnr_rgb": float(np.mean([psnr_from_mse(m) for m in mse_rgb])),
+        "psnr_y": float(np.mean([psnr_from_mse(m) for m in mse_y])),
+        "ms_ssim": ms_ssim_mean(clip.frames, dec),
+        "enc_fps": n / enc.enc_s if enc.enc_s > 0 else None,
+        "dec_fps": n / enc.dec_s if enc.dec_s > 0 else None,
+        "kept_fraction": enc.kept_fraction,
+        "recall": None, "precision": None, "roi_psnr": None, "background_psnr": None,
+    }
+    if ref_dets is not None and detector is not None:
+        surv = Survival()
+        sse_in = cnt_in = sse_out = cnt_out = 0
+        for orig, d, dets in zip(clip.frames, dec, ref_dets):
+            surv.add(dets, [x for x in detector.detect(d) if x.score >= 0.4])
+            m = roi_mask(dets, (h, w))
+            s, c = masked_mse(orig, d, m)
+            sse_in, cnt_in = sse_in + s, cnt_in + c
+            s, c = masked_mse(orig, d, ~m)
+            sse_out, cnt_out = sse_out + s, cnt_out + c
+        point.update(recall=surv.recall, precision=surv.precision,
+                     roi_psnr=psnr_from_mse(sse_in / cnt_in) if cnt_in else None,
+                     background_psnr=psnr_from_mse(sse_out / cnt_out) if cnt_out else None)
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in point.items()}
+
+
+def _code_version(codec_name: str) -> str:
+    v = __version__
+    if codec_name.startswith("vidsieve"):
+        from ..codec.zoo import MANIFEST
+
+        try:
+            v += ":" + json.loads(MANIFEST.read_text())["models"]["vidsieve-hyperprior"]["sha256"][:16]
+        except Exception:
+            pass
+    return v
+
+
+def cache_key(clip_path: str, frames: int | None, codec: str, setting: str, reference: str | None) -> str:
+    st = os.stat(clip_path)
+    raw = json.dumps([os.path.abspath(clip_path), st.st_size, int(st.st_mtime), frames, codec, setting,
+                      _code_version(codec), reference, "point-v1"])
+    return hashlib.sha1(raw.encode()).hexdigest()[:20]
+
+
+def _run_point(args) -> dict:
+    clip_path, frames, codec_name, setting, reference, detector_spec, cache_dir = args
+    key = cache_key(clip_path, frames, codec_name, setting, reference)
+    cpath = Path(cache_dir) / f"{key}.json"
+    if cpath.exists():
+        return json.loads(cpath.read_text())
+    os.environ.setdefault("VIDSIEVE_THREADS", "1")
+    clip = load_clip(clip_path, frames)
+    cls = CODECS[codec_name]
+    codec = cls(detector=detector_spec) if codec_name.startswith("vidsieve") else cls()
+    enc = codec.run(clip, setting)
+    det, ref_dets = None, None
+    if reference:
+        from ..detection.registry import load_detector
+
+        det = load_detector(reference)
+        ref_dets = _reference_dets(clip, det, cache_dir, reference, frames)
+    point = {"clip": clip.name, "codec": codec_name, "setting": setting, **measure(clip, enc, ref_dets, det)}
+    tmp = cpath.with_suffix(".tmp")
+    tmp.write_text(json.dumps(point))
+    os.replace(tmp, cpath)
+    return point
+
+
+def _reference_dets(clip: Clip, det, cache_dir: str, reference: str, frames: int | None) -> list:
+    from ..detection.base import Detection
+
+    key = hashlib.sha1(json.dumps([clip.path, frames, reference, "dets-v1"]).encode()).hexdigest()[:20]
+    p = Path(cache_dir) / f"dets-{key}.json"
+    if p.exists():
+        raw = json.loads(p.read_text())
+        return [[Detection(tuple(d[0]), d[1], d[2]) for d in fr] for fr in raw]
+    out = [[d for d in det.detect(f) if d.score >= 0.4] for f in clip.frames]
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps([[[list(d.box), d.cls, d.score] for d in fr] for fr in out]))
+    os.replace(tmp, p)
+    return out
+
+
+def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None = None, frames: int | None = None,
+              points: int = 5, jobs: int = 1, reference: str | None = None, detector: str = "auto",
+              progress: bool | None = None) -> dict:
+    from tqdm import tqdm
+
+    from .bdrate import bd_table
+    from .report import write_report
+
+    out = Path(out_dir)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    names = codecs or [c for c in CODECS]
+    unknown = [c for c in names if c not in CODECS]
+    if unknown:
+        raise ValueError(f"unknown codec(s) {', '.join(unknown)}; choose from {', '.join(CODECS)}")
+    avail = []
+    for c in names:
+        inst = CODECS[c]() if not c.startswith("vidsieve") else CODECS[c](detector=detector)
+        if inst.available():
+            avail.append((c, inst.sweep(points)))
+        else:
+            log.warning("skipping %s: its encoder is not in this FFmpeg build", c)
+    clips = []
+    for v in videos:
+        c = load_clip(v, frames)
+        h, w = c.frames[0].shape[:2]
+        clips.append({"name": c.name, "frames": len(c.frames), "fps": float(c.fps), "width": w, "height": h,
+                      "path": str(v)})
+        del c
+    tasks = [(str(v), frames, c, s, reference, detector, str(cache)) for v in videos for c, sw in avail for s in sw]
+    results = []
+    bar = tqdm(total=len(tasks), unit="point", disable=(progress is False) or None, desc="bench")
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as ex:
+            for r in ex.map(_run_point, tasks):
+                results.append(r)
+                bar.update(1)
+    else:
+        for t in tasks:
+            results.append(_run_point(t))
+            bar.update(1)
+    bar.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bd = bd_table(results, anchor="x265", metric="psnr_rgb", method="pchip")
+        bd_jpeg = bd_table(results, anchor="jpeg", metric="psnr_rgb", method="pchip")
+        bd_akima = bd_table(results, anchor="x265", metric="psnr_rgb", method="akima")
+        bd_ssim = bd_table(results, anchor="x265", metric="ms_ssim", method="pchip")
+    doc = {"clips": clips, "points": results, "bd_rate": bd,
+           "bd_rate_extra": {"vs_jpeg": bd_jpeg, "akima": bd_akima, "ms_ssim": bd_ssim},
+           "warnings": sorted({str(w.message) for w in caught}),
+           "settings": {"frames": frames, "points": points, "reference": reference, "detector": detector,
+                        "version": __version__}}
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, out / "results.json")
+    fields = ["clip", "codec", "setting", "kbps", "bpp", "psnr_rgb", "psnr_y", "ms_ssim", "enc_fps", "dec_fps",
+              "kept_fraction", "recall", "precision", "roi_psnr", "background_psnr"]
+    with open(out / "results.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        wr.writeheader()
+        wr.writerows(results)
+    write_report(doc, out)
+    return doc

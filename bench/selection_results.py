@@ -1,0 +1,79 @@
+"""Measures frame selection end to end on real clips (docs/RESULTS.md, "Selection").
+
+    .venv/bin/python -m vidsieve.bench.selection_results CLIP... --out bench/results/selection.json
+
+For each clip: compress at default settings, decode with hold-fill, and run a
+reference detector (YOLOX-Nano, ONNX) on every frame of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..codec.container import ContainerReader
+from ..datasets.video import VideoReader
+from ..detection.registry import load_detector
+from ..pipeline import CompressOptions, codec_for, compress, iter_decoded, psnr
+from .detection_eval import Survival
+
+
+def evaluate(clip: str, reference: str, out_dir: Path, opts: CompressOptions, conf: float = 0.4) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vsv = out_dir / (Path(clip).stem + ".vsv")
+    s = compress(clip, vsv, opts, progress=False, log_fn=print)
+    ref = load_detector(reference)
+    surv = Survival()
+    psnrs = []
+    with ContainerReader(vsv) as rd, VideoReader(clip) as src:
+        codec = codec_for(rd.header)
+        for orig, dec in zip(src, iter_decoded(rd, codec)):
+            a = [d for d in ref.detect(orig.rgb) if d.score >= conf]
+            b = [d for d in ref.detect(dec.rgb) if d.score >= conf]
+            surv.add(a, b)
+            psnrs.append(psnr(orig.rgb, dec.rgb))
+    # Detection cost at 720p on this machine (the backend compress used).
+    from ..detection.selection import build_selector
+
+    with VideoReader(clip) as r:
+        sel = build_selector(opts, r.time_base, r.fps, r.width, r.height)
+        import cv2
+
+        frames = [cv2.resize(f.rgb, (1280, 720)) for _, f in zip(range(40), r)]
+    t0 = time.perf_counter()
+    for f in frames:
+        sel.decide(f, 0)
+    det_ms = 1000 * (time.perf_counter() - t0) / len(frames)
+    return {"clip": os.path.basename(clip), "frames": s.frames, "kept": s.kept,
+            "kept_fraction": round(s.kept_fraction, 4), "kbps": round(s.kbps, 2), "bpp": round(s.bpp, 4),
+            "psnr_kept": round(s.psnr_kept, 3), "psnr_all_holdfilled": round(float(np.mean(psnrs)), 3),
+            "recall": round(surv.recall, 4), "precision": round(surv.precision, 4),
+            "reference_objects": surv.reference, "detector": s.detector,
+            "selection_ms_per_frame_720p": round(det_ms, 1), "segments": s.segments,
+            "encode_seconds": round(s.seconds, 1)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clips", nargs="+")
+    ap.add_argument("--reference", required=True, help="reference detector (e.g. ../shared/models/yolox_nano.onnx)")
+    ap.add_argument("--detector", default="auto")
+    ap.add_argument("--out", default="bench/results/selection.json")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    results = [evaluate(c, a.reference, out.parent / "selection", CompressOptions(detector=a.detector))
+               for c in a.clips]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    for r in results:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
