@@ -44,8 +44,9 @@ def write_report(doc: dict, out: Path) -> None:
     plot_curves(points, clips, out, "psnr_rgb", "PSNR-RGB (dB)", "rd-psnr")
     if any(p.get("recall") is not None for p in points):
         plot_curves(points, clips, out, "recall", "detection recall", "recall")
-    lines = ["# vidsieve bench report", "",
-             f"Clips: {', '.join(f'{c['name']} ({c['width']}x{c['height']}, {c['frames']} frames, {c['fps']:.2f} fps)' for c in doc['clips'])}.",
+    desc = ", ".join("{} ({}x{}, {} frames, {:.2f} fps)".format(c["name"], c["width"], c["height"], c["frames"],
+                                                              c["fps"]) for c in doc["clips"])
+    lines = ["# vidsieve bench report", "", f"Clips: {desc}.",
              "PSNR is the mean over all input frames after hold-filling dropped frames. "
              "Recall/precision: reference detector on the decoded video against the original (IoU >= 0.5, "
              "same class, same frame). ROI-PSNR: inside the reference detector's boxes on the original.", ""]

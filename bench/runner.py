@@ -92,7 +92,8 @@ def measure(clip: Clip, enc, ref_dets: list | None, detector=None) -> dict:
             sse_in, cnt_in = sse_in + s, cnt_in + c
             s, c = masked_mse(orig, d, ~m)
             sse_out, cnt_out = sse_out + s, cnt_out + c
-        point.update(recall=surv.recall, precision=surv.precision,
+        point.update(recall=surv.recall if surv.reference else None,
+                     precision=surv.precision if surv.decoded else None,
                      roi_psnr=psnr_from_mse(sse_in / cnt_in) if cnt_in else None,
                      background_psnr=psnr_from_mse(sse_out / cnt_out) if cnt_out else None)
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in point.items()}

@@ -1,0 +1,159 @@
+"""The comparison harness: outputs, schema, and agreement with independent computations."""
+
+import io
+import json
+
+import av
+import numpy as np
+import pytest
+
+from conftest import YOLOX, need_shared, read_frames, run_cli
+from vidsieve.bench.codecs import X265
+from vidsieve.bench.runner import load_clip
+from vidsieve.datasets.synthetic import Mover, Scene, write_scene
+from vidsieve.pipeline import psnr
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    clip = write_scene(Scene(width=192, height=176, frames=16, noise=1.5,
+                             movers=[Mover(3, 14, (450, 120), 0.5)]), d / "scene.mkv")
+    out = d / "out"
+    r = run_cli("bench", clip, "--out", out, "--codecs", "x265,x264,jpeg,vidsieve-keepall", "--points", "4",
+                "--frames", "16", "--jobs", "2", check=True)
+    return clip, out, r
+
+
+def test_outputs_and_schema(bench_run):
+    clip, out, r = bench_run
+    assert "BD-rate vs x265" in r.stdout
+    for name in ("results.json", "results.csv", "report.md", "rd-psnr-scene.png", "rd-psnr-scene.svg"):
+        assert (out / name).exists(), name
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["clips"] == [{"name": "scene", "frames": 16, "fps": 10.0, "width": 192, "height": 176,
+                             "path": str(clip)}]
+    keys = {"clip", "codec", "setting", "kbps", "bpp", "psnr_rgb", "psnr_y", "ms_ssim", "enc_fps", "dec_fps",
+            "kept_fraction", "recall", "roi_psnr"}
+    assert len(doc["points"]) == 16
+    for p in doc["points"]:
+        assert keys <= set(p)
+        assert p["kbps"] > 0 and 10 < p["psnr_rgb"] <= 100
+    settings = {p["setting"] for p in doc["points"] if p["codec"] == "x265"}
+    assert all(s.startswith("crf=") for s in settings) and len(settings) == 4
+    bd = doc["bd_rate"]
+    assert bd["anchor"] == "x265" and bd["metric"] == "psnr_rgb" and bd["method"] == "pchip"
+    assert set(bd["per_clip"]["scene"]) == {"x264", "jpeg", "vidsieve-keepall"}
+    assert "| x264 |" in (out / "report.md").read_text()
+
+
+def test_bd_rate_matches_bjontegaard_by_hand(bench_run):
+    import bjontegaard as bd
+
+    _, out, _ = bench_run
+    doc = json.loads((out / "results.json").read_text())
+    pts = doc["points"]
+
+    def curve(codec):
+        c = sorted((p["kbps"], p["psnr_rgb"]) for p in pts if p["codec"] == codec)
+        return [r for r, _ in c], [d for _, d in c]
+
+    ra, da = curve("x265")
+    rt, dt = curve("jpeg")
+    want = bd.bd_rate(ra, da, rt, dt, method="pchip", require_matching_points=False, min_overlap=0)
+    got = doc["bd_rate"]["per_clip"]["scene"]["jpeg"]
+    if got is None:
+        pytest.skip("curves did not overlap enough on this scene")
+    assert got == pytest.approx(want, abs=0.01)
+    assert want > 0  # JPEG needs more bits than x265 for the same quality
+
+
+def test_x265_point_matches_an_independent_encode(bench_run, tmp_path):
+    clip_path, out, _ = bench_run
+    doc = json.loads((out / "results.json").read_text())
+    point = next(p for p in doc["points"] if p["codec"] == "x265" and p["setting"] == "crf=32")
+    # Independent: PyAV straight into an MP4 file, then decoded back from disk.
+    frames, times = read_frames(clip_path)
+    path = tmp_path / "ind.mp4"
+    size = 0
+    with av.open(str(path), "w") as o:
+        st = o.add_stream("libx265", rate=10)
+        st.width, st.height, st.pix_fmt = 192, 176, "yuv420p"
+        st.options = {"crf": "32", "preset": "medium", "x265-params": "log-level=error"}
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for pkt in st.encode(vf):
+                size += pkt.size
+                o.mux(pkt)
+        for pkt in st.encode(None):
+            size += pkt.size
+            o.mux(pkt)
+    dec, _ = read_frames(path)
+    kbps = size * 8 / 1000 / 1.6
+    p = float(np.mean([psnr(a, b) for a, b in zip(frames, dec)]))
+    assert point["kbps"] == pytest.approx(kbps, rel=0.05)
+    assert abs(point["psnr_rgb"] - p) <= 0.3
+
+
+def test_cache_makes_rerun_quick(bench_run):
+    import time
+
+    clip, out, _ = bench_run
+    t0 = time.time()
+    run_cli("bench", clip, "--out", out, "--codecs", "x265,jpeg", "--points", "4", "--frames", "16", check=True)
+    assert time.time() - t0 < 30
+
+
+def test_recall_and_roi_with_reference_detector(tmp_path):
+    need_shared(YOLOX)
+    from conftest import PERSON_CLIP
+
+    need_shared(PERSON_CLIP)
+    # Frames 150.. of the person clip have someone in view.
+    import av as _av
+    src = tmp_path / "people.mkv"
+    with _av.open(str(PERSON_CLIP)) as c, _av.open(str(src), "w") as o:
+        st = o.add_stream("ffv1", rate=10)
+        st.width, st.height, st.pix_fmt = 768, 432, "bgr0"
+        n = 0
+        for i, f in enumerate(c.decode(c.streams.video[0])):
+            if i < 230:
+                continue
+            vf = _av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")
+            vf.pts = n
+            for pkt in st.encode(vf):
+                o.mux(pkt)
+            n += 1
+            if n == 12:
+                break
+        for pkt in st.encode(None):
+            o.mux(pkt)
+    out = tmp_path / "b"
+    run_cli("bench", src, "--out", out, "--codecs", "jpeg,x264", "--points", "3",
+            "--reference-detector", YOLOX, check=True)
+    doc = json.loads((out / "results.json").read_text())
+    best = max((p for p in doc["points"] if p["codec"] == "jpeg"), key=lambda p: p["kbps"])
+    worst = min((p for p in doc["points"] if p["codec"] == "jpeg"), key=lambda p: p["kbps"])
+    assert best["recall"] is not None and best["recall"] >= worst["recall"]
+    assert best["roi_psnr"] > worst["roi_psnr"]
+    assert (out / "recall-people.png").exists()
+
+
+def test_bench_image_on_a_few_images(tmp_path):
+    from PIL import Image
+
+    from vidsieve.datasets.synthetic import background
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(background(192, 176, seed=i).astype(np.uint8)).save(d / f"{i}.png")
+    r = run_cli("bench-image", d, "--out", tmp_path / "o", "--no-zoo", check=True)
+    doc = json.loads((tmp_path / "o" / "image_results.json").read_text())
+    assert doc["images"] == 2
+    ours = doc["curves"]["vidsieve-hyperprior"]
+    assert len(ours) == 8 and ours[0]["bpp"] < ours[-1]["bpp"]
+    assert {"jpeg", "webp"} <= set(doc["curves"])
+    assert (tmp_path / "o" / "image-rd.png").exists()
+    assert "BD-rate vs JPEG" in r.stdout
