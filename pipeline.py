@@ -141,6 +141,7 @@ class Compressor:
         self.last_pts: int | None = None
         self.last_decision: FrameDecision | None = None
         self.last_recon: np.ndarray | None = None
+        self.written_segments: list[dict] = []
 
     def push(self, rgb: np.ndarray, pts: int) -> FrameDecision:
         d = self.selector.decide(rgb, pts)
@@ -179,7 +180,9 @@ class Compressor:
 
     def _write_segment(self, seg: Segment) -> None:
         self._flush_skips()
-        self.writer.write_segment(seg.to_json(self.tb))
+        d = seg.to_json(self.tb)
+        self.writer.write_segment(d)
+        self.written_segments.append(d)
         self.summary.segments += 1
 
     def close(self, seconds: float | None = None) -> CompressSummary:

@@ -64,6 +64,40 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
     bi.add_argument("--no-zoo", action="store_true", help="skip CompressAI zoo models")
     COMMANDS["bench-image"] = cmd_bench_image
 
+    g = sub.add_parser("ingest", help="record a live stream as rolling .vsv segments (edge boxes)",
+                       description="Record a live stream (rtsp://, tcp://, udp://, http(s)://, a V4L2 device, or a "
+                                   "file read as if live) into DIR/YYYY-MM-DD/HH/MM.SS.vsv, one file per "
+                                   "--segment-seconds, keeping up in real time. One JSON line per finished segment.")
+    g.add_argument("url", nargs="?", help="stream URL, device or file")
+    g.add_argument("--out-dir", help="where segments go")
+    g.add_argument("--status", metavar="DIR", help="summarise what is on disk in DIR and exit")
+    g.add_argument("--model", default=None, help="codec (default: vidsieve-hyperprior)")
+    g.add_argument("--keep-days", type=positive(float), default=None, help="delete segments older than this")
+    g.add_argument("--max-disk", type=size, default=None, help="disk budget, e.g. 20G; idle segments go first")
+    g.add_argument("--fsync-interval", type=positive(float), default=1.0,
+                   help="seconds between fsyncs of the live segment: the most a power cut can lose (default 1)")
+    g.add_argument("--max-reconnects", type=int, default=None, help="give up after this many failed reconnects")
+    g.add_argument("--run-seconds", type=positive(float), default=None, help="stop after this much wall time")
+    add_selection_args(g)
+    COMMANDS["ingest"] = cmd_ingest
+
+
+def cmd_ingest(a) -> int:
+    from ..ingest.live import Ingester, IngestOptions, status
+    from .main import options_from_args
+
+    if a.status:
+        print(json.dumps(status(a.status), indent=2))
+        return 0
+    if not a.url or not a.out_dir:
+        raise VidsieveError("ingest needs URL and --out-dir (or --status DIR)")
+    copts = options_from_args(a)
+    copts.segment_seconds = min(30.0, a.segment_seconds or 60.0)  # activity segments within a file
+    opts = IngestOptions(segment_seconds=a.segment_seconds or 60.0, keep_days=a.keep_days, max_disk=a.max_disk,
+                         fsync_interval=a.fsync_interval, max_reconnects=a.max_reconnects,
+                         run_seconds=a.run_seconds, compress=copts)
+    return Ingester(a.url, a.out_dir, opts).run()
+
 
 def cmd_train(a) -> int:
     from ..training.export import export

@@ -86,8 +86,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="keep-threshold scale: higher keeps more frames (default: 1.0)")
     g.add_argument("--max-gap", type=_positive(float), default=4.0,
                    help="keep a frame at least every this many seconds (default: 4)")
-    g.add_argument("--segment-seconds", type=_positive(float), default=30.0,
-                   help="longest segment in seconds (default: 30)")
+    g.add_argument("--segment-seconds", type=_positive(float), default=None,
+                   help="longest segment in seconds (default: 30; for ingest, the length of each file: 60)")
     g.add_argument("--policy", choices=["evidence", "balanced", "archive"], default="balanced",
                    help="quality preset for active and idle segments (default: balanced)")
     g.add_argument("--class-weight", action="append", default=[], metavar="CLASS=W",
@@ -160,7 +160,8 @@ def options_from_args(a) -> "CompressOptions":
         detector=a.detector, detector_format=a.detector_format, detect_size=a.detect_size,
         detect_every=a.detect_every,
         classes=tuple(c.strip() for c in a.classes.split(",") if c.strip()) if a.classes else None,
-        sensitivity=a.sensitivity, max_gap=a.max_gap, segment_seconds=a.segment_seconds, policy=a.policy,
+        sensitivity=a.sensitivity, max_gap=a.max_gap, segment_seconds=a.segment_seconds or 30.0,
+        policy=a.policy,
         class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None))
 
 

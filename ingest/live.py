@@ -1,0 +1,309 @@
+"""``vidsieve ingest``: record a live stream as rolling ``.vsv`` segments on a small CPU box.
+
+One loop around the compress road (:class:`vidsieve.pipeline.Compressor`):
+
+* rolling segments of ``segment_seconds`` of stream time, named by their UTC
+  start (``DIR/YYYY-MM-DD/HH/MM.SS.vsv``); the live one is ``.MM.SS.vsv.part``,
+  readable at any moment, fsync'ed every ``fsync_interval`` seconds, renamed
+  with its index when done;
+* real time first: when the encoder falls behind the stream, keep fewer
+  frames, then lower the quality, then analyse fewer frames, and past a hard
+  limit skip frames unanalysed; nothing queues without bound;
+* a dropped stream is retried with exponential backoff and marked as a gap;
+* SIGINT/SIGTERM finish the current segment cleanly;
+* retention by age and disk budget, idle segments first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import av
+
+from ..datasets.video import VideoReader
+from ..errors import InputError
+from ..pipeline import CompressOptions, Compressor, load_codec, make_selector
+
+log = logging.getLogger(__name__)
+INDEX = "segments.jsonl"
+
+
+@dataclass
+class IngestOptions:
+    segment_seconds: float = 60.0
+    keep_days: float | None = None
+    max_disk: int | None = None  # bytes
+    fsync_interval: float = 1.0
+    lag_soft: float = 1.0  # seconds behind the stream before degrading
+    lag_hard: float = 4.0  # seconds behind: frames are skipped unanalysed
+    reconnect_max: float = 30.0
+    max_reconnects: int | None = None  # None: forever
+    realtime_files: bool = True  # pace local files at their frame rate, as a live source
+    run_seconds: float | None = None  # stop after this much wall time (benchmarks)
+    compress: CompressOptions = field(default_factory=CompressOptions)
+
+
+class _Stop(Exception):
+    pass
+
+
+def segment_path(out_dir: Path, start: datetime) -> Path:
+    return out_dir / start.strftime("%Y-%m-%d") / start.strftime("%H") / start.strftime("%M.%S.vsv")
+
+
+class Ingester:
+    def __init__(self, url: str, out_dir: str | os.PathLike, opts: IngestOptions,
+                 emit: Callable[[dict], None] | None = None):
+        self.url = url
+        self.out = Path(out_dir)
+        self.opts = opts
+        self.emit = emit or (lambda d: print(json.dumps(d), flush=True))
+        self.codec = load_codec(opts.compress.model)
+        self.stop = False
+        self.comp: Compressor | None = None
+        self.seg_info: dict = {}
+        self.degrade = 0  # 0 normal, 1 fewer frames, 2 lower quality, 3 fewer analyses, 4 skipping
+        self.lag = 0.0
+        self.max_lag = 0.0
+        self.selector = None
+
+    # -- signals -----------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        self.stop = True
+        log.info("signal %d: finishing the current segment", signum)
+
+    def run(self) -> int:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._loop()
+        finally:
+            self._close_segment()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -- main loop ----------------------------------------------------------------------
+    def _open(self) -> VideoReader:
+        options = {}
+        if self.url.startswith("rtsp://"):
+            options["rtsp_transport"] = "tcp"
+        return VideoReader(self.url, options=options, timeout=(10.0, 5.0) if "://" in self.url else None)
+
+    def _loop(self) -> int:
+        self.out.mkdir(parents=True, exist_ok=True)
+        backoff, attempts, gap_since = 1.0, 0, None
+        t_start = time.monotonic()
+        while not self.stop:
+            try:
+                reader = self._open()
+            except InputError as exc:
+                attempts += 1
+                if self.opts.max_reconnects is not None and attempts > self.opts.max_reconnects:
+                    raise
+                log.warning("cannot open %s (%s); retrying in %.0f s", self.url, exc, backoff)
+                gap_since = gap_since or time.time()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.opts.reconnect_max)
+                continue
+            attempts = 0
+            backoff = 1.0
+            try:
+                self._consume(reader, gap_since, t_start)
+                gap_since = None
+            except _Stop:
+                break
+            finally:
+                reader.close()
+            if self.stop or not ("://" in self.url):
+                break  # a file ends; a stream that ends is a drop
+            log.warning("stream %s ended; reconnecting", self.url)
+            gap_since = time.time()
+            self._close_segment()
+        return 0
+
+    def _sleep(self, s: float) -> None:
+        end = time.monotonic() + s
+        while not self.stop and time.monotonic() < end:
+            time.sleep(min(0.2, end - time.monotonic()))
+
+    def _consume(self, reader: VideoReader, gap_since: float | None, t_start: float) -> None:
+        self.selector = make_selector(self.opts.compress, reader)
+        tb = reader.time_base
+        wall0 = stream0 = None
+        pace = self.opts.realtime_files and "://" not in self.url
+        base_detect_every = getattr(getattr(self.selector, "cfg", None), "detect_every", 1)
+        for frame in reader:
+            if self.stop:
+                raise _Stop
+            if self.opts.run_seconds and time.monotonic() - t_start >= self.opts.run_seconds:
+                raise _Stop
+            t_s = float(frame.pts * tb)
+            now = time.monotonic()
+            if wall0 is None:
+                wall0, stream0 = now, t_s
+            if pace:
+                ahead = (t_s - stream0) - (now - wall0)
+                if ahead > 0:
+                    time.sleep(ahead)
+                    now = time.monotonic()
+            self.lag = max(0.0, (now - wall0) - (t_s - stream0))
+            self.max_lag = max(self.max_lag, self.lag)
+            self._adapt(base_detect_every)
+            if self.comp is None or t_s - self.seg_info["start_s"] >= self.opts.segment_seconds:
+                self._close_segment()
+                self._open_segment(reader, frame.rgb.shape, t_s, gap_since)
+                gap_since = None
+            if self.degrade >= 4 and not self._must_keep():
+                self.comp._skipped.append(frame.pts)  # too far behind: represent it by the last kept frame
+                self.comp.summary.frames += 1
+                self.comp.last_pts = frame.pts
+                continue
+            self.comp.push(frame.rgb, frame.pts)
+
+    def _must_keep(self) -> bool:
+        return self.comp is None or self.comp.summary.kept == 0
+
+    def _adapt(self, base_detect_every: int) -> None:
+        """Degrade in order when behind; recover one step at a time when caught up."""
+        sel = self.selector
+        want = self.degrade
+        if self.lag > self.opts.lag_hard:
+            want = 4
+        elif self.lag > self.opts.lag_soft:
+            want = min(3, self.degrade + 1) if self.degrade < 3 else 3
+        elif self.lag < self.opts.lag_soft / 4 and self.degrade > 0:
+            want = self.degrade - 1
+        if want == self.degrade:
+            return
+        log.warning("lag %.1f s: %s", self.lag, ["back to normal", "keeping fewer frames", "lowering quality",
+                                                  "analysing fewer frames", "skipping frames"][want])
+        self.degrade = want
+        if hasattr(sel, "cfg"):
+            sel.cfg.sensitivity = (self.opts.compress.sensitivity or 1.0) * (0.5 if want >= 1 else 1.0)
+            sel.policy.offset = -1.5 if want >= 2 else 0.0
+            sel.cfg.detect_every = base_detect_every * (3 if want >= 3 else 1)
+
+    def _open_segment(self, reader: VideoReader, shape, t_s: float, gap_since: float | None) -> None:
+        start = datetime.now(timezone.utc)
+        path = segment_path(self.out, start)
+        h, w = shape[:2]
+        meta = {"source": self.url, "utc_start": start.isoformat(), "ingest": True}
+        self.comp = Compressor(path, self.codec, self.selector, w, h, reader.fps, reader.time_base, meta,
+                               atomic=True, fsync_interval=self.opts.fsync_interval)
+        self.seg_info = {"path": str(path), "start_s": t_s, "utc_start": start.isoformat(),
+                         "wall0": time.monotonic()}
+        if gap_since is not None:
+            self.comp.mark_gap(None, None, f"stream lost at {datetime.fromtimestamp(gap_since, timezone.utc).isoformat()}")
+
+    def _close_segment(self) -> None:
+        if self.comp is None:
+            return
+        comp, self.comp = self.comp, None
+        if comp.summary.frames == 0:
+            comp.abort()
+            return
+        s = comp.close(seconds=time.monotonic() - self.seg_info["wall0"])
+        classes = {}
+        active = False
+        for seg in getattr(comp, "written_segments", []):
+            active |= seg.get("active", False)
+            for k, v in seg.get("classes", {}).items():
+                classes[k] = max(classes.get(k, 0), v)
+        line = {"segment": self.seg_info["path"], "start": self.seg_info["utc_start"],
+                "end": datetime.now(timezone.utc).isoformat(), "frames_in": s.frames, "kept": s.kept,
+                "kbps": round(s.kbps, 2), "bytes": s.bytes, "lag_max_s": round(self.max_lag, 3),
+                "lag_s": round(self.lag, 3), "active": active, "detections": classes}
+        self.max_lag = self.lag
+        with open(self.out / INDEX, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        self.emit(line)
+        enforce_retention(self.out, self.opts.keep_days, self.opts.max_disk)
+
+
+# -- retention and status ---------------------------------------------------------------
+def _segments(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("*/*/*.vsv"))
+
+
+def _activity(out: Path) -> dict[str, bool]:
+    act = {}
+    idx = out / INDEX
+    if idx.exists():
+        for line in idx.read_text().splitlines():
+            try:
+                d = json.loads(line)
+                act[d["segment"]] = bool(d.get("active"))
+            except (ValueError, KeyError):
+                continue
+    return act
+
+
+def enforce_retention(out: Path, keep_days: float | None, max_disk: int | None) -> list[Path]:
+    """Delete finished segments past the age limit, then over the disk budget: idle first, oldest first.
+
+    The live ``.part`` file is never touched.
+    """
+    removed = []
+    segs = _segments(out)
+    if keep_days is not None:
+        cutoff = time.time() - keep_days * 86400
+        for p in list(segs):
+            if p.stat().st_mtime < cutoff:
+                p.unlink(missing_ok=True)
+                removed.append(p)
+                segs.remove(p)
+    if max_disk is not None:
+        used = sum(p.stat().st_size for p in out.rglob("*.vsv*"))
+        act = _activity(out)
+        order = sorted(segs, key=lambda p: (act.get(str(p), True), str(p)))  # idle (False) first, then by name=time
+        for p in order:
+            if used <= max_disk:
+                break
+            used -= p.stat().st_size
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    for p in removed:
+        log.info("retention: deleted %s", p)
+    return removed
+
+
+def status(out_dir: str | os.PathLike) -> dict:
+    from ..pipeline import info
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise InputError(f"not an ingest folder: {out_dir}")
+    files = _segments(out) + sorted(out.glob("*/*/.*.vsv.part"))
+    total = covered = 0.0
+    gaps, events, frames, kept = 0, {}, 0, 0
+    interrupted = 0
+    first = last = None
+    for p in files:
+        try:
+            d = info(p)
+        except Exception as exc:  # one bad file must not hide the rest
+            log.warning("%s: %s", p, exc)
+            continue
+        total += d["bytes"]
+        covered += d["duration_s"]
+        gaps += len(d["gaps"])
+        frames += d["frames"]
+        kept += d["kept"]
+        interrupted += d["integrity"] != "complete"
+        for s in d["segments"]:
+            for k, v in s.get("classes", {}).items():
+                events[k] = events.get(k, 0) + 1
+        start = d["header"]["metadata"].get("utc_start")
+        if start:
+            first = start if first is None else min(first, start)
+            last = start if last is None else max(last, start)
+    return {"folder": str(out), "segments": len(files), "unfinished": interrupted, "bytes": int(total),
+            "hours_covered": round(covered / 3600, 4), "frames": frames, "kept": kept, "gaps": gaps,
+            "segments_with": events, "first_segment_utc": first, "last_segment_utc": last}

@@ -1,0 +1,192 @@
+"""Live ingestion over a real TCP stream on loopback."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error, run_cli
+from vidsieve.codec.container import ContainerReader, FrameRecord, SkipRecord
+from vidsieve.ingest.live import enforce_retention
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sender(port, frames, first=0):
+    p = subprocess.Popen([sys.executable, str(HERE / "stream_sender.py"), str(port), str(frames), str(first)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it listen
+    return p
+
+
+def start_ingest(port, out, *extra):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, "-m", "vidsieve", "ingest", f"tcp://127.0.0.1:{port}", "--out-dir",
+                             str(out), "--detector", "motion", "--segment-seconds", "3", *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def represented_pts(path):
+    """(kept pts, all pts) of every complete record in a segment file, finished or not."""
+    import warnings
+
+    kept, allp = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ContainerReader(path) as r:
+            for rec in r.records():
+                if isinstance(rec, FrameRecord):
+                    kept.append(rec.pts)
+                    allp.append(rec.pts)
+                elif isinstance(rec, SkipRecord):
+                    allp.extend(rec.pts)
+    return kept, allp
+
+
+def wait_for_files(out, n, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        if len(list(out.glob("*/*/*.vsv"))) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} finished segments after {timeout} s")
+
+
+def all_files(out):
+    return sorted(out.glob("*/*/*.vsv")) + sorted(out.glob("*/*/.*.vsv.part"))
+
+
+def test_sigkill_mid_segment_loses_nothing_written(tmp_path):
+    port = free_port()
+    sender = start_sender(port, 300)
+    ing = start_ingest(port, tmp_path, "--fsync-interval", "0.5")
+    try:
+        wait_for_files(tmp_path, 2)
+        time.sleep(1.5)  # the third segment half written
+        ing.send_signal(signal.SIGKILL)
+        ing.wait(10)
+    finally:
+        sender.kill()
+    finished = sorted(tmp_path.glob("*/*/*.vsv"))
+    parts = sorted(tmp_path.glob("*/*/.*.vsv.part"))
+    assert len(finished) >= 1 and len(parts) == 1
+    pts = []
+    for f in finished + parts:
+        kept, allp = represented_pts(f)
+        assert kept, f  # every file starts with a kept frame
+        pts.extend(allp)
+    # Together the files cover the stream from its first frame, without holes.
+    # (MPEG-TS timestamps: 90 kHz ticks, one frame every 9000.)
+    pts.sort()
+    steps = {b - a for a, b in zip(pts, pts[1:])}
+    assert steps == {9000} and len(pts) >= 40
+    for f in finished:
+        r = run_cli("info", f, "--json", check=True)
+        assert json.loads(r.stdout)["integrity"] == "complete"
+    # The live file decodes: every complete record before the cut.
+    run_cli("decompress", parts[0], "-o", tmp_path / "part.mkv", check=True)
+
+
+def test_sigterm_closes_the_segment_cleanly(tmp_path):
+    port = free_port()
+    sender = start_sender(port, 200)
+    ing = start_ingest(port, tmp_path)
+    try:
+        wait_for_files(tmp_path, 1)
+        time.sleep(1.5)
+        ing.send_signal(signal.SIGTERM)
+        out, err = ing.communicate(timeout=30)
+    finally:
+        sender.kill()
+    assert ing.returncode == 0, err
+    assert not list(tmp_path.glob("*/*/.*.part"))
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert len(lines) == len(list(tmp_path.glob("*/*/*.vsv"))) >= 2
+    assert {"start", "end", "frames_in", "kept", "kbps", "lag_s", "detections"} <= set(lines[0])
+    st = json.loads(run_cli("ingest", "--status", tmp_path, check=True).stdout)
+    assert st["segments"] == len(lines) and st["frames"] == sum(x["frames_in"] for x in lines)
+
+
+def test_sender_drops_and_returns(tmp_path):
+    port = free_port()
+    a = start_sender(port, 25)
+    ing = start_ingest(port, tmp_path)
+    try:
+        a.wait(20)
+        time.sleep(1.5)  # the camera is gone for a while
+        b = start_sender(port, 25, first=25)
+        b.wait(30)
+        end = time.time() + 30  # let the ingester drain what it received
+        while time.time() < end and sum(len(represented_pts(f)[1]) for f in all_files(tmp_path)) < 48:
+            time.sleep(0.5)
+        ing.send_signal(signal.SIGTERM)
+        out, err = ing.communicate(timeout=30)
+    finally:
+        a.kill()
+        ing.kill()
+    files = sorted(tmp_path.glob("*/*/*.vsv"))
+    infos = [json.loads(run_cli("info", f, "--json", check=True).stdout) for f in files]
+    assert sum(d["frames"] for d in infos) >= 45, err
+    assert sum(len(d["gaps"]) for d in infos) >= 1
+    assert "reconnecting" in err
+
+
+def test_garbage_on_the_socket(tmp_path):
+    port = free_port()
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(4)
+
+    def serve():
+        for _ in range(3):
+            try:
+                c, _ = srv.accept()
+                c.sendall(os.urandom(200_000))
+                c.close()
+            except OSError:
+                return
+
+    threading.Thread(target=serve, daemon=True).start()
+    r = subprocess.run([sys.executable, "-m", "vidsieve", "ingest", f"tcp://127.0.0.1:{port}", "--out-dir",
+                        str(tmp_path / "o"), "--detector", "motion", "--max-reconnects", "1"],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    srv.close()
+    assert_clean_error(r)
+    assert not list((tmp_path / "o").glob("*/*/*.vsv"))
+
+
+def test_retention_deletes_idle_then_oldest(tmp_path):
+    d = tmp_path / "2026-01-01" / "00"
+    d.mkdir(parents=True)
+    names = ["00.00.vsv", "01.00.vsv", "02.00.vsv", "03.00.vsv"]
+    active = {"00.00.vsv": True, "01.00.vsv": False, "02.00.vsv": True, "03.00.vsv": False}
+    lines = []
+    for n in names:
+        (d / n).write_bytes(b"x" * 1000)
+        lines.append(json.dumps({"segment": str(d / n), "active": active[n]}))
+    live = d / ".04.00.vsv.part"
+    live.write_bytes(b"x" * 1000)
+    (tmp_path / "segments.jsonl").write_text("\n".join(lines) + "\n")
+    removed = enforce_retention(tmp_path, None, 3000)
+    assert [p.name for p in removed] == ["01.00.vsv", "03.00.vsv"]
+    removed = enforce_retention(tmp_path, None, 1500)
+    assert [p.name for p in removed] == ["00.00.vsv", "02.00.vsv"]
+    assert live.exists()
+    old = d / "05.00.vsv"
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    assert [p.name for p in enforce_retention(tmp_path, 2, None)] == ["05.00.vsv"]
