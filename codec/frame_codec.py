@@ -219,7 +219,9 @@ class ZooCodec(FrameCodec):
     def model(self, quality: float):
         q = check_quality(quality)
         if q != int(q):
-            raise ValueError(f"{self.name} is fixed-rate: quality must be an integer 1..8, got {quality}")
+            from ..errors import ModelError
+
+            raise ModelError(f"{self.name} is fixed-rate: quality must be an integer 1..8, got {quality}")
         if int(q) not in self._models:
             self._models[int(q)] = self._loader(int(q))
         return self._models[int(q)]

@@ -1,0 +1,70 @@
+"""Model registry, shipped weights and zoo loading."""
+
+import json
+import pickle
+import shutil
+
+import pytest
+
+from conftest import assert_clean_error, run_cli
+from vidsieve.codec.registry import MODELS, load_codec
+from vidsieve.codec.zoo import MANIFEST, load_shipped, load_state, sha256_file
+from vidsieve.errors import ModelError
+
+
+def test_registry_names_and_signature():
+    assert {"vidsieve-hyperprior", "bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean",
+            "cheng2020-anchor"} <= set(MODELS)
+    codec = MODELS["vidsieve-hyperprior"](quality=None, pretrained=True)
+    assert codec.variable_rate and len(codec.weights_sha256) == 64
+
+
+def test_manifest_matches_shipped_weights():
+    m = json.loads(MANIFEST.read_text())["models"]["vidsieve-hyperprior"]
+    assert sha256_file(MANIFEST.parent / m["file"]) == m["sha256"]
+    assert m["training"]["steps"] > 0
+    state = load_state(MANIFEST.parent / m["file"])
+    # CDF tables ship with the weights: no update() at start-up.
+    assert state["gaussian_conditional._quantized_cdf"].numel() > 0
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    m = json.loads(MANIFEST.read_text())
+    shutil.copy(MANIFEST.parent / m["models"]["vidsieve-hyperprior"]["file"], tmp_path / "w.pth")
+    m["models"]["vidsieve-hyperprior"]["file"] = "w.pth"
+    m["models"]["vidsieve-hyperprior"]["sha256"] = "0" * 64
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="sha256"):
+        load_shipped("vidsieve-hyperprior", str(tmp_path / "manifest.json"))
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    p = tmp_path / "evil.pth"
+    with open(p, "wb") as f:
+        pickle.dump({"x": Evil()}, f)
+    with pytest.raises(ModelError):
+        load_state(p)
+    with pytest.raises(ModelError):
+        load_codec(str(p))
+
+
+def test_zoo_offline_names_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDSIEVE_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelError) as e:
+        load_codec("bmshj2018-hyperprior", quality=3)
+    msg = str(e.value)
+    assert "bmshj2018-hyperprior-3-" in msg and str(tmp_path) in msg and "https://" in msg
+    with pytest.raises(ModelError, match="integer"):
+        load_codec("mbt2018-mean", quality=2.5)
+
+
+def test_cli_model_errors(tmp_path, small_clip):
+    r = run_cli("compress", small_clip, "-o", tmp_path / "o.vsv", "--keep-all", "--model", "nope")
+    assert_clean_error(r, "unknown model")
+    assert r.returncode == 4
