@@ -388,6 +388,9 @@ class DecodedFrame:
 
 
 def codec_for(header: Header, model: str | None = None) -> "FrameCodec":
+    if model is None and header.model.startswith("file:"):
+        raise ModelError(f"this file was coded with the weights file {header.model[5:]} "
+                         f"(sha256 {header.weights_sha256[:12]}...); pass --model with that file")
     codec = load_codec(model or header.model)
     if model is None and codec.weights_sha256 != header.weights_sha256:
         raise ModelError(f"this file was coded with {header.model} weights {header.weights_sha256[:12]}..., "

@@ -168,7 +168,15 @@ class Ingester:
             self.comp.push(frame.rgb, frame.pts)
 
     def _must_keep(self) -> bool:
-        return self.comp is None or self.comp.summary.kept == 0
+        """Even when skipping, keep the first frame of a file and one every max-gap seconds."""
+        if self.comp is None or self.comp.summary.kept == 0:
+            return True
+        sel = self.selector
+        last = getattr(sel, "last_kept_pts", None)
+        if last is None or self.comp.last_pts is None:
+            return False
+        gap = getattr(getattr(sel, "cfg", None), "max_gap", 4.0)
+        return float((self.comp.last_pts - last) * self.comp.tb) >= gap
 
     def _adapt(self, base_detect_every: int) -> None:
         """Degrade in order when behind; recover one step at a time when caught up."""

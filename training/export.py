@@ -41,7 +41,7 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
         "training": {
             "steps": int(st.get("step", 0)),
             "hours": round(float(st.get("elapsed", 0.0)) / 3600, 2),
-            "data": cfg.get("data", []),
+            "data": [os.path.join(*Path(d).parts[-3:]) for d in cfg.get("data", [])],
             "patch": cfg.get("patch"), "batch": cfg.get("batch"),
         },
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -50,6 +50,7 @@ class TrainConfig:
     frames_per_video: int = 40
     video_span: tuple[float, float] = (0.0, 1.0)
     val_fraction: float = 0.06
+    device: str = ""  # "" = cuda when available, else cpu
     extra: dict = field(default_factory=dict)
 
 
@@ -75,9 +76,11 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = GainedMeanScaleHyperprior(cfg.N, cfg.M)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
+        self.model.to(self.device)
         params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -131,6 +134,7 @@ class Trainer:
         cfg = TrainConfig(**cfg_d)
         t = cls(cfg, out or ckpt)
         t.model.load_state_dict(st["model"])
+        t.model.to(t.device)
         t.opt.load_state_dict(st["opt"])
         t.aux_opt.load_state_dict(st["aux_opt"])
         t.step, t.elapsed = int(st["step"]), float(st["elapsed"])
@@ -146,9 +150,9 @@ class Trainer:
         lr = lr_at(cfg, self.step)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        x = torch.from_numpy(self.sampler.batch(cfg.batch)).permute(0, 3, 1, 2).float().div_(255)
-        levels = torch.from_numpy(self.rng.integers(0, len(LAMBDAS), size=cfg.batch))
-        lambdas = torch.tensor(LAMBDAS)[levels]
+        x = torch.from_numpy(self.sampler.batch(cfg.batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        levels = torch.from_numpy(self.rng.integers(0, len(LAMBDAS), size=cfg.batch)).to(self.device)
+        lambdas = torch.tensor(LAMBDAS, device=self.device)[levels]
         out = self.model(x, levels.float() + 1)
         loss, bpp, mse = rd_loss(out, x, lambdas)
         self.opt.zero_grad(set_to_none=True)
@@ -181,8 +185,9 @@ class Trainer:
         for q in qualities:
             bpps, psnrs = [], []
             for c in crops:
-                out = self.model(c[None], torch.tensor([float(q)]))
-                _, bpp, mse = rd_loss(out, c[None], torch.tensor([0.0]))
+                c = c.to(self.device)
+                out = self.model(c[None], torch.tensor([float(q)], device=self.device))
+                _, bpp, mse = rd_loss(out, c[None], torch.tensor([0.0], device=self.device))
                 bpps.append(bpp.item())
                 psnrs.append(-10 * math.log10(max(mse.item(), 1e-10)))
             res[f"q{q}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}

@@ -1,0 +1,65 @@
+"""What fine-tuning on one camera buys: train on a clip's first half, measure on its second half.
+
+    .venv/bin/python -m vidsieve.bench.finetune_eval CLIP --minutes 10 --out bench/results/finetune.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..codec.registry import gained_from_state, load_codec
+from ..codec.zoo import load_shipped
+from ..datasets.images import sample_video_frames
+from ..training.trainer import TrainConfig, Trainer
+from .bdrate import bd_rate
+from .runner import psnr_from_mse
+
+
+def rd_curve(codec, frames, qualities=(1, 2, 3, 4, 5, 6, 7, 8)) -> list[dict]:
+    pts = []
+    for q in qualities:
+        bits = mse = 0.0
+        for f in frames:
+            e = codec.encode_batch([f], [q])[0]
+            bits += len(e.data) * 8
+            mse += float(np.mean((f.astype(np.float64) - e.recon) ** 2))
+        pix = sum(f.shape[0] * f.shape[1] for f in frames)
+        pts.append({"quality": q, "kbps": bits / pix, "bpp": bits / pix, "psnr_rgb": psnr_from_mse(mse / len(frames))})
+    return pts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clip")
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-frames", type=int, default=8)
+    ap.add_argument("--out", default="bench/results/finetune.json")
+    ap.add_argument("--ckpt", default="runs/finetune/ckpt.pth")
+    a = ap.parse_args(argv)
+    state, entry = load_shipped("vidsieve-hyperprior")
+    cfg = TrainConfig(data=[a.clip], N=state["g_a.0.weight"].shape[0], M=state["g_a.6.weight"].shape[0],
+                      patch=128, batch=8, lr=5e-5, steps=100_000, threads=a.threads, frames_per_video=60,
+                      video_span=(0.0, 0.5), eval_every=0, val_fraction=0.0)
+    t = Trainer(cfg, a.ckpt, init_weights=state)
+    t.run(max_time=a.minutes * 60, progress=False)
+    test = sample_video_frames(Path(a.clip), a.eval_frames, 0.5, 1.0)
+    base = load_codec()
+    t.model.eval()
+    t.model.update(force=True)
+    tuned = gained_from_state(t.model.state_dict(), "finetuned", "finetuned")
+    cb, ct = rd_curve(base, test), rd_curve(tuned, test)
+    res = {"clip": Path(a.clip).name, "train": "first half (60 frames)", "test": f"{len(test)} frames of the second half",
+           "steps": t.step, "minutes": round(t.elapsed / 60, 1), "base_weights": entry["sha256"][:16],
+           "base": cb, "finetuned": ct, "bd_rate_percent": bd_rate(cb, ct, "psnr_rgb", "pchip")}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps({k: res[k] for k in ("clip", "steps", "minutes", "bd_rate_percent")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Soak test for live ingestion: a looping clip served as MPEG-TS over TCP in real time, ingested for N minutes.
+
+    .venv/bin/python -m vidsieve.bench.ingest_soak data/vtest.avi --seconds 600 --out bench/results/ingest_soak.json
+
+Measures the ingester's lag (from its per-segment JSON lines), its resident
+memory over time (/proc), kbps and kept fraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def serve(clip: str, port: int, seconds: float) -> None:
+    """Send the clip, looping, as H.264 in MPEG-TS (x264 ultrafast, 1 s GOP), paced at real time."""
+    from fractions import Fraction
+
+    import av
+
+    out = av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts")
+    st = None
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < seconds:
+        with av.open(clip) as src:
+            s_in = src.streams.video[0]
+            fps = Fraction(s_in.average_rate or 10)
+            for f in src.decode(s_in):
+                if st is None:
+                    st = out.add_stream("libx264", rate=fps)
+                    st.width, st.height, st.pix_fmt = f.width - f.width % 2, f.height - f.height % 2, "yuv420p"
+                    st.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(int(round(fps)))}
+                wait = t0 + n / fps - time.monotonic()
+                if wait > 0:
+                    time.sleep(float(wait))
+                g = av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24")[: st.height, : st.width], format="rgb24")
+                g.pts, g.time_base = n, 1 / fps
+                for pkt in st.encode(g):
+                    out.mux(pkt)
+                n += 1
+                if time.monotonic() - t0 >= seconds:
+                    break
+    out.close()
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clip")
+    ap.add_argument("--seconds", type=float, default=600)
+    ap.add_argument("--segment-seconds", type=float, default=60)
+    ap.add_argument("--out", default="bench/results/ingest_soak.json")
+    ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.serve:
+        serve(a.clip, a.serve, a.seconds + 30)
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sender = subprocess.Popen([sys.executable, "-m", "vidsieve.bench.ingest_soak", a.clip, "--serve", str(port),
+                               "--seconds", str(a.seconds)], stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    out_dir = tempfile.mkdtemp(prefix="vidsieve-soak-")
+    ing = subprocess.Popen([sys.executable, "-m", "vidsieve", "ingest", f"tcp://127.0.0.1:{port}", "--out-dir",
+                            out_dir, "--segment-seconds", str(a.segment_seconds), "--run-seconds", str(a.seconds)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    t0 = time.monotonic()
+    rss = []
+    while ing.poll() is None:
+        r = rss_mb(ing.pid)
+        if r is not None:
+            rss.append((round(time.monotonic() - t0, 1), round(r, 1)))
+        time.sleep(5)
+    out, err = ing.communicate()
+    sender.send_signal(signal.SIGTERM)
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    after_1min = [m for t, m in rss if t >= 60]
+    frames = sum(x["frames_in"] for x in lines)
+    res = {"clip": Path(a.clip).name, "seconds": a.seconds, "segments": len(lines), "frames_in": frames,
+           "kept": sum(x["kept"] for x in lines),
+           "kept_fraction": round(sum(x["kept"] for x in lines) / frames, 4) if frames else None,
+           "kbps_mean": round(sum(x["bytes"] for x in lines) * 8 / 1000 / max(a.seconds - 5, 1), 2),
+           "lag_max_s": max((x["lag_max_s"] for x in lines), default=None),
+           "lag_end_s": lines[-1]["lag_s"] if lines else None,
+           "rss_mb_at_1min": after_1min[0] if after_1min else None,
+           "rss_mb_end": rss[-1][1] if rss else None,
+           "rss_growth_after_1min_mb": round(max(after_1min) - after_1min[0], 1) if after_1min else None,
+           "rss_samples": rss, "degradations": [l for l in err.splitlines() if "lag" in l][:50],
+           "exit_code": ing.returncode, "out_dir": out_dir}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in res.items() if k not in ("rss_samples", "degradations")}))
+
+
+if __name__ == "__main__":
+    main()
