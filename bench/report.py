@@ -26,7 +26,8 @@ def plot_curves(points, clips, out: Path, y: str, ylabel: str, stem: str, x: str
                 ax.plot(*zip(*pts), marker="o", label=codec)
         if extra:
             extra(ax)
-        ax.set_xlabel(xlabel)
+        ax.set_xscale("log")  # rates span decades between codecs and settings
+        ax.set_xlabel(xlabel + " (log scale)")
         ax.set_ylabel(ylabel)
         ax.set_title(clip)
         ax.grid(alpha=0.3)

@@ -12,5 +12,9 @@ fi
 echo "vidsieve: setting up .venv (first run takes a few minutes)" >&2
 [ -x .venv/bin/python ] || $PY -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".[test]"
+if ! .venv/bin/python -m pip install -q -e ".[test]" > .venv/setup.log 2>&1; then
+    tail -30 .venv/setup.log >&2
+    echo "vidsieve: set-up failed; the full log is .venv/setup.log" >&2
+    exit 1
+fi
 echo "$want" > "$stamp"
