@@ -196,7 +196,9 @@ class Compressor:
         s.frame_bytes = self.writer.frame_bytes
         s.psnr_kept = self._psnr_sum / s.kept if s.kept else 0.0
         s.bpp = s.frame_bytes * 8 / self._pixels if self._pixels else 0.0
-        meta = {"summary": {k: v for k, v in s.to_json().items() if k not in ("output", "seconds", "fps")}}
+        # Size and rate are only known after the index is written; `info` computes them from the file.
+        meta = {"summary": {k: v for k, v in s.to_json().items()
+                            if k not in ("output", "seconds", "fps", "bytes", "kbps", "detector")}}
         self.writer.write_json(REC_META, meta)
         self.writer.close()
         s.bytes = Path(s.output).stat().st_size

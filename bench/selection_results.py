@@ -67,12 +67,12 @@ def main(argv=None):
     ap.add_argument("--out", default="bench/results/selection.json")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    results = [evaluate(c, a.reference, out.parent / "selection", CompressOptions(detector=a.detector))
-               for c in a.clips]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    for r in results:
-        print(json.dumps(r))
+    results = []
+    for c in a.clips:
+        results.append(evaluate(c, a.reference, out.parent / "selection", CompressOptions(detector=a.detector)))
+        print(json.dumps(results[-1]), flush=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
