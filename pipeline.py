@@ -342,7 +342,7 @@ def plan_target_offset(input, opts: CompressOptions, codec: "FrameCodec",
         picks = samples_by_seg[i]
         bpps = []
         for q in qs:
-            enc = codec.encode_batch(picks, [q] * len(picks))
+            enc = codec.encode_batch(picks, [q] * len(picks), recon=False)
             bpps.append(sum(len(e.data) * 8 for e in enc) / sum(f.shape[0] * f.shape[1] for f in picks))
         models[i] = RateModel(qs, bpps)
         pooled += np.log(np.maximum(bpps, 1e-6)) * plans[i].kept

@@ -144,6 +144,12 @@ class SvtAv1(PyAVCodec):
     settings = ["crf=25", "crf=33", "crf=41", "crf=49", "crf=57"]
     extra = {"preset": "8"}
 
+    def run(self, clip, setting):
+        import os
+
+        os.environ.setdefault("SVT_LOG", "1")  # errors only; SVT prints its whole config otherwise
+        return super().run(clip, setting)
+
 
 class Jpeg(BenchCodec):
     """Every frame as a baseline JPEG (Pillow, 4:2:0)."""

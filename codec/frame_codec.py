@@ -127,7 +127,7 @@ def unpack(data: bytes, latent_stride: int = PAD) -> Payload:
 @dataclass
 class Encoded:
     data: bytes
-    recon: np.ndarray  # what decode(data) returns
+    recon: np.ndarray | None  # what decode(data) returns (None when not asked for)
 
 
 class FrameCodec:
@@ -144,12 +144,14 @@ class FrameCodec:
     variable_rate: bool = False
 
     def encode(self, frame: np.ndarray, quality: float) -> bytes:
-        return self.encode_batch([frame], [quality])[0].data
+        return self.encode_batch([frame], [quality], recon=False)[0].data
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.decode_batch([data])[0]
 
-    def encode_batch(self, frames: Sequence[np.ndarray], qualities: Sequence[float]) -> list[Encoded]:
+    def encode_batch(self, frames: Sequence[np.ndarray], qualities: Sequence[float],
+                     recon: bool = True) -> list[Encoded]:
+        """Code frames; with ``recon`` also return what the decoder will output (costs a synthesis)."""
         raise NotImplementedError
 
     def decode_batch(self, payloads: Sequence[bytes]) -> list[np.ndarray]:
@@ -167,7 +169,7 @@ class GainedCodec(FrameCodec):
         self.name, self.weights_sha256 = name, weights_sha256
 
     @torch.inference_mode()
-    def encode_batch(self, frames, qualities):
+    def encode_batch(self, frames, qualities, recon=True):
         if len(frames) != len(qualities):
             raise ValueError("one quality per frame")
         qs = [check_quality(q) for q in qualities]
@@ -184,8 +186,8 @@ class GainedCodec(FrameCodec):
             y = self.model.analysis(x, [qs[i] for i in idx])
             for j, i in enumerate(idx):
                 strings, zhw, y_hat = self.model.code_latent(y[j : j + 1])
-                recon = to_uint8(self.model.synthesis(y_hat, qs[i]), h, w)
-                results[i] = Encoded(pack(w, h, qs[i], zhw, strings), recon)
+                rec = to_uint8(self.model.synthesis(y_hat, qs[i]), h, w) if recon else None
+                results[i] = Encoded(pack(w, h, qs[i], zhw, strings), rec)
         out = [results[i] for i in range(len(frames))]
         return out
 
@@ -227,7 +229,7 @@ class ZooCodec(FrameCodec):
         return self._models[int(q)]
 
     @torch.inference_mode()
-    def encode_batch(self, frames, qualities):
+    def encode_batch(self, frames, qualities, recon=True):
         out = []
         for f, q in zip(frames, qualities):
             rgb = as_rgb(f)
@@ -236,7 +238,7 @@ class ZooCodec(FrameCodec):
             r = m.compress(pad(to_tensor(rgb)))
             strings = [s[0] for s in r["strings"]]
             data = pack(w, h, q, tuple(int(v) for v in r["shape"]), strings)
-            out.append(Encoded(data, self.decode(data)))
+            out.append(Encoded(data, self.decode(data) if recon else None))
         return out
 
     @torch.inference_mode()
