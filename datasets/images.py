@@ -65,12 +65,13 @@ class CropSampler:
     decoding; a few hundred large images fit easily.
     """
 
-    def __init__(self, arrays: list[np.ndarray], patch: int, rng: np.random.Generator):
+    def __init__(self, arrays: list[np.ndarray], patch: int, rng: np.random.Generator, max_scale: float = 2.0):
         self.arrays = [a for a in arrays if min(a.shape[:2]) >= patch]
         if not self.arrays:
             raise ValueError(f"no training image is at least {patch}x{patch} pixels")
         self.patch = patch
         self.rng = rng
+        self.max_scale = max_scale
         # Weight by area: a large photograph holds many more distinct crops than a video frame.
         area = np.array([a.shape[0] * a.shape[1] for a in self.arrays], dtype=np.float64)
         self.p = area / area.sum()
@@ -83,7 +84,7 @@ class CropSampler:
             h, w = a.shape[:2]
             # Crop a window up to 2x larger and shrink it: averages sensor noise
             # away like the downsampled training sets used in the literature.
-            s = float(self.rng.uniform(1.0, min(2.0, min(h, w) / p)))
+            s = float(self.rng.uniform(1.0, max(1.0, min(self.max_scale, min(h, w) / p))))
             cs = int(p * s)
             y = int(self.rng.integers(0, h - cs + 1))
             x = int(self.rng.integers(0, w - cs + 1))

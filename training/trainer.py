@@ -51,6 +51,7 @@ class TrainConfig:
     video_span: tuple[float, float] = (0.0, 1.0)
     val_fraction: float = 0.06
     device: str = ""  # "" = cuda when available, else cpu
+    max_scale: float = 2.0  # crops come from windows up to this many times the patch, shrunk
     extra: dict = field(default_factory=dict)
 
 
@@ -98,7 +99,8 @@ class Trainer:
         order = np.random.default_rng(1234).permutation(len(arrays))
         n_val = max(1, int(round(len(arrays) * self.cfg.val_fraction))) if len(arrays) > 4 else 0
         self.val = [arrays[i] for i in order[:n_val]]
-        self.sampler = CropSampler([arrays[i] for i in order[n_val:]], self.cfg.patch, self.rng)
+        self.sampler = CropSampler([arrays[i] for i in order[n_val:]], self.cfg.patch, self.rng,
+                                   self.cfg.max_scale)
         log.info("training on %d images (%d held out)", len(self.sampler.arrays), len(self.val))
 
     # -- checkpoints -------------------------------------------------------------
