@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import extra
     extra.add_commands(sub, add_selection_args, _duration, _size, _positive, _quality)
+    # -q/-v also after the command name (`vidsieve decompress x.vsv -o y.mp4 --quiet`).
+    for sp in sub.choices.values():
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print errors only")
+        g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="print debug logs and tracebacks")
     return p
 
 

@@ -149,6 +149,8 @@ def test_help_explains():
         assert cmd in r.stdout
     r = run_cli("compress", "--help", check=True)
     assert "--keep-all" in r.stdout and "--quality" in r.stdout
+    r = run_cli("info", "--help", "--quiet", check=True)
+    assert "--json" in r.stdout
     r = run_cli("compress", "x.mp4", "-o", "y.vsv", "--quality", "9")
     assert r.returncode == 2 and "quality" in r.stderr
 
