@@ -22,7 +22,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -56,7 +56,14 @@ class _Stop(Exception):
 
 
 def segment_path(out_dir: Path, start: datetime) -> Path:
-    return out_dir / start.strftime("%Y-%m-%d") / start.strftime("%H") / start.strftime("%M.%S.vsv")
+    """``DIR/YYYY-MM-DD/HH/MM.SS.vsv``; never the name of a file that exists (a finished one is never replaced)."""
+    folder = out_dir / start.strftime("%Y-%m-%d") / start.strftime("%H")
+    stem = start.strftime("%M.%S")
+    path, n = folder / f"{stem}.vsv", 0
+    while path.exists() or (folder / f".{path.name}.part").exists():
+        n += 1
+        path = folder / f"{stem}-{n}.vsv"
+    return path
 
 
 class Ingester:
@@ -74,6 +81,8 @@ class Ingester:
         self.lag = 0.0
         self.max_lag = 0.0
         self.selector = None
+        self.conn_utc: datetime | None = None
+        self.conn_t = 0.0
 
     # -- signals -----------------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -135,6 +144,7 @@ class Ingester:
 
     def _consume(self, reader: VideoReader, gap_since: float | None, t_start: float) -> None:
         self.selector = make_selector(self.opts.compress, reader)
+        self.conn_utc = None  # wall-clock UTC of this connection's first frame
         tb = reader.time_base
         wall0 = stream0 = None
         pace = self.opts.realtime_files and "://" not in self.url
@@ -199,7 +209,11 @@ class Ingester:
             sel.cfg.detect_every = base_detect_every * (3 if want >= 3 else 1)
 
     def _open_segment(self, reader: VideoReader, shape, t_s: float, gap_since: float | None) -> None:
-        start = datetime.now(timezone.utc)
+        # Named by stream time from the connection's start, so a backlog drained fast
+        # still gives segments their own, ordered names.
+        if self.conn_utc is None:
+            self.conn_utc, self.conn_t = datetime.now(timezone.utc), t_s
+        start = self.conn_utc + timedelta(seconds=max(0.0, t_s - self.conn_t))
         path = segment_path(self.out, start)
         h, w = shape[:2]
         meta = {"source": self.url, "utc_start": start.isoformat(), "ingest": True}

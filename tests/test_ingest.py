@@ -200,3 +200,17 @@ def test_retention_deletes_idle_then_oldest(tmp_path):
     old.write_bytes(b"x")
     os.utime(old, (time.time() - 3 * 86400,) * 2)
     assert [p.name for p in enforce_retention(tmp_path, 2, None)] == ["05.00.vsv"]
+
+
+def test_segment_names_never_collide(tmp_path):
+    from datetime import datetime, timezone
+
+    from vidsieve.ingest.live import segment_path
+
+    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    first = segment_path(tmp_path, t)
+    assert first == tmp_path / "2026-01-02" / "03" / "04.05.vsv"
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"done")
+    (first.parent / ".04.05-1.vsv.part").write_bytes(b"live")
+    assert segment_path(tmp_path, t).name == "04.05-2.vsv"
