@@ -6,7 +6,6 @@ only parses arguments and calls the functions here.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from .codec.container import (REC_GAP, REC_META, REC_SEGMENT, ContainerReader, C
                               FrameRecord, Header, IndexRecord, JsonRecord, SkipRecord, TruncatedWarning)
 
 DEFAULT_MODEL = "vidsieve-hyperprior"  # kept in step with codec.registry; importing it pulls in torch
-from .datasets.video import Frame, VideoReader, VideoWriter
+from .datasets.video import VideoReader, VideoWriter
 from .detection.base import FrameDecision, Segment
 from .errors import FormatError, InputError, ModelError, OutputError
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 
 from ..errors import InputError, VidsieveError
 

@@ -20,7 +20,6 @@ Design points:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct

@@ -26,7 +26,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-import av
 
 from ..datasets.video import VideoReader
 from ..errors import InputError

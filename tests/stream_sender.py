@@ -7,7 +7,7 @@ Listens on 127.0.0.1:PORT, waits for one client, then sends FRAMES frames at
 """
 import sys, time
 from fractions import Fraction
-import av, numpy as np
+import av
 from vidsieve.datasets.synthetic import Scene, Mover, render
 port, frames = int(sys.argv[1]), int(sys.argv[2])
 first = int(sys.argv[3]) if len(sys.argv) > 3 else 0

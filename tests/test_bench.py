@@ -1,6 +1,5 @@
 """The comparison harness: outputs, schema, and agreement with independent computations."""
 
-import io
 import json
 
 import av
@@ -8,8 +7,6 @@ import numpy as np
 import pytest
 
 from conftest import YOLOX, need_shared, read_frames, run_cli
-from vidsieve.bench.codecs import X265
-from vidsieve.bench.runner import load_clip
 from vidsieve.datasets.synthetic import Mover, Scene, write_scene
 from vidsieve.pipeline import psnr
 

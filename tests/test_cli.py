@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import (CAR_CLIP, PERSON_CLIP, assert_clean_error, need_shared, read_frames, run_cli)
-from vidsieve.datasets.synthetic import Mover, Scene, write_scene
+from vidsieve.datasets.synthetic import Scene, write_scene
 from vidsieve.pipeline import psnr
 
 

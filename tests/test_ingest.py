@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import assert_clean_error, run_cli
 from vidsieve.codec.container import ContainerReader, FrameRecord, SkipRecord
