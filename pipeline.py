@@ -39,10 +39,14 @@ def load_codec(name: str = DEFAULT_MODEL, quality=None, pretrained: bool = True)
     return _load(name, quality=quality, pretrained=pretrained)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (capped at 100 dB for identical images)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB for 8-bit data (capped at 100 dB for identical images)."""
     return 100.0 if mse <= 1e-10 else min(100.0, 10 * math.log10(255.0**2 / mse))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images."""
+    return psnr_from_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
 
 @dataclass

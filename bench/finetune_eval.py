@@ -16,7 +16,7 @@ from ..codec.zoo import load_shipped
 from ..datasets.images import sample_video_frames
 from ..training.trainer import TrainConfig, Trainer
 from .bdrate import bd_rate
-from .runner import psnr_from_mse
+from ..pipeline import psnr_from_mse
 
 
 def rd_curve(codec, frames, qualities=(1, 2, 3, 4, 5, 6, 7, 8)) -> list[dict]:

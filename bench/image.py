@@ -17,21 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets.images import IMAGE_EXTS, load_rgb
-from .runner import psnr_from_mse
+from ..pipeline import psnr_from_mse
+from .runner import ms_ssim_mean
 
 log = logging.getLogger(__name__)
-
-
-def _ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    import torch
-    from pytorch_msssim import ms_ssim
-
-    if min(a.shape[:2]) < 161:
-        return None
-    with torch.inference_mode():
-        ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-        tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
-        return float(ms_ssim(ta, tb, data_range=255.0))
 
 
 def _pil_codec(fmt: str, q: int, img: np.ndarray) -> tuple[int, np.ndarray]:
@@ -48,7 +37,7 @@ def _pil_codec(fmt: str, q: int, img: np.ndarray) -> tuple[int, np.ndarray]:
 def _score(img, nbytes, dec) -> dict:
     h, w = img.shape[:2]
     mse = float(np.mean((img.astype(np.float64) - dec) ** 2))
-    return {"bpp": nbytes * 8 / (h * w), "psnr": psnr_from_mse(mse), "ms_ssim": _ms_ssim(img, dec)}
+    return {"bpp": nbytes * 8 / (h * w), "psnr": psnr_from_mse(mse), "ms_ssim": ms_ssim_mean([img], [dec])}
 
 
 def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = "vidsieve-hyperprior",

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -17,6 +16,7 @@ import numpy as np
 from .. import __version__
 from ..datasets.video import VideoReader
 from .codecs import CODECS, Clip
+from ..pipeline import psnr_from_mse
 from .detection_eval import Survival, masked_mse, roi_mask
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ def load_clip(path: str, frames: int | None) -> Clip:
 
         raise InputError(f"{path} has no frames")
     return Clip(Path(path).stem, imgs, pts, tb, fps, str(path))
-
-
-def psnr_from_mse(mse: float) -> float:
-    return 100.0 if mse <= 1e-10 else min(100.0, 10 * math.log10(255.0**2 / mse))
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
