@@ -40,15 +40,22 @@ def main(argv=None):
     ap.add_argument("--eval-frames", type=int, default=8)
     ap.add_argument("--out", default="bench/results/finetune.json")
     ap.add_argument("--ckpt", default="runs/finetune/ckpt.pth")
+    ap.add_argument("--base", default=None, help="weights to start from (default: the shipped model)")
     a = ap.parse_args(argv)
-    state, entry = load_shipped("vidsieve-hyperprior")
+    if a.base:
+        from ..codec.zoo import load_state, sha256_file
+
+        state, entry = load_state(a.base), {"sha256": sha256_file(a.base)}
+    else:
+        state, entry = load_shipped("vidsieve-hyperprior")
     cfg = TrainConfig(data=[a.clip], N=state["g_a.0.weight"].shape[0], M=state["g_a.6.weight"].shape[0],
-                      patch=128, batch=8, lr=5e-5, steps=100_000, threads=a.threads, frames_per_video=60,
+                      patch=128, batch=8, lr=5e-5, steps=100_000, budget_s=a.minutes * 60,
+                      threads=a.threads, frames_per_video=60,
                       video_span=(0.0, 0.5), eval_every=0, val_fraction=0.0)
     t = Trainer(cfg, a.ckpt, init_weights=state)
     t.run(max_time=a.minutes * 60, progress=False)
     test = sample_video_frames(Path(a.clip), a.eval_frames, 0.5, 1.0)
-    base = load_codec()
+    base = load_codec(a.base) if a.base else load_codec()
     t.model.eval()
     t.model.update(force=True)
     tuned = gained_from_state(t.model.state_dict(), "finetuned", "finetuned")

@@ -23,6 +23,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--yolox", default=None, help="a YOLOX .onnx to time as well")
     ap.add_argument("--out", default="bench/results/speed.json")
+    ap.add_argument("--model", default="vidsieve-hyperprior", help="registry name or weights file")
+    ap.add_argument("--codec-only", action="store_true", help="skip the selection and detector timings")
     a = ap.parse_args(argv)
     from ..codec.registry import load_codec
     from ..datasets.images import load_rgb
@@ -32,8 +34,8 @@ def main(argv=None):
     from fractions import Fraction
 
     frame = cv2.resize(load_rgb(a.image), (1280, 720), interpolation=cv2.INTER_AREA)
-    codec = load_codec()
-    res = {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+    codec = load_codec(a.model)
+    res = {"model": a.model, "weights_sha256": codec.weights_sha256[:12], "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
            "torch_threads": torch.get_num_threads(), "frame": "1280x720", "codec": {}}
     for q in (1, 4, 8):
         codec.encode(frame, q)  # warm-up
@@ -49,6 +51,8 @@ def main(argv=None):
                                         "decode_s": round(float(np.median(dec)), 3),
                                         "total_s": round(float(np.median(enc) + np.median(dec)), 3),
                                         "bytes": len(data)}
+    if a.codec_only:
+        return _write(res, a.out)
     sel = Selector(MotionDetector(), RatePolicy(), Fraction(1, 10), Fraction(10))
     rng = np.random.default_rng(0)
     frames = [np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
@@ -76,9 +80,14 @@ def main(argv=None):
         for f in frames[:10]:
             d.detect(f)
         res[f"detect_ms_{name}"] = round(1000 * (time.perf_counter() - t0) / 10, 1)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    return _write(res, a.out)
+
+
+def _write(res: dict, out: str) -> dict:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res))
+    return res
 
 
 if __name__ == "__main__":

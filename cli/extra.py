@@ -20,7 +20,11 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
                    help="architecture (default: vidsieve-hyperprior)")
     t.add_argument("--N", type=positive(int), default=64, help="transform channels (default 64)")
     t.add_argument("--M", type=positive(int), default=96, help="latent channels (default 96)")
-    t.add_argument("--max-time", type=duration, default=None, help="stop after this long (e.g. 30m, 2h)")
+    t.add_argument("--val", nargs="+", default=None, metavar="DIR",
+                   help="held-out images/videos for the periodic check (default: a fixed 6%% split of --data)")
+    t.add_argument("--max-time", type=duration, default=None,
+                   help="stop after this long (e.g. 30m, 2h); without --steps the learning-rate schedule "
+                        "is fitted to this time")
     t.add_argument("--steps", type=positive(int), default=None,
                    help="schedule length in steps (default 100000; 2000 when fine-tuning)")
     t.add_argument("--resume", default=None, help="continue a checkpoint exactly (optimisers, schedule, RNG)")
@@ -101,7 +105,7 @@ def cmd_train(a) -> int:
     from ..training.export import export
     from ..training.trainer import TrainConfig, Trainer
 
-    for d in a.data:
+    for d in a.data + (a.val or []):
         if not os.path.exists(d):
             raise InputError(f"training data not found: {d}")
     try:
@@ -119,7 +123,9 @@ def cmd_train(a) -> int:
                         else load_state(a.finetune))
             cfg = TrainConfig(data=list(a.data), arch=a.arch, N=a.N, M=a.M,
                               patch=a.patch or 256, batch=a.batch or 8, lr=a.lr or (5e-5 if fine else 2e-4),
-                              steps=a.steps or (2000 if fine else 100_000), threads=a.threads)
+                              steps=a.steps or (2000 if fine else 100_000), threads=a.threads,
+                              budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0,
+                              val_data=list(a.val or []))
             if init is not None:
                 cfg.N, cfg.M = init["g_a.0.weight"].shape[0], init["g_a.6.weight"].shape[0]
             t = Trainer(cfg, a.out, init_weights=init)

@@ -165,7 +165,7 @@ class GainedCodec(FrameCodec):
 
     def __init__(self, model, name: str, weights_sha256: str):
         set_threads()
-        self.model = model.eval()
+        self.model = model.for_inference()
         self.name, self.weights_sha256 = name, weights_sha256
 
     @torch.inference_mode()

@@ -90,7 +90,10 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         """Batched analysis transform, already multiplied by the gains."""
         q = torch.as_tensor(list(quality), dtype=torch.float32, device=x.device)
         gain, _ = self._gains(q)
-        return self.g_a(x) * gain
+        # Channels-last convolutions are ~1.5-2x faster on CPUs (oneDNN); the
+        # hyper path stays in the default layout because it must be bit-exact.
+        y = self.g_a(x.contiguous(memory_format=torch.channels_last)) * gain
+        return y.contiguous()
 
     @torch.inference_mode()
     def code_latent(self, y: torch.Tensor) -> tuple[list[bytes], tuple[int, int], torch.Tensor]:
@@ -120,4 +123,12 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     @torch.inference_mode()
     def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         _, inv_gain = self._gains(torch.tensor([float(quality)], device=y_hat.device))
-        return self.g_s(y_hat * inv_gain).clamp_(0, 1)
+        y = (y_hat * inv_gain).contiguous(memory_format=torch.channels_last)
+        return self.g_s(y).clamp_(0, 1).contiguous()
+
+    def for_inference(self) -> "GainedMeanScaleHyperprior":
+        """Eval mode with the two big transforms' weights in channels-last layout."""
+        self.eval()
+        self.g_a.to(memory_format=torch.channels_last)
+        self.g_s.to(memory_format=torch.channels_last)
+        return self

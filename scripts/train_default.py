@@ -1,44 +1,98 @@
-"""Train (or resume) the shipped default codec in the background.
+"""Train (or resume) the shipped default codec, on a CPU in the background or on a GPU lease.
 
     nohup .venv/bin/python scripts/train_default.py --max-time 9000 &
 
-Runs on CPU or GPU (whichever torch finds). Resumes from runs/default/ckpt.pth
-when it exists, so it can be stopped and started any number of times.
+Runs on CPU or GPU (whichever torch finds). Resumes from --out when it exists,
+so it can be stopped and started any number of times. ``--budget`` makes the
+learning-rate schedule follow training time rather than steps, which is what a
+run stopped by the clock needs. ``--mirror DIR`` also writes the state at every
+checkpoint into DIR in parts of at most 15 MiB (``cat NAME.part* > NAME``
+joins them), for machines that only hand back small files.
 """
 import argparse
+import io
 import logging
 import os
 import sys
 from pathlib import Path
 
+import torch
+
 from vidsieve.training.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VIDSIEVE_SHARED", ROOT.parent / "shared"))
+PART = 15 << 20
+
+
+def mirror(t: Trainer, out_dir: Path, name: str, full: bool) -> None:
+    state = t.state() if full else {"format": "vidsieve-weights-1", "model": t.model.state_dict(),
+                                    "config": t.state()["config"], "step": t.step, "elapsed": t.elapsed,
+                                    "history": t.state()["history"]}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob(f"{name}.part*"):
+        old.unlink()
+    for i in range(0, len(data), PART):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_bytes(data[i:i + PART])
+        os.replace(tmp, out_dir / f"{name}.part{i // PART}")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "runs/default/ckpt.pth"))
+    ap.add_argument("--data", nargs="+", default=[str(SHARED / "data/images/train"), str(SHARED / "data/video")])
+    ap.add_argument("--val", nargs="*", default=[], help="held-out folders (default: a seeded split of --data)")
     ap.add_argument("--max-time", type=float, default=None)
+    ap.add_argument("--budget", type=float, default=0.0, help="schedule length in seconds of training")
     ap.add_argument("--steps", type=int, default=30000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--M", type=int, default=96)
+    ap.add_argument("--max-scale", type=float, default=1.0)
     ap.add_argument("--frames-per-video", type=int, default=10)
+    ap.add_argument("--checkpoint-every", type=float, default=180.0)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--init", default=None, help="start from these weights (a .pth state or checkpoint)")
+    ap.add_argument("--mirror", default=None, help="also write checkpoints here in <=15 MiB parts")
+    ap.add_argument("--mirror-full", action="store_true", help="mirror the resumable state, not only weights")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(a.out)
     if out.exists():
-        t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video)
+        t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video,
+                           budget_s=a.budget or None)
     else:
-        cfg = TrainConfig(data=[str(SHARED / "data/images/train"), str(SHARED / "data/video")],
-                          N=a.N, M=a.M, patch=a.patch, batch=a.batch, steps=a.steps, threads=a.threads,
-                          video_span=(0.0, 0.5), frames_per_video=a.frames_per_video)
-        t = Trainer(cfg, out)
-    t.run(max_time=a.max_time, progress=sys.stderr.isatty())
+        cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
+                          steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
+                          video_span=(0.0, 0.5), frames_per_video=a.frames_per_video,
+                          checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every)
+        init = None
+        if a.init:
+            st = torch.load(a.init, map_location="cpu", weights_only=True)
+            init = st.get("model", st)
+            if init["g_a.0.weight"].shape[0] != a.N:
+                ap.error(f"--init has N={init['g_a.0.weight'].shape[0]}, not {a.N}")
+            if init["g_a.6.weight"].shape[0] != a.M:
+                from vidsieve.training.widen import widen_latent
+
+                init = widen_latent(init, a.M)
+        t = Trainer(cfg, out, init_weights=init)
+    log = logging.getLogger("train")
+    log.info("device %s, N=%d M=%d, batch %d of %d px, %d training images", t.device, t.cfg.N, t.cfg.M,
+             t.cfg.batch, t.cfg.patch, len(t.sampler.arrays))
+    hook = None
+    if a.mirror:
+        def hook(tr):
+            mirror(tr, Path(a.mirror), out.stem, a.mirror_full)
+            log.info("step %d mirrored", tr.step)
+    t.run(max_time=a.max_time, progress=sys.stderr.isatty(), on_checkpoint=hook)
     print(f"step {t.step} saved to {out}")
 
 

@@ -69,3 +69,49 @@ def test_train_cli_bad_data(tmp_path):
     assert_clean_error(run_cli("train", "--data", tmp_path / "none", "--out", tmp_path / "x.pth"), "not found")
     (tmp_path / "empty").mkdir()
     assert_clean_error(run_cli("train", "--data", tmp_path / "empty", "--out", tmp_path / "x.pth"))
+
+
+def test_time_budget_schedule_decays_inside_the_run():
+    from vidsieve.training.trainer import lr_at
+
+    c = TrainConfig(data=[], lr=1e-4, steps=10**9, budget_s=100.0)
+    assert lr_at(c, 5, elapsed=10.0) == pytest.approx(1e-4)
+    assert lr_at(c, 5, elapsed=80.0) == pytest.approx(3e-5)
+    assert lr_at(c, 5, elapsed=95.0) == pytest.approx(9e-6)
+    # Without a budget the step count drives it.
+    assert lr_at(TrainConfig(data=[], lr=1e-4, steps=100), 80, elapsed=1e6) == pytest.approx(3e-5)
+
+
+def test_held_out_folder_is_not_trained_on(image_dir, tmp_path):
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.fromarray(background(96, 80, seed=99).astype(np.uint8)).save(val / "v.png")
+    t = Trainer(cfg(image_dir, val_data=[str(val)]), tmp_path / "v.pth")
+    assert len(t.val) == 1 and t.val[0].shape == (80, 96, 3)
+    assert len(t.sampler.arrays) == 5  # every training image, none held back
+    ev = t.evaluate(qualities=(1, 8), size=64)
+    assert set(ev) == {"q1", "q8"} and ev["q8"]["bpp"] > ev["q1"]["bpp"] * 0.5
+
+
+def test_widen_latent_keeps_the_reconstruction(image_dir, tmp_path):
+    from vidsieve.codec.models import GainedMeanScaleHyperprior
+    from vidsieve.training.widen import widen_latent
+
+    t = Trainer(cfg(image_dir, lr=1e-3), tmp_path / "w.pth")
+    t.run(max_steps=5, progress=False)
+    narrow = t.model.eval()
+    wide = GainedMeanScaleHyperprior(16, 40)
+    wide.load_state_dict(widen_latent(narrow.state_dict(), 40))
+    wide.eval()
+    x = torch.from_numpy(background(128, 64, seed=3).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        for q in (1.0, 4.5, 8.0):
+            a, b = narrow(x, torch.tensor([q])), wide(x, torch.tensor([q]))
+            assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+            # The old channels' rate is unchanged; the new ones only add to it.
+            assert b["likelihoods"]["y"].shape[1] == 40
+            old = -torch.log2(a["likelihoods"]["y"]).sum()
+            new_first = -torch.log2(b["likelihoods"]["y"][:, :24]).sum()
+            assert torch.allclose(old, new_first, rtol=1e-4)
+    with pytest.raises(ValueError):
+        widen_latent(wide.state_dict(), 24)

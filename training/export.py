@@ -14,7 +14,7 @@ from ..codec.zoo import MANIFEST, sha256_file
 
 
 def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str = "vidsieve-hyperprior",
-           results: dict | None = None) -> Path:
+           results: dict | None = None, training_notes: dict | None = None) -> Path:
     """Write ``<out_dir>/<name>.pth`` (state dict with CDF tables) and update ``manifest.json``."""
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"]) if "config" in st else {}
@@ -43,6 +43,7 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
             "hours": round(float(st.get("elapsed", 0.0)) / 3600, 2),
             "data": [os.path.join(*Path(d).parts[-3:]) for d in cfg.get("data", [])],
             "patch": cfg.get("patch"), "batch": cfg.get("batch"),
+            **(training_notes or {}),
         },
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

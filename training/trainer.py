@@ -43,6 +43,7 @@ class TrainConfig:
     lr: float = 2e-4
     aux_lr: float = 1e-3
     steps: int = 100_000  # schedule length: lr drops x0.3 at 75% and again at 92%
+    budget_s: float = 0.0  # when > 0 the schedule runs over this much training time instead of `steps`
     checkpoint_every_s: float = 180.0
     eval_every: int = 500
     seed: int = 0
@@ -51,12 +52,15 @@ class TrainConfig:
     video_span: tuple[float, float] = (0.0, 1.0)
     val_fraction: float = 0.06
     device: str = ""  # "" = cuda when available, else cpu
-    max_scale: float = 2.0  # crops come from windows up to this many times the patch, shrunk
+    max_scale: float = 1.0  # crops come from windows up to this many times the patch, shrunk
+    val_data: list[str] = field(default_factory=list)  # held-out folders; else a seeded split of `data`
     extra: dict = field(default_factory=dict)
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    f = step / max(cfg.steps, 1)
+def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    # A time budget makes the schedule fit a run that is stopped by the clock
+    # (a GPU lease, "train for 2h"): the decays land inside the run, not after it.
+    f = elapsed / cfg.budget_s if cfg.budget_s > 0 else step / max(cfg.steps, 1)
     return cfg.lr * (1.0 if f < 0.75 else 0.3 if f < 0.92 else 0.09)
 
 
@@ -78,6 +82,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
         self.model = GainedMeanScaleHyperprior(cfg.N, cfg.M)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
@@ -95,12 +101,18 @@ class Trainer:
         arrays = load_training_arrays(self.cfg.data, self.cfg.frames_per_video, tuple(self.cfg.video_span))
         if not arrays:
             raise ValueError(f"no images or videos found in {', '.join(self.cfg.data)}")
-        # A fixed, seeded hold-out split, independent of the training RNG.
-        order = np.random.default_rng(1234).permutation(len(arrays))
-        n_val = max(1, int(round(len(arrays) * self.cfg.val_fraction))) if len(arrays) > 4 else 0
-        self.val = [arrays[i] for i in order[:n_val]]
-        self.sampler = CropSampler([arrays[i] for i in order[n_val:]], self.cfg.patch, self.rng,
-                                   self.cfg.max_scale)
+        if self.cfg.val_data:
+            self.val = load_training_arrays(self.cfg.val_data, self.cfg.frames_per_video)
+            if not self.val:
+                raise ValueError(f"no images or videos found in {', '.join(self.cfg.val_data)}")
+            train = arrays
+        else:
+            # A fixed, seeded hold-out split, independent of the training RNG.
+            order = np.random.default_rng(1234).permutation(len(arrays))
+            n_val = max(1, int(round(len(arrays) * self.cfg.val_fraction))) if len(arrays) > 4 else 0
+            self.val = [arrays[i] for i in order[:n_val]]
+            train = [arrays[i] for i in order[n_val:]]
+        self.sampler = CropSampler(train, self.cfg.patch, self.rng, self.cfg.max_scale)
         log.info("training on %d images (%d held out)", len(self.sampler.arrays), len(self.val))
 
     # -- checkpoints -------------------------------------------------------------
@@ -149,7 +161,7 @@ class Trainer:
     def train_step(self) -> dict:
         cfg = self.cfg
         self.model.train()
-        lr = lr_at(cfg, self.step)
+        lr = lr_at(cfg, self.step, self.elapsed)
         for g in self.opt.param_groups:
             g["lr"] = lr
         x = torch.from_numpy(self.sampler.batch(cfg.batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
