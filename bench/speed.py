@@ -35,7 +35,8 @@ def main(argv=None):
 
     frame = cv2.resize(load_rgb(a.image), (1280, 720), interpolation=cv2.INTER_AREA)
     codec = load_codec(a.model)
-    res = {"model": a.model, "weights_sha256": codec.weights_sha256[:12], "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+    res = {"model": a.model, "weights_sha256": codec.weights_sha256[:12],
+           "cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
            "torch_threads": torch.get_num_threads(), "frame": "1280x720", "codec": {}}
     for q in (1, 4, 8):
         codec.encode(frame, q)  # warm-up

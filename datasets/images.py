@@ -99,6 +99,68 @@ class CropSampler:
         return out
 
 
+class TensorCropSampler:
+    """Random full-resolution crops cut on the training device from images held in its memory.
+
+    On a GPU the per-crop Python loop of :class:`CropSampler` (and the copy of
+    every batch from host memory) is what limits the step rate of a small
+    model, not the arithmetic. Here the images sit in one zero-padded uint8
+    tensor on the device and a batch is a single gather: image choice (by
+    area), offsets and flips all come from one seeded device generator, whose
+    state checkpoints carry for an exact resume.
+    """
+
+    def __init__(self, arrays: list[np.ndarray], patch: int, device, seed: int = 0,
+                 max_bytes: int = 8 << 30):
+        import torch
+
+        arrays = [a for a in arrays if min(a.shape[:2]) >= patch]
+        if not arrays:
+            raise ValueError(f"no training image is at least {patch}x{patch} pixels")
+        H = max(a.shape[0] for a in arrays)
+        W = max(a.shape[1] for a in arrays)
+        if len(arrays) * H * W * 3 > max_bytes:
+            raise MemoryError(f"{len(arrays)} images of up to {W}x{H} do not fit in {max_bytes >> 20} MiB")
+        self.device = torch.device(device)
+        self.patch = patch
+        self.arrays = arrays
+        self.images = torch.zeros((len(arrays), H, W, 3), dtype=torch.uint8, device=self.device)
+        for i, a in enumerate(arrays):
+            self.images[i, : a.shape[0], : a.shape[1]] = torch.from_numpy(np.ascontiguousarray(a))
+        self.sizes = torch.tensor([a.shape[:2] for a in arrays], device=self.device)
+        area = self.sizes.prod(1).double()
+        self.p = area / area.sum()
+        self.ar = torch.arange(patch, device=self.device)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(seed)
+
+    def batch(self, size: int):
+        """``size`` crops as a float tensor [size, 3, patch, patch] in [0, 1] on the device."""
+        import torch
+
+        g, p = self.gen, self.patch
+        k = torch.multinomial(self.p, size, replacement=True, generator=g)
+        span = (self.sizes[k] - p + 1).double()
+        off = (torch.rand((size, 2), generator=g, device=self.device, dtype=torch.float64) * span).long()
+        flip = torch.rand((size, 2), generator=g, device=self.device) < 0.5
+        ys, xs = off[:, :1] + self.ar, off[:, 1:] + self.ar
+        ys = torch.where(flip[:, :1], ys.flip(1), ys)  # reversed rows: a vertical flip
+        xs = torch.where(flip[:, 1:], xs.flip(1), xs)
+        crops = self.images[k[:, None, None], ys[:, :, None], xs[:, None, :]]
+        return crops.permute(0, 3, 1, 2).float().div_(255)
+
+    def levels(self, size: int, n: int):
+        import torch
+
+        return torch.randint(0, n, (size,), generator=self.gen, device=self.device)
+
+    def get_state(self):
+        return self.gen.get_state()
+
+    def set_state(self, state) -> None:
+        self.gen.set_state(state)
+
+
 def load_training_arrays(dirs: Iterable[str | Path], frames_per_video: int = 40,
                          video_span: tuple[float, float] = (0.0, 1.0)) -> list[np.ndarray]:
     images, videos = collect_files(dirs)

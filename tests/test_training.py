@@ -26,23 +26,31 @@ def cfg(d, **kw):
                        checkpoint_every_s=1e9, **kw)
 
 
-def test_resume_is_exact(image_dir, tmp_path):
-    straight = Trainer(cfg(image_dir), tmp_path / "a.pth")
+@pytest.mark.parametrize("sampler", ["numpy", "tensor"])
+def test_resume_is_exact(image_dir, tmp_path, sampler):
+    straight = Trainer(cfg(image_dir, sampler=sampler), tmp_path / "a.pth")
     straight.run(max_steps=4, progress=False)
-    first = Trainer(cfg(image_dir), tmp_path / "b.pth")
+    first = Trainer(cfg(image_dir, sampler=sampler), tmp_path / "b.pth")
     first.run(max_steps=2, progress=False)
     again = Trainer.resume(tmp_path / "b.pth")
     assert again.step == 2
     again.run(max_steps=4, progress=False)
     a, b = straight.model.state_dict(), again.model.state_dict()
     for k in a:
-        assert torch.equal(a[k], b[k]), k
+        if sampler == "numpy":
+            assert torch.equal(a[k], b[k]), k
+        else:
+            # Same crops and noise; oneDNN may still round the last bit differently
+            # for a differently aligned buffer, which is all this tolerance allows.
+            assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7), k
+    if sampler == "tensor":
+        assert torch.equal(straight.sampler.get_state(), again.sampler.get_state())
     assert again.opt.state_dict()["state"][0]["step"] == straight.opt.state_dict()["state"][0]["step"]
 
 
 def test_loss_goes_down(image_dir, tmp_path):
     t = Trainer(cfg(image_dir, lr=1e-3), tmp_path / "c.pth")
-    losses = [t.train_step()["loss"] for _ in range(30)]
+    losses = [float(t.train_step()["loss"]) for _ in range(30)]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
@@ -115,3 +123,29 @@ def test_widen_latent_keeps_the_reconstruction(image_dir, tmp_path):
             assert torch.allclose(old, new_first, rtol=1e-4)
     with pytest.raises(ValueError):
         widen_latent(wide.state_dict(), 24)
+
+
+def test_tensor_sampler_cuts_true_windows():
+    from vidsieve.datasets.images import TensorCropSampler
+
+    # Each pixel names its own row and column, so a crop shows where it came from.
+    yy, xx = np.mgrid[0:100, 0:140]
+    img = np.stack([yy, xx, np.zeros_like(yy)], -1).astype(np.uint8)
+    small = np.full((20, 40, 3), 7, np.uint8)  # too small for the patch: skipped
+    s = TensorCropSampler([img, small], 32, "cpu", seed=1)
+    assert len(s.arrays) == 1
+    b = s.batch(64)
+    assert b.shape == (64, 3, 32, 32) and b.dtype == torch.float32
+    rows = (b[:, 0] * 255).round().long()
+    cols = (b[:, 1] * 255).round().long()
+    flipped_v = flipped_h = 0
+    for r, c in zip(rows, cols):
+        steps_r, steps_c = r[1:, 0] - r[:-1, 0], c[0, 1:] - c[0, :-1]
+        assert abs(int(steps_r.sum())) == 31 and len(set(steps_r.tolist())) == 1  # consecutive rows
+        assert abs(int(steps_c.sum())) == 31 and len(set(steps_c.tolist())) == 1
+        assert 0 <= int(r.min()) and int(r.max()) < 100 and 0 <= int(c.min()) and int(c.max()) < 140
+        flipped_v += int(steps_r[0] < 0)
+        flipped_h += int(steps_c[0] < 0)
+    assert 10 < flipped_v < 54 and 10 < flipped_h < 54  # both flips happen, about half the time
+    # Same seed, same crops.
+    assert torch.equal(TensorCropSampler([img, small], 32, "cpu", seed=1).batch(64), b)

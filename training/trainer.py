@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior
-from ..datasets.images import CropSampler, load_training_arrays
+from ..datasets.images import CropSampler, TensorCropSampler, load_training_arrays
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class TrainConfig:
     device: str = ""  # "" = cuda when available, else cpu
     max_scale: float = 1.0  # crops come from windows up to this many times the patch, shrunk
     val_data: list[str] = field(default_factory=list)  # held-out folders; else a seeded split of `data`
+    sampler: str = "auto"  # "tensor" (crops cut on the device), "numpy", or auto: tensor on a GPU
     extra: dict = field(default_factory=dict)
 
 
@@ -112,8 +113,23 @@ class Trainer:
             n_val = max(1, int(round(len(arrays) * self.cfg.val_fraction))) if len(arrays) > 4 else 0
             self.val = [arrays[i] for i in order[:n_val]]
             train = [arrays[i] for i in order[n_val:]]
-        self.sampler = CropSampler(train, self.cfg.patch, self.rng, self.cfg.max_scale)
+        self.sampler = self._make_sampler(train)
         log.info("training on %d images (%d held out)", len(self.sampler.arrays), len(self.val))
+
+    def _make_sampler(self, train: list[np.ndarray]):
+        kind = self.cfg.sampler
+        if kind == "auto":
+            kind = "tensor" if self.device.type == "cuda" and self.cfg.max_scale <= 1.0 else "numpy"
+        if kind == "tensor":
+            if self.cfg.max_scale > 1.0:
+                raise ValueError("the tensor sampler cuts full-resolution crops only (max_scale 1.0)")
+            try:
+                return TensorCropSampler(train, self.cfg.patch, self.device, self.cfg.seed)
+            except MemoryError as exc:
+                if self.cfg.sampler == "tensor":
+                    raise ValueError(str(exc)) from None
+                log.info("%s: cutting crops on the CPU instead", exc)
+        return CropSampler(train, self.cfg.patch, self.rng, self.cfg.max_scale)
 
     # -- checkpoints -------------------------------------------------------------
     def state(self) -> dict:
@@ -128,6 +144,9 @@ class Trainer:
             "history": json.dumps(self.history),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            **({"sampler_rng": self.sampler.get_state()} if isinstance(self.sampler, TensorCropSampler) else {}),
+            # The rate term's noise is drawn on the device, from its own generator.
+            **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
         }
 
     def save(self, path: Path | None = None) -> Path:
@@ -155,18 +174,31 @@ class Trainer:
         t.history = json.loads(st["history"])
         torch.set_rng_state(st["torch_rng"])
         t.rng.bit_generator.state = json.loads(st["numpy_rng"])
+        if "sampler_rng" in st and isinstance(t.sampler, TensorCropSampler):
+            t.sampler.set_state(st["sampler_rng"])
+        if "cuda_rng" in st and t.device.type == "cuda":
+            torch.cuda.set_rng_state(st["cuda_rng"], t.device)
         return t
 
     # -- loop --------------------------------------------------------------------
     def train_step(self) -> dict:
+        """One optimisation step. The metrics stay tensors on the device: reading
+        them every step would stall a GPU on a host sync."""
         cfg = self.cfg
         self.model.train()
         lr = lr_at(cfg, self.step, self.elapsed)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        x = torch.from_numpy(self.sampler.batch(cfg.batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        levels = torch.from_numpy(self.rng.integers(0, len(LAMBDAS), size=cfg.batch)).to(self.device)
-        lambdas = torch.tensor(LAMBDAS, device=self.device)[levels]
+        if isinstance(self.sampler, TensorCropSampler):
+            x = self.sampler.batch(cfg.batch)
+            levels = self.sampler.levels(cfg.batch, len(LAMBDAS))
+        else:
+            x = torch.from_numpy(self.sampler.batch(cfg.batch)).to(self.device).permute(0, 3, 1, 2)
+            x = x.float().div_(255)
+            levels = torch.from_numpy(self.rng.integers(0, len(LAMBDAS), size=cfg.batch)).to(self.device)
+        if getattr(self, "_lambdas", None) is None:
+            self._lambdas = torch.tensor(LAMBDAS, device=self.device)
+        lambdas = self._lambdas[levels]
         out = self.model(x, levels.float() + 1)
         loss, bpp, mse = rd_loss(out, x, lambdas)
         self.opt.zero_grad(set_to_none=True)
@@ -178,8 +210,9 @@ class Trainer:
         aux.backward()
         self.aux_opt.step()
         self.step += 1
-        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
-        return {"loss": loss.item(), "bpp": bpp.mean().item(), "psnr": psnr, "aux": aux.item(), "lr": lr}
+        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+        return {"loss": loss.detach(), "bpp": bpp.mean(), "psnr": psnr, "aux": aux.detach(),
+                "lr": torch.tensor(lr)}
 
     @torch.no_grad()
     def evaluate(self, qualities=(1, 4, 8), size: int = 256) -> dict:
@@ -224,14 +257,16 @@ class Trainer:
                 if max_time is not None and time.monotonic() - t0 >= max_time:
                     break
                 m = self.train_step()
-                ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k] for k in m}
+                ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k].to(ema[k].device) for k in m}
                 self.elapsed = start_elapsed + (time.monotonic() - t0)
                 bar.update(1)
-                bar.set_postfix(loss=f"{ema['loss']:.3f}", bpp=f"{ema['bpp']:.3f}", psnr=f"{ema['psnr']:.2f}")
+                if self.step % 25 == 0 and not bar.disable:
+                    e = {k: float(v) for k, v in ema.items()}
+                    bar.set_postfix(loss=f"{e['loss']:.3f}", bpp=f"{e['bpp']:.3f}", psnr=f"{e['psnr']:.2f}")
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     ev = self.evaluate()
                     self.history.append({"step": self.step, "elapsed_s": round(self.elapsed, 1),
-                                         "train": {k: round(v, 5) for k, v in ema.items()}, "val": ev})
+                                         "train": {k: round(float(v), 5) for k, v in ema.items()}, "val": ev})
                     log.info("step %d val %s", self.step, json.dumps(ev))
                 if time.monotonic() - last_ck >= cfg.checkpoint_every_s:
                     self.save()
