@@ -53,8 +53,9 @@ def ms_ssim_mean(orig: list[np.ndarray], dec: list[np.ndarray], max_frames: int 
     vals = []
     with torch.inference_mode():
         for i in idx:
-            a = torch.from_numpy(orig[i]).permute(2, 0, 1)[None].float()
-            b = torch.from_numpy(dec[i]).permute(2, 0, 1)[None].float()
+            # torch.tensor copies: the frames may be read-only views (decoded buffers)
+            a = torch.tensor(orig[i], dtype=torch.float32).permute(2, 0, 1)[None]
+            b = torch.tensor(dec[i], dtype=torch.float32).permute(2, 0, 1)[None]
             vals.append(float(ms_ssim(a, b, data_range=255.0)))
     return float(np.mean(vals))
 
