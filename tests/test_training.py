@@ -149,3 +149,20 @@ def test_tensor_sampler_cuts_true_windows():
     assert 10 < flipped_v < 54 and 10 < flipped_h < 54  # both flips happen, about half the time
     # Same seed, same crops.
     assert torch.equal(TensorCropSampler([img, small], 32, "cpu", seed=1).batch(64), b)
+
+
+def test_train_cli_time_budget_and_held_out(image_dir, tmp_path):
+    from conftest import assert_clean_error
+
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.fromarray(background(96, 96, seed=7).astype(np.uint8)).save(val / "v.png")
+    ck = tmp_path / "t.pth"
+    run_cli("train", "--data", image_dir, "--val", val, "--out", ck, "--N", "16", "--M", "24", "--patch", "64",
+            "--batch", "2", "--max-time", "4", check=True)
+    st = torch.load(ck, weights_only=True)
+    c = json.loads(st["config"])
+    # --max-time without --steps: the schedule is fitted to the time, and --val is the held-out set.
+    assert c["budget_s"] == 4.0 and c["val_data"] == [str(val)]
+    assert 0 < st["step"] < 100_000 and 3.5 < st["elapsed"] < 30
+    assert_clean_error(run_cli("train", "--data", image_dir, "--val", tmp_path / "nope", "--out", ck), "not found")
