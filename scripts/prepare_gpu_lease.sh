@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build what scripts/train_gpu_lease.sh needs beside the repository, from ../shared:
+#   .gpu/data  46 training photographs as JPEG q97 4:4:4 + 12 frames from the first half of each shared clip
+#   .gpu/val   the 3 held-out photographs (wiki-047..049)
+#   .whl       compressai and pytorch-msssim wheels for the GPU machine's Python (3.12)
+# The lease carries at most 64 MiB with the repository, hence JPEG copies. Both folders are git-excluded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${VIDSIEVE_SHARED:-../shared}
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; printf '/.gpu/\n/.whl/\n' >> .git/info/exclude; }
+rm -rf .gpu && mkdir -p .gpu/data .gpu/val .whl
+.venv/bin/python - "$SHARED" <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+from vidsieve.datasets.images import sample_video_frames
+shared = Path(sys.argv[1])
+for p in sorted((shared / "data/images/train").glob("*.png")):
+    held = p.stem in ("wiki-047", "wiki-048", "wiki-049")
+    Image.open(p).convert("RGB").save(Path(".gpu/val" if held else ".gpu/data") / f"{p.stem}.jpg",
+                                      quality=97, subsampling=0)
+for v in sorted((shared / "data/video").glob("*.mp4")):
+    for i, a in enumerate(sample_video_frames(v, 12, 0.0, 0.5)):
+        Image.fromarray(a).save(f".gpu/data/{v.stem}-{i:02d}.jpg", quality=97, subsampling=0)
+PY
+.venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl compressai==1.2.8 pytorch-msssim
+du -sh .gpu .whl
