@@ -80,10 +80,13 @@ def main(argv=None):
                                "--seconds", str(a.seconds)], stderr=subprocess.DEVNULL)
     time.sleep(2)
     out_dir = tempfile.mkdtemp(prefix="vidsieve-soak-")
+    # Files, not pipes: nobody reads a pipe until the end, and an ingester that
+    # logs a lot would block on a full one and stop consuming the stream.
+    out_f = open(Path(out_dir) / "ingest.stdout", "w+")
+    err_f = open(Path(out_dir) / "ingest.stderr", "w+")
     ing = subprocess.Popen([sys.executable, "-m", "vidsieve", "ingest", f"tcp://127.0.0.1:{port}", "--out-dir",
                             out_dir, "--segment-seconds", str(a.segment_seconds), "--run-seconds", str(a.seconds)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                           stdout=out_f, stderr=err_f, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     t0 = time.monotonic()
     rss = []
     while ing.poll() is None:
@@ -91,7 +94,12 @@ def main(argv=None):
         if r is not None:
             rss.append((round(time.monotonic() - t0, 1), round(r, 1)))
         time.sleep(5)
-    out, err = ing.communicate()
+    ing.wait()
+    out_f.seek(0)
+    err_f.seek(0)
+    out, err = out_f.read(), err_f.read()
+    out_f.close()
+    err_f.close()
     sender.send_signal(signal.SIGTERM)
     lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     after_1min = [m for t, m in rss if t >= 60]
