@@ -58,6 +58,14 @@ def sample_video_frames(path: Path, count: int, start: float = 0.0, end: float =
     return frames
 
 
+def usable(arrays: list[np.ndarray], patch: int) -> list[np.ndarray]:
+    """The images a ``patch``-pixel crop fits in (an error when none does)."""
+    arrays = [a for a in arrays if min(a.shape[:2]) >= patch]
+    if not arrays:
+        raise ValueError(f"no training image is at least {patch}x{patch} pixels")
+    return arrays
+
+
 class CropSampler:
     """Random crops with flips and mild rescaling from images held in memory.
 
@@ -66,9 +74,7 @@ class CropSampler:
     """
 
     def __init__(self, arrays: list[np.ndarray], patch: int, rng: np.random.Generator, max_scale: float = 2.0):
-        self.arrays = [a for a in arrays if min(a.shape[:2]) >= patch]
-        if not self.arrays:
-            raise ValueError(f"no training image is at least {patch}x{patch} pixels")
+        self.arrays = usable(arrays, patch)
         self.patch = patch
         self.rng = rng
         self.max_scale = max_scale
@@ -114,9 +120,7 @@ class TensorCropSampler:
                  max_bytes: int = 8 << 30):
         import torch
 
-        arrays = [a for a in arrays if min(a.shape[:2]) >= patch]
-        if not arrays:
-            raise ValueError(f"no training image is at least {patch}x{patch} pixels")
+        arrays = usable(arrays, patch)
         H = max(a.shape[0] for a in arrays)
         W = max(a.shape[1] for a in arrays)
         if len(arrays) * H * W * 3 > max_bytes:

@@ -26,9 +26,10 @@ PART = 15 << 20
 
 
 def mirror(t: Trainer, out_dir: Path, name: str, full: bool) -> None:
-    state = t.state() if full else {"format": "vidsieve-weights-1", "model": t.model.state_dict(),
-                                    "config": t.state()["config"], "step": t.step, "elapsed": t.elapsed,
-                                    "history": t.state()["history"]}
+    state = t.state()
+    if not full:
+        state = {k: state[k] for k in ("model", "config", "step", "elapsed", "history")}
+        state["format"] = "vidsieve-weights-1"
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()

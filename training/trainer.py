@@ -89,6 +89,7 @@ class Trainer:
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.model.to(self.device)
+        self.lambdas = torch.tensor(LAMBDAS, device=self.device)
         params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -196,9 +197,7 @@ class Trainer:
             x = torch.from_numpy(self.sampler.batch(cfg.batch)).to(self.device).permute(0, 3, 1, 2)
             x = x.float().div_(255)
             levels = torch.from_numpy(self.rng.integers(0, len(LAMBDAS), size=cfg.batch)).to(self.device)
-        if getattr(self, "_lambdas", None) is None:
-            self._lambdas = torch.tensor(LAMBDAS, device=self.device)
-        lambdas = self._lambdas[levels]
+        lambdas = self.lambdas[levels]
         out = self.model(x, levels.float() + 1)
         loss, bpp, mse = rd_loss(out, x, lambdas)
         self.opt.zero_grad(set_to_none=True)
@@ -257,7 +256,7 @@ class Trainer:
                 if max_time is not None and time.monotonic() - t0 >= max_time:
                     break
                 m = self.train_step()
-                ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k].to(ema[k].device) for k in m}
+                ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k] for k in m}
                 self.elapsed = start_elapsed + (time.monotonic() - t0)
                 bar.update(1)
                 if self.step % 25 == 0 and not bar.disable:

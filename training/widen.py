@@ -29,8 +29,9 @@ def widen_latent(state: dict, M: int, seed: int = 0) -> dict:
     N, M0 = state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
     if M < M0:
         raise ValueError(f"cannot narrow the latent from {M0} to {M} channels")
-    torch.manual_seed(seed)
-    new = GainedMeanScaleHyperprior(N, M).state_dict()
+    with torch.random.fork_rng():  # the caller's RNG stream is left as it was
+        torch.manual_seed(seed)
+        new = GainedMeanScaleHyperprior(N, M).state_dict()
     H0, H = M0 * 3 // 2, M * 3 // 2
     out = {}
     for k, v in new.items():
