@@ -34,6 +34,9 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
     t.add_argument("--batch", type=positive(int), default=None, help="batch size (default 8)")
     t.add_argument("--lr", type=positive(float), default=None, help="learning rate (default 2e-4; 5e-5 fine-tuning)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the transforms: 1.2-1.6x faster steps on a CPU after a minute of "
+                        "compiling (needs a C++ compiler); worth it for runs longer than a few minutes")
     t.add_argument("--export", default=None, metavar="DIR",
                    help="when done, write DIR/vidsieve-hyperprior.pth and DIR/manifest.json for the registry")
     COMMANDS["train"] = cmd_train
@@ -112,7 +115,8 @@ def cmd_train(a) -> int:
         if a.resume:
             if not os.path.exists(a.resume):
                 raise InputError(f"checkpoint not found: {a.resume}")
-            t = Trainer.resume(a.resume, out=a.out, threads=a.threads or None, steps=a.steps)
+            t = Trainer.resume(a.resume, out=a.out, threads=a.threads or None, steps=a.steps,
+                               compile=a.compile or None)
         else:
             init = None
             fine = a.finetune is not None
@@ -125,7 +129,7 @@ def cmd_train(a) -> int:
                               patch=a.patch or 256, batch=a.batch or 8, lr=a.lr or (5e-5 if fine else 2e-4),
                               steps=a.steps or (2000 if fine else 100_000), threads=a.threads,
                               budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0,
-                              val_data=list(a.val or []))
+                              val_data=list(a.val or []), compile=a.compile)
             if init is not None:
                 cfg.N, cfg.M = init["g_a.0.weight"].shape[0], init["g_a.6.weight"].shape[0]
             t = Trainer(cfg, a.out, init_weights=init)

@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--checkpoint-every", type=float, default=180.0)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--init", default=None, help="start from these weights (a .pth state or checkpoint)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the transforms (faster CPU steps)")
     ap.add_argument("--mirror", default=None, help="also write checkpoints here in <=15 MiB parts")
     ap.add_argument("--mirror-full", action="store_true", help="mirror the resumable state, not only weights")
     a = ap.parse_args()
@@ -68,16 +69,22 @@ def main():
     out = Path(a.out)
     if out.exists():
         t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video,
-                           budget_s=a.budget or None)
+                           budget_s=a.budget or None, compile=a.compile or None)
     else:
         cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
                           steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
                           video_span=(0.0, 0.5), frames_per_video=a.frames_per_video,
-                          checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every)
+                          checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every, compile=a.compile)
         init = None
         if a.init:
-            st = torch.load(a.init, map_location="cpu", weights_only=True)
-            init = st.get("model", st)
+            try:
+                st = torch.load(a.init, map_location="cpu", weights_only=True)
+                init = st.get("model", st)
+                if not all(k in init for k in ("g_a.0.weight", "g_a.6.weight")):
+                    raise KeyError("no analysis transform in it")
+            except Exception as exc:  # any unreadable file: say which, not where in torch it failed
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
+                ap.error(f"--init {a.init}: not vidsieve weights ({why})")
             if init["g_a.0.weight"].shape[0] != a.N:
                 ap.error(f"--init has N={init['g_a.0.weight'].shape[0]}, not {a.N}")
             if init["g_a.6.weight"].shape[0] != a.M:

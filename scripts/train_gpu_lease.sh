@@ -5,7 +5,9 @@
 #   OUT=/results bash scripts/train_gpu_lease.sh BUDGET N M [START]
 #
 # START: a checkpoint to resume (same N/M), or weights to begin from (a narrower
-# latent is widened, training/widen.py). Needs, beside the repository:
+# latent is widened, training/widen.py; such a start runs at lr 1e-4, not 2e-4:
+# on the CPU, trained weights restarted at a high rate lost what they had). LR=...
+# overrides either. Needs, beside the repository:
 #   .whl/               compressai and pytorch-msssim wheels for that machine's Python
 #   .gpu/data, .gpu/val training and held-out images (docs/TRAINING.md says which)
 set -u
@@ -18,7 +20,7 @@ export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1
 nvidia-smi -L
 python3 -c "import torch, compressai, vidsieve.training.trainer; print(torch.__version__, torch.cuda.is_available())" || exit 1
 name=n${N}m${M}
-args=(--data .gpu/data --val .gpu/val --patch 256 --batch 32 --lr 2e-4 --budget "$BUDGET" --max-time "$BUDGET"
+args=(--data .gpu/data --val .gpu/val --patch 256 --batch 32 --lr "${LR:-2e-4}" --budget "$BUDGET" --max-time "$BUDGET"
       --threads 4 --checkpoint-every 60 --eval-every 2000 --mirror "$OUT" --mirror-full --N "$N" --M "$M"
       --out "/tmp/runs/$name.pth")
 if [ -n "$START" ]; then
@@ -27,7 +29,7 @@ if [ -n "$START" ]; then
         total=$(python3 -c "import torch; print(float(torch.load('$START', weights_only=True)['elapsed']) + $BUDGET)")
         args+=(--budget "$total")
     else
-        args+=(--init "$START")
+        args+=(--init "$START" --lr "${LR:-1e-4}")
     fi
 fi
 python3 scripts/train_default.py "${args[@]}" 2>&1 | tee "$OUT/$name.log" | grep -v mirrored

@@ -1,6 +1,7 @@
 """Training: exact resumption, the train CLI, export in the registry's format."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -46,6 +47,48 @@ def test_resume_is_exact(image_dir, tmp_path, sampler):
     if sampler == "tensor":
         assert torch.equal(straight.sampler.get_state(), again.sampler.get_state())
     assert again.opt.state_dict()["state"][0]["step"] == straight.opt.state_dict()["state"][0]["step"]
+
+
+def test_channels_last_step_matches_default_layout(image_dir, tmp_path):
+    """The CPU trainer runs the transforms channels-last for speed; the step must compute the same thing."""
+    t = Trainer(cfg(image_dir), tmp_path / "cl.pth")
+    assert t.channels_last and t.model.g_a[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = Trainer(cfg(image_dir), tmp_path / "plain.pth")
+    plain.channels_last = False
+    for m in (plain.model.g_a, plain.model.g_s):
+        for p in m.parameters():
+            p.data = p.data.contiguous()
+    for i in range(3):
+        torch.manual_seed(i)  # the same rate noise for both
+        a = t.train_step()
+        torch.manual_seed(i)
+        b = plain.train_step()
+        assert abs(float(a["loss"]) - float(b["loss"])) <= 1e-4 * float(b["loss"])
+        # Compare gradients, not weights: Adam turns a rounding difference in a
+        # near-zero gradient into a full step either way.
+        ga = torch.cat([p.grad.flatten() for p in t.model.parameters() if p.grad is not None])
+        gb = torch.cat([p.grad.flatten() for p in plain.model.parameters() if p.grad is not None])
+        assert torch.nn.functional.cosine_similarity(ga, gb, 0) > 0.9999
+        assert abs(ga.norm() / gb.norm() - 1) < 1e-3
+
+
+@pytest.mark.skipif(not shutil.which("c++") and not shutil.which("g++"), reason="torch.compile needs a C++ compiler")
+def test_compiled_step_matches_eager(image_dir, tmp_path):
+    eager = Trainer(cfg(image_dir), tmp_path / "e.pth")
+    comp = Trainer(cfg(image_dir, compile=True), tmp_path / "c.pth")
+    for i in range(2):
+        torch.manual_seed(i)  # the same rate noise for both
+        a = comp.train_step()
+        torch.manual_seed(i)
+        b = eager.train_step()
+        assert abs(float(a["loss"]) - float(b["loss"])) <= 1e-4 * float(b["loss"])
+    ga = torch.cat([p.grad.flatten() for p in comp.model.parameters() if p.grad is not None])
+    gb = torch.cat([p.grad.flatten() for p in eager.model.parameters() if p.grad is not None])
+    assert torch.nn.functional.cosine_similarity(ga, gb, 0) > 0.9999
+    # A compiled run's checkpoint is an ordinary one, and its held-out check runs at other sizes.
+    comp.save()
+    assert set(torch.load(tmp_path / "c.pth", weights_only=True)["model"]) == set(eager.model.state_dict())
+    assert comp.evaluate(qualities=(1,), size=128)["q1"]["bpp"] > 0
 
 
 def test_loss_goes_down(image_dir, tmp_path):
