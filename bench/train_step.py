@@ -50,8 +50,7 @@ def _model(state: dict, form: str) -> GainedMeanScaleHyperprior:
     m = GainedMeanScaleHyperprior(64, state["g_a.6.weight"].shape[0])
     m.load_state_dict(state)
     if form != "default":
-        m.g_a.to(memory_format=torch.channels_last)
-        m.g_s.to(memory_format=torch.channels_last)
+        m.transforms_channels_last()
     if form == "bf16":
         m.g_a, m.g_s = _Autocast(m.g_a), _Autocast(m.g_s)
     if form == "compiled":

@@ -126,9 +126,13 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         y = (y_hat * inv_gain).contiguous(memory_format=torch.channels_last)
         return self.g_s(y).clamp_(0, 1).contiguous()
 
-    def for_inference(self) -> "GainedMeanScaleHyperprior":
-        """Eval mode with the two big transforms' weights in channels-last layout."""
-        self.eval()
+    def transforms_channels_last(self) -> "GainedMeanScaleHyperprior":
+        """The two big transforms' weights in channels-last layout, which oneDNN runs fastest on CPUs."""
         self.g_a.to(memory_format=torch.channels_last)
         self.g_s.to(memory_format=torch.channels_last)
         return self
+
+    def for_inference(self) -> "GainedMeanScaleHyperprior":
+        """Eval mode with the two big transforms in channels-last layout."""
+        self.eval()
+        return self.transforms_channels_last()

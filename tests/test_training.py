@@ -49,6 +49,22 @@ def test_resume_is_exact(image_dir, tmp_path, sampler):
     assert again.opt.state_dict()["state"][0]["step"] == straight.opt.state_dict()["state"][0]["step"]
 
 
+def assert_same_steps(a: Trainer, b: Trainer, steps: int) -> None:
+    """Both trainers, fed the same crops and rate noise, compute the same loss and gradients at every step."""
+    for i in range(steps):
+        torch.manual_seed(i)
+        la = float(a.train_step()["loss"])
+        torch.manual_seed(i)
+        lb = float(b.train_step()["loss"])
+        assert abs(la - lb) <= 1e-4 * lb
+        # Compare gradients, not weights: Adam turns a rounding difference in a
+        # near-zero gradient into a full step either way.
+        ga = torch.cat([p.grad.flatten() for p in a.model.parameters() if p.grad is not None])
+        gb = torch.cat([p.grad.flatten() for p in b.model.parameters() if p.grad is not None])
+        assert torch.nn.functional.cosine_similarity(ga, gb, 0) > 0.9999
+        assert abs(ga.norm() / gb.norm() - 1) < 1e-3
+
+
 def test_channels_last_step_matches_default_layout(image_dir, tmp_path):
     """The CPU trainer runs the transforms channels-last for speed; the step must compute the same thing."""
     t = Trainer(cfg(image_dir), tmp_path / "cl.pth")
@@ -58,33 +74,14 @@ def test_channels_last_step_matches_default_layout(image_dir, tmp_path):
     for m in (plain.model.g_a, plain.model.g_s):
         for p in m.parameters():
             p.data = p.data.contiguous()
-    for i in range(3):
-        torch.manual_seed(i)  # the same rate noise for both
-        a = t.train_step()
-        torch.manual_seed(i)
-        b = plain.train_step()
-        assert abs(float(a["loss"]) - float(b["loss"])) <= 1e-4 * float(b["loss"])
-        # Compare gradients, not weights: Adam turns a rounding difference in a
-        # near-zero gradient into a full step either way.
-        ga = torch.cat([p.grad.flatten() for p in t.model.parameters() if p.grad is not None])
-        gb = torch.cat([p.grad.flatten() for p in plain.model.parameters() if p.grad is not None])
-        assert torch.nn.functional.cosine_similarity(ga, gb, 0) > 0.9999
-        assert abs(ga.norm() / gb.norm() - 1) < 1e-3
+    assert_same_steps(t, plain, 3)
 
 
 @pytest.mark.skipif(not shutil.which("c++") and not shutil.which("g++"), reason="torch.compile needs a C++ compiler")
 def test_compiled_step_matches_eager(image_dir, tmp_path):
     eager = Trainer(cfg(image_dir), tmp_path / "e.pth")
     comp = Trainer(cfg(image_dir, compile=True), tmp_path / "c.pth")
-    for i in range(2):
-        torch.manual_seed(i)  # the same rate noise for both
-        a = comp.train_step()
-        torch.manual_seed(i)
-        b = eager.train_step()
-        assert abs(float(a["loss"]) - float(b["loss"])) <= 1e-4 * float(b["loss"])
-    ga = torch.cat([p.grad.flatten() for p in comp.model.parameters() if p.grad is not None])
-    gb = torch.cat([p.grad.flatten() for p in eager.model.parameters() if p.grad is not None])
-    assert torch.nn.functional.cosine_similarity(ga, gb, 0) > 0.9999
+    assert_same_steps(comp, eager, 2)
     # A compiled run's checkpoint is an ordinary one, and its held-out check runs at other sizes.
     comp.save()
     assert set(torch.load(tmp_path / "c.pth", weights_only=True)["model"]) == set(eager.model.state_dict())

@@ -91,11 +91,10 @@ class Trainer:
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.model.to(self.device)
+        # Faster on CPUs (bench/train_step.py); GPUs keep the layout they were measured in.
         self.channels_last = self.device.type == "cpu"
-        # oneDNN runs these faster channels-last (bench/train_step.py); GPUs keep the layout they were measured in
         if self.channels_last:
-            self.model.g_a.to(memory_format=torch.channels_last)
-            self.model.g_s.to(memory_format=torch.channels_last)
+            self.model.transforms_channels_last()
         if cfg.compile:
             if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if c):
                 raise ValueError("--compile needs a C++ compiler (g++ or clang++) on PATH")
