@@ -61,6 +61,8 @@ def main():
     ap.add_argument("--checkpoint-every", type=float, default=180.0)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--init", default=None, help="start from these weights (a .pth state or checkpoint)")
+    ap.add_argument("--new-lr", type=float, default=0.0,
+                    help="with --init from a narrower latent: learning rate of the new channels (default: --lr)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the transforms (faster CPU steps)")
     ap.add_argument("--mirror", default=None, help="also write checkpoints here in <=15 MiB parts")
     ap.add_argument("--mirror-full", action="store_true", help="mirror the resumable state, not only weights")
@@ -71,11 +73,8 @@ def main():
         t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video,
                            budget_s=a.budget or None, compile=a.compile or None)
     else:
-        cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
-                          steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
-                          video_span=(0.0, 0.5), frames_per_video=a.frames_per_video,
-                          checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every, compile=a.compile)
         init = None
+        widened_from = 0
         if a.init:
             try:
                 st = torch.load(a.init, map_location="cpu", weights_only=True)
@@ -90,7 +89,13 @@ def main():
             if init["g_a.6.weight"].shape[0] != a.M:
                 from vidsieve.training.widen import widen_latent
 
+                widened_from = init["g_a.6.weight"].shape[0]
                 init = widen_latent(init, a.M)
+        cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
+                          steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
+                          video_span=(0.0, 0.5), frames_per_video=a.frames_per_video,
+                          checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every, compile=a.compile,
+                          widened_from=widened_from, new_lr=a.new_lr if widened_from else 0.0)
         t = Trainer(cfg, out, init_weights=init)
     log = logging.getLogger("train")
     log.info("device %s, N=%d M=%d, batch %d of %d px, %d training images", t.device, t.cfg.N, t.cfg.M,

@@ -23,7 +23,8 @@ def image_dir(tmp_path):
 
 
 def cfg(d, **kw):
-    return TrainConfig(data=[str(d)], N=16, M=24, patch=64, batch=2, steps=100, threads=1, eval_every=0,
+    kw = {"N": 16, "M": 24, **kw}
+    return TrainConfig(data=[str(d)], patch=64, batch=2, steps=100, threads=1, eval_every=0,
                        checkpoint_every_s=1e9, **kw)
 
 
@@ -163,6 +164,39 @@ def test_widen_latent_keeps_the_reconstruction(image_dir, tmp_path):
             assert torch.allclose(old, new_first, rtol=1e-4)
     with pytest.raises(ValueError):
         widen_latent(wide.state_dict(), 24)
+
+
+def test_widened_run_trains_only_what_is_new_at_its_own_rate(image_dir, tmp_path):
+    from vidsieve.codec.models import GainedMeanScaleHyperprior
+    from vidsieve.training.widen import new_elements, widen_latent
+
+    narrow = GainedMeanScaleHyperprior(16, 24).state_dict()
+    wide = widen_latent(narrow, 40)
+    masks = new_elements(wide, 24)
+    # Every element is either one the narrow model had or one the widening made.
+    for k, v in wide.items():
+        if k.endswith((".quantiles", "_cdf", "_offset", "_cdf_length", "scale_table")) or k not in narrow:
+            continue
+        old = v.numel() - (int(masks[k].sum()) if k in masks else 0)
+        assert old == narrow[k].numel(), k
+    # With the old rate at 0, the old elements stay exactly as they were; the new ones learn.
+    t = Trainer(cfg(image_dir, M=40, lr=0.0, widened_from=24, new_lr=1e-2), tmp_path / "w.pth", init_weights=wide)
+    t.run(max_steps=3, progress=False)
+    after = t.model.state_dict()
+    moved = set()
+    for k, v in wide.items():
+        if k.endswith(".quantiles") or not torch.is_floating_point(v) or k.startswith("gaussian"):
+            continue
+        new = masks.get(k, torch.zeros(v.shape, dtype=torch.bool))
+        assert torch.equal(after[k][~new], v[~new]), k
+        if new.any() and not torch.equal(after[k][new], v[new]):
+            moved.add(k)
+    assert {"g_a.6.weight", "g_s.0.weight", "log_gain"} <= moved
+    # The split survives a resume.
+    r = Trainer.resume(tmp_path / "w.pth")
+    assert len(r.opt.param_groups) == 2 and r.opt.param_groups[1]["lr"] == 1e-2
+    with pytest.raises(ValueError):
+        new_elements(wide, 48)
 
 
 def test_tensor_sampler_cuts_true_windows():

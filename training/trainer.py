@@ -57,14 +57,16 @@ class TrainConfig:
     val_data: list[str] = field(default_factory=list)  # held-out folders; else a seeded split of `data`
     sampler: str = "auto"  # "tensor" (crops cut on the device), "numpy", or auto: tensor on a GPU
     compile: bool = False  # torch.compile the two transforms: 1.2-1.6x faster CPU steps after a minute of compiling
+    widened_from: int = 0  # latent width before training.widen grew it (0: not widened)
+    new_lr: float = 0.0  # with widened_from: the learning rate of the new elements (0: the same as lr)
     extra: dict = field(default_factory=dict)
 
 
-def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0, base: float | None = None) -> float:
     # A time budget makes the schedule fit a run that is stopped by the clock
     # (a GPU lease, "train for 2h"): the decays land inside the run, not after it.
     f = elapsed / cfg.budget_s if cfg.budget_s > 0 else step / max(cfg.steps, 1)
-    return cfg.lr * (1.0 if f < 0.75 else 0.3 if f < 0.92 else 0.09)
+    return (cfg.lr if base is None else base) * (1.0 if f < 0.75 else 0.3 if f < 0.92 else 0.09)
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,9 +104,23 @@ class Trainer:
             self.model.g_a.compile()
             self.model.g_s.compile()
         self.lambdas = torch.tensor(LAMBDAS, device=self.device)
-        params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        named = [(n, p) for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
-        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        # A widened model's new elements may learn faster than the settled old ones
+        # (a fresh Adam at a high rate on batches of 8 undoes what the old weights
+        # learnt; at a low rate the new channels hardly move). Tensors mixing both
+        # run at the new rate and have their old elements' step scaled back after
+        # each update, which for Adam is exactly the old rate on those elements.
+        self.new_masks: dict[torch.nn.Parameter, torch.Tensor] = {}
+        if cfg.widened_from and cfg.new_lr:
+            from .widen import new_elements
+
+            masks = new_elements(self.model.state_dict(), cfg.widened_from)
+            self.new_masks = {p: masks[n].to(self.device) for n, p in named if n in masks}
+        groups = [{"params": [p for _, p in named if p not in self.new_masks], "lr": cfg.lr}]
+        if self.new_masks:
+            groups.append({"params": list(self.new_masks), "lr": cfg.new_lr})
+        self.opt = torch.optim.Adam(groups, lr=cfg.lr)
         self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.step = 0
         self.elapsed = 0.0
@@ -200,8 +216,9 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         lr = lr_at(cfg, self.step, self.elapsed)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
+        self.opt.param_groups[0]["lr"] = lr
+        if self.new_masks:
+            self.opt.param_groups[1]["lr"] = lr_at(cfg, self.step, self.elapsed, base=cfg.new_lr)
         if isinstance(self.sampler, TensorCropSampler):
             x = self.sampler.batch(cfg.batch)
             levels = self.sampler.levels(cfg.batch, len(LAMBDAS))
@@ -217,7 +234,13 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        before = {p: p.detach().clone() for p in self.new_masks}
         self.opt.step()
+        if self.new_masks:
+            keep = cfg.lr / cfg.new_lr
+            with torch.no_grad():
+                for p, new in self.new_masks.items():
+                    p.copy_(torch.where(new, p, before[p].lerp(p, keep)))
         aux = self.model.aux_loss()
         self.aux_opt.zero_grad(set_to_none=True)
         aux.backward()

@@ -69,3 +69,42 @@ def widen_latent(state: dict, M: int, seed: int = 0) -> dict:
         out[name][:, M0:] = state[name].mean(1, keepdim=True)
     assert out["h_s.2.weight"].shape == (M, H, 5, 5)
     return out
+
+
+def new_elements(state: dict, M0: int) -> dict[str, torch.Tensor]:
+    """Which elements of a widened model's parameters :func:`widen_latent` created.
+
+    Returns a boolean mask (True = new) for every parameter that holds new
+    elements; parameters absent from the result are entirely old. A run can
+    then train the new channels faster than the settled old ones.
+
+    Args:
+        state: the wide model's state dict (only shapes are read).
+        M0: the latent width the model was widened from.
+    """
+    M = state["g_a.6.weight"].shape[0]
+    H0 = M0 * 3 // 2
+    if not 0 < M0 <= M:
+        raise ValueError(f"a model with {M} latent channels cannot have been widened from {M0}")
+    masks = {}
+
+    def mark(name: str, *index) -> None:
+        m = masks.setdefault(name, torch.zeros(state[name].shape, dtype=torch.bool))
+        m[index] = True
+
+    mark("g_a.6.weight", slice(M0, None))
+    mark("g_a.6.bias", slice(M0, None))
+    mark("g_s.0.weight", slice(M0, None))
+    mark("h_a.0.weight", slice(None), slice(M0, None))
+    mark("h_s.0.weight", slice(None), slice(M0, None))
+    mark("h_s.0.bias", slice(M0, None))
+    mark("h_s.2.weight", slice(M0, None))
+    mark("h_s.2.weight", slice(None), slice(H0, None))
+    mark("h_s.2.bias", slice(H0, None))
+    mark("h_s.4.weight", slice(None), slice(H0, None))
+    for rows in (slice(M0, M), slice(M + M0, None)):
+        mark("h_s.4.weight", rows)
+        mark("h_s.4.bias", rows)
+    for name in ("log_gain", "log_inv_gain"):
+        mark(name, slice(None), slice(M0, None))
+    return {k: v for k, v in masks.items() if v.any()}
