@@ -170,6 +170,7 @@ def test_widened_run_trains_only_what_is_new_at_its_own_rate(image_dir, tmp_path
     from vidsieve.codec.models import GainedMeanScaleHyperprior
     from vidsieve.training.widen import new_elements, widen_latent
 
+    torch.manual_seed(0)
     narrow = GainedMeanScaleHyperprior(16, 24).state_dict()
     wide = widen_latent(narrow, 40)
     masks = new_elements(wide, 24)
