@@ -47,7 +47,7 @@ class _Autocast(torch.nn.Module):
 
 
 def _model(state: dict, form: str) -> GainedMeanScaleHyperprior:
-    m = GainedMeanScaleHyperprior(64, state["g_a.6.weight"].shape[0])
+    m = GainedMeanScaleHyperprior(state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0])
     m.load_state_dict(state)
     if form != "default":
         m.transforms_channels_last()
@@ -112,7 +112,7 @@ def main(argv=None):
                          "grad_cosine_vs_fp32": round(cos(g, ref), 3),
                          "grad_norm_vs_fp32": round((g.norm() / ref.norm()).item(), 3)}
             print(M, form, row[form], flush=True)
-        res["widths"][f"N64/M{M}"] = row
+        res["widths"][f"N{st['g_a.0.weight'].shape[0]}/M{M}"] = row
         print(M, "fp32 gradient vs other rate noise:", row["noise_only"], "vs other batch:", row["other_batch"])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")

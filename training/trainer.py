@@ -107,8 +107,8 @@ class Trainer:
         named = [(n, p) for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         # A widened model's new elements may learn faster than the settled old ones
-        # (a fresh Adam at a high rate on batches of 8 undoes what the old weights
-        # learnt; at a low rate the new channels hardly move). Tensors mixing both
+        # (a fresh Adam at a high rate on batches of 8 undid what the old weights had
+        # learnt, docs/TRAINING.md, while new channels start from nothing). Tensors mixing both
         # run at the new rate and have their old elements' step scaled back after
         # each update, which for Adam is exactly the old rate on those elements.
         self.new_masks: dict[torch.nn.Parameter, torch.Tensor] = {}
