@@ -69,6 +69,8 @@ def main():
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(a.out)
+    if out.exists() and (a.init or a.new_lr):
+        ap.error(f"{out} exists and would be resumed; --init and --new-lr only start a new run (choose another --out)")
     if out.exists():
         t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video,
                            budget_s=a.budget or None, compile=a.compile or None)
@@ -91,6 +93,8 @@ def main():
 
                 widened_from = init["g_a.6.weight"].shape[0]
                 init = widen_latent(init, a.M)
+        if a.new_lr and not widened_from:
+            ap.error("--new-lr applies only to a run that widens the latent of its --init weights (--M larger than theirs)")
         cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
                           steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
                           video_span=(0.0, 0.5), frames_per_video=a.frames_per_video,

@@ -241,3 +241,27 @@ def test_train_cli_time_budget_and_held_out(image_dir, tmp_path):
     assert c["budget_s"] == 4.0 and c["val_data"] == [str(val)]
     assert 0 < st["step"] < 100_000 and 3.5 < st["elapsed"] < 30
     assert_clean_error(run_cli("train", "--data", image_dir, "--val", tmp_path / "nope", "--out", ck), "not found")
+
+
+def test_default_training_script_refuses_options_it_would_ignore(image_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_default.py"
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), "--data", str(image_dir), *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+
+    narrow = Trainer(cfg(image_dir), tmp_path / "n.pth")
+    torch.save(narrow.model.state_dict(), tmp_path / "narrow.pth")
+    # Same latent width as --init: nothing is new, so a rate for new channels means nothing.
+    r = run("--out", tmp_path / "a.pth", "--N", 16, "--M", 24, "--init", tmp_path / "narrow.pth", "--new-lr", 1e-4)
+    assert r.returncode == 2 and "--new-lr applies only" in r.stderr, r.stderr
+    assert not (tmp_path / "a.pth").exists()
+    # An existing --out is resumed, which would drop --init silently.
+    (tmp_path / "b.pth").write_bytes(b"x")
+    r = run("--out", tmp_path / "b.pth", "--init", tmp_path / "narrow.pth")
+    assert r.returncode == 2 and "would be resumed" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
