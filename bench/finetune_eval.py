@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codec.models import widths
 from ..codec.registry import gained_from_state, load_codec
 from ..codec.zoo import load_shipped
 from ..datasets.images import sample_video_frames
@@ -48,7 +49,8 @@ def main(argv=None):
         state, entry = load_state(a.base), {"sha256": sha256_file(a.base)}
     else:
         state, entry = load_shipped("vidsieve-hyperprior")
-    cfg = TrainConfig(data=[a.clip], N=state["g_a.0.weight"].shape[0], M=state["g_a.6.weight"].shape[0],
+    N, M = widths(state)
+    cfg = TrainConfig(data=[a.clip], N=N, M=M,
                       patch=128, batch=8, lr=5e-5, steps=100_000, budget_s=a.minutes * 60,
                       threads=a.threads, frames_per_video=60,
                       video_span=(0.0, 0.5), eval_every=0, val_fraction=0.0)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior
+from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, widths
 from ..datasets.images import CropSampler, load_training_arrays
 from ..training.trainer import rd_loss
 from ..training.widen import widen_latent
@@ -47,7 +47,7 @@ class _Autocast(torch.nn.Module):
 
 
 def _model(state: dict, form: str) -> GainedMeanScaleHyperprior:
-    m = GainedMeanScaleHyperprior(state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0])
+    m = GainedMeanScaleHyperprior(*widths(state))
     m.load_state_dict(state)
     if form != "default":
         m.transforms_channels_last()
@@ -93,7 +93,7 @@ def main(argv=None):
            "torch_threads": torch.get_num_threads(), "batch": "8 x 256x256", "weights": Path(a.weights).name,
            "widths": {}}
     for M in a.M:
-        state = st if st["g_a.6.weight"].shape[0] == M else widen_latent(st, M)
+        state = st if widths(st)[1] == M else widen_latent(st, M)
         row = {}
         ref = None
         for form in ("default", "channels_last", "compiled", "bf16"):
@@ -112,7 +112,7 @@ def main(argv=None):
                          "grad_cosine_vs_fp32": round(cos(g, ref), 3),
                          "grad_norm_vs_fp32": round((g.norm() / ref.norm()).item(), 3)}
             print(M, form, row[form], flush=True)
-        res["widths"][f"N{st['g_a.0.weight'].shape[0]}/M{M}"] = row
+        res["widths"][f"N{widths(st)[0]}/M{M}"] = row
         print(M, "fp32 gradient vs other rate noise:", row["noise_only"], "vs other batch:", row["other_batch"])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")

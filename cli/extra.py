@@ -121,6 +121,7 @@ def cmd_train(a) -> int:
             init = None
             fine = a.finetune is not None
             if fine:
+                from ..codec.models import widths
                 from ..codec.zoo import load_shipped, load_state
 
                 init = (load_shipped(a.finetune)[0] if not a.finetune.endswith((".pth", ".pt"))
@@ -131,7 +132,7 @@ def cmd_train(a) -> int:
                               budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0,
                               val_data=list(a.val or []), compile=a.compile)
             if init is not None:
-                cfg.N, cfg.M = init["g_a.0.weight"].shape[0], init["g_a.6.weight"].shape[0]
+                cfg.N, cfg.M = widths(init)
             t = Trainer(cfg, a.out, init_weights=init)
     except ValueError as exc:
         raise VidsieveError(str(exc)) from None

@@ -40,6 +40,11 @@ def check_quality(quality: float) -> float:
     return q
 
 
+def widths(state: dict) -> tuple[int, int]:
+    """``(N, M)`` of a :class:`GainedMeanScaleHyperprior` state dict: its transform and latent channels."""
+    return state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+
+
 class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     """Variable-rate mean-scale hyperprior with gain units.
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..errors import ModelError
 from .frame_codec import FrameCodec, GainedCodec, ZooCodec
-from .models import GainedMeanScaleHyperprior
+from .models import GainedMeanScaleHyperprior, widths
 from .zoo import ZOO_ARCHS, load_shipped, load_zoo
 
 DEFAULT_MODEL = "vidsieve-hyperprior"
@@ -29,8 +29,7 @@ def register_model(name: str):
 
 def gained_from_state(state: dict, name: str, sha: str) -> GainedCodec:
     try:
-        N = state["g_a.0.weight"].shape[0]
-        M = state["g_a.6.weight"].shape[0]
+        N, M = widths(state)
         model = GainedMeanScaleHyperprior(N, M, levels=state["log_gain"].shape[0])
         model.load_state_dict(state)
     except (KeyError, RuntimeError) as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vidsieve.codec.models import widths
 from vidsieve.training.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,12 +87,13 @@ def main():
             except Exception as exc:  # any unreadable file: say which, not where in torch it failed
                 why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
                 ap.error(f"--init {a.init}: not vidsieve weights ({why})")
-            if init["g_a.0.weight"].shape[0] != a.N:
-                ap.error(f"--init has N={init['g_a.0.weight'].shape[0]}, not {a.N}")
-            if init["g_a.6.weight"].shape[0] != a.M:
+            N0, M0 = widths(init)
+            if N0 != a.N:
+                ap.error(f"--init has N={N0}, not {a.N}")
+            if M0 != a.M:
                 from vidsieve.training.widen import widen_latent
 
-                widened_from = init["g_a.6.weight"].shape[0]
+                widened_from = M0
                 init = widen_latent(init, a.M)
         if a.new_lr and not widened_from:
             ap.error("--new-lr applies only to a run that widens the latent of its --init weights (--M larger than theirs)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..codec.models import GainedMeanScaleHyperprior
+from ..codec.models import GainedMeanScaleHyperprior, widths
 from ..codec.zoo import MANIFEST, sha256_file
 
 
@@ -19,7 +19,7 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"]) if "config" in st else {}
     state = st["model"] if "model" in st else st
-    model = GainedMeanScaleHyperprior(state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0])
+    model = GainedMeanScaleHyperprior(*widths(state))
     model.load_state_dict(state)
     model.eval()
     model.update(force=True)

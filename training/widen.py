@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..codec.models import GainedMeanScaleHyperprior
+from ..codec.models import GainedMeanScaleHyperprior, widths
 
 
 def widen_latent(state: dict, M: int, seed: int = 0) -> dict:
@@ -26,7 +26,7 @@ def widen_latent(state: dict, M: int, seed: int = 0) -> dict:
         M: the new latent width, at least ``M0``.
         seed: seed for the new channels' initial weights.
     """
-    N, M0 = state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+    N, M0 = widths(state)
     if M < M0:
         raise ValueError(f"cannot narrow the latent from {M0} to {M} channels")
     with torch.random.fork_rng():  # the caller's RNG stream is left as it was
@@ -82,7 +82,7 @@ def new_elements(state: dict, M0: int) -> dict[str, torch.Tensor]:
         state: the wide model's state dict (only shapes are read).
         M0: the latent width the model was widened from.
     """
-    M = state["g_a.6.weight"].shape[0]
+    _, M = widths(state)
     H0 = M0 * 3 // 2
     if not 0 < M0 <= M:
         raise ValueError(f"a model with {M} latent channels cannot have been widened from {M0}")
