@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--val", nargs="*", default=[], help="held-out folders (default: a seeded split of --data)")
     ap.add_argument("--max-time", type=float, default=None)
     ap.add_argument("--budget", type=float, default=0.0, help="schedule length in seconds of training")
-    ap.add_argument("--steps", type=int, default=30000)
+    ap.add_argument("--steps", type=int, default=30000, help="schedule length in steps (without --budget)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, default=128)

@@ -23,8 +23,8 @@ def image_dir(tmp_path):
 
 
 def cfg(d, **kw):
-    kw = {"N": 16, "M": 24, **kw}
-    return TrainConfig(data=[str(d)], patch=64, batch=2, steps=100, threads=1, eval_every=0,
+    kw = {"N": 16, "M": 24, "steps": 100, **kw}
+    return TrainConfig(data=[str(d)], patch=64, batch=2, threads=1, eval_every=0,
                        checkpoint_every_s=1e9, **kw)
 
 
@@ -129,6 +129,16 @@ def test_time_budget_schedule_decays_inside_the_run():
     assert lr_at(c, 5, elapsed=95.0) == pytest.approx(9e-6)
     # Without a budget the step count drives it.
     assert lr_at(TrainConfig(data=[], lr=1e-4, steps=100), 80, elapsed=1e6) == pytest.approx(3e-5)
+
+
+def test_time_budget_run_ends_at_its_budget_not_at_steps(image_dir, tmp_path):
+    # A step count reached first would stop a fast machine with the rate never dropped.
+    t = Trainer(cfg(image_dir, steps=2, budget_s=1e6), tmp_path / "s.pth")
+    t.run(max_steps=4, progress=False)
+    assert t.step == 4
+    t = Trainer(cfg(image_dir, steps=10**6, budget_s=0.5), tmp_path / "b.pth")
+    t.run(max_time=60, progress=False)
+    assert 0 < t.step < 10**6 and 0.5 <= t.elapsed < 30
 
 
 def test_held_out_folder_is_not_trained_on(image_dir, tmp_path):

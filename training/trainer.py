@@ -293,7 +293,10 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        stop_step = min(cfg.steps, max_steps) if max_steps else cfg.steps
+        # A time-fitted schedule ends at its budget, not at `steps`: a step cap
+        # reached first would stop a fast machine before the rate ever dropped.
+        timed = cfg.budget_s > 0
+        stop_step = max_steps if timed else min(cfg.steps, max_steps or cfg.steps)
         t0 = time.monotonic()
         start_elapsed = self.elapsed
         last_ck = t0
@@ -301,8 +304,10 @@ class Trainer:
                    dynamic_ncols=True, mininterval=2.0)
         ema = None
         try:
-            while self.step < stop_step:
+            while stop_step is None or self.step < stop_step:
                 if max_time is not None and time.monotonic() - t0 >= max_time:
+                    break
+                if timed and self.elapsed >= cfg.budget_s:
                     break
                 m = self.train_step()
                 ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k] for k in m}
