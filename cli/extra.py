@@ -26,8 +26,10 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
                    help="stop after this long (e.g. 30m, 2h); without --steps the learning-rate schedule "
                         "is fitted to this time")
     t.add_argument("--steps", type=positive(int), default=None,
-                   help="schedule length in steps (default 100000; 2000 when fine-tuning)")
-    t.add_argument("--resume", default=None, help="continue a checkpoint exactly (optimisers, schedule, RNG)")
+                   help="schedule length in steps (default 100000; 2000 when fine-tuning); without it, "
+                        "--max-time alone sets the schedule and the run ends with it")
+    t.add_argument("--resume", default=None, help="continue a checkpoint exactly (optimisers, schedule, RNG) to the end of its "
+                        "schedule; --steps lengthens a step schedule")
     t.add_argument("--finetune", default=None, metavar="WEIGHTS",
                    help="start from these weights (a .pth, or 'vidsieve-hyperprior' for the shipped model)")
     t.add_argument("--patch", type=positive(int), default=None, help="crop size (default 256; 128 is faster)")
@@ -117,6 +119,9 @@ def cmd_train(a) -> int:
                 raise InputError(f"checkpoint not found: {a.resume}")
             t = Trainer.resume(a.resume, out=a.out, threads=a.threads or None, steps=a.steps,
                                compile=a.compile or None)
+            if t.cfg.budget_s > 0 and t.elapsed >= t.cfg.budget_s:
+                raise InputError(f"{a.resume} already ran its whole {t.cfg.budget_s:g}-second schedule; nothing is "
+                                 "left to resume (start a new run, or --finetune from it)")
         else:
             init = None
             fine = a.finetune is not None

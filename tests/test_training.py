@@ -249,7 +249,9 @@ def test_train_cli_time_budget_and_held_out(image_dir, tmp_path):
     c = json.loads(st["config"])
     # --max-time without --steps: the schedule is fitted to the time, and --val is the held-out set.
     assert c["budget_s"] == 4.0 and c["val_data"] == [str(val)]
-    assert 0 < st["step"] < 100_000 and 3.5 < st["elapsed"] < 30
+    assert 0 < st["step"] < 100_000 and 4.0 <= st["elapsed"] < 30
+    # Its schedule is spent: a resume says so instead of training on at the last rate.
+    assert_clean_error(run_cli("train", "--data", image_dir, "--out", ck, "--resume", ck), "whole 4-second schedule")
     assert_clean_error(run_cli("train", "--data", image_dir, "--val", tmp_path / "nope", "--out", ck), "not found")
 
 

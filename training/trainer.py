@@ -305,9 +305,9 @@ class Trainer:
         ema = None
         try:
             while stop_step is None or self.step < stop_step:
-                if max_time is not None and time.monotonic() - t0 >= max_time:
-                    break
-                if timed and self.elapsed >= cfg.budget_s:
+                now = time.monotonic()
+                self.elapsed = start_elapsed + (now - t0)
+                if (max_time is not None and now - t0 >= max_time) or (timed and self.elapsed >= cfg.budget_s):
                     break
                 m = self.train_step()
                 ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k] for k in m}
