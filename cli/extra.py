@@ -28,8 +28,9 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
     t.add_argument("--steps", type=positive(int), default=None,
                    help="schedule length in steps (default 100000; 2000 when fine-tuning); without it, "
                         "--max-time alone sets the schedule and the run ends with it")
-    t.add_argument("--resume", default=None, help="continue a checkpoint exactly (optimisers, schedule, RNG) to the end of its "
-                        "schedule; --steps lengthens a step schedule")
+    t.add_argument("--resume", default=None,
+                   help="continue a checkpoint exactly (optimisers, schedule, RNG) to the end of its schedule; "
+                        "--steps lengthens a step schedule")
     t.add_argument("--finetune", default=None, metavar="WEIGHTS",
                    help="start from these weights (a .pth, or 'vidsieve-hyperprior' for the shipped model)")
     t.add_argument("--patch", type=positive(int), default=None, help="crop size (default 256; 128 is faster)")
