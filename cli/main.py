@@ -12,9 +12,13 @@ import logging
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import VidsieveError
+
+if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
+    from ..pipeline import CompressOptions
 
 log = logging.getLogger("vidsieve")
 
@@ -149,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from_args(a) -> "CompressOptions":
+def options_from_args(a) -> CompressOptions:
     from ..pipeline import CompressOptions
 
     weights = {}
