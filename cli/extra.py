@@ -109,7 +109,7 @@ def cmd_ingest(a) -> int:
 
 def cmd_train(a) -> int:
     from ..training.export import export
-    from ..training.trainer import TrainConfig, Trainer
+    from ..training.trainer import TrainConfig, Trainer, budget_spent
 
     for d in a.data + (a.val or []):
         if not os.path.exists(d):
@@ -120,7 +120,7 @@ def cmd_train(a) -> int:
                 raise InputError(f"checkpoint not found: {a.resume}")
             t = Trainer.resume(a.resume, out=a.out, threads=a.threads or None, steps=a.steps,
                                compile=a.compile or None)
-            if t.cfg.budget_s > 0 and t.elapsed >= t.cfg.budget_s:
+            if budget_spent(t.cfg, t.elapsed):
                 raise InputError(f"{a.resume} already ran its whole {t.cfg.budget_s:g}-second schedule; nothing is "
                                  "left to resume (start a new run, or --finetune from it)")
         else:

@@ -69,6 +69,11 @@ def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0, base: float | None 
     return (cfg.lr if base is None else base) * (1.0 if f < 0.75 else 0.3 if f < 0.92 else 0.09)
 
 
+def budget_spent(cfg: TrainConfig, elapsed: float) -> bool:
+    """Whether a schedule fitted to a time budget has run all of it (never, for a step schedule)."""
+    return cfg.budget_s > 0 and elapsed >= cfg.budget_s
+
+
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, _, h, w = x.shape
     bits = sum((-torch.log2(lk.clamp_min(1e-9))).flatten(1).sum(1) for lk in out["likelihoods"].values())
@@ -295,8 +300,7 @@ class Trainer:
         cfg = self.cfg
         # A time-fitted schedule ends at its budget, not at `steps`: a step cap
         # reached first would stop a fast machine before the rate ever dropped.
-        timed = cfg.budget_s > 0
-        stop_step = max_steps if timed else min(cfg.steps, max_steps or cfg.steps)
+        stop_step = max_steps if cfg.budget_s > 0 else min(cfg.steps, max_steps or cfg.steps)
         t0 = time.monotonic()
         start_elapsed = self.elapsed
         last_ck = t0
@@ -307,7 +311,7 @@ class Trainer:
             while stop_step is None or self.step < stop_step:
                 now = time.monotonic()
                 self.elapsed = start_elapsed + (now - t0)
-                if (max_time is not None and now - t0 >= max_time) or (timed and self.elapsed >= cfg.budget_s):
+                if (max_time is not None and now - t0 >= max_time) or budget_spent(cfg, self.elapsed):
                     break
                 m = self.train_step()
                 ema = m if ema is None else {k: 0.98 * ema[k] + 0.02 * m[k] for k in m}
