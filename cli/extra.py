@@ -31,6 +31,9 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
     t.add_argument("--resume", default=None,
                    help="continue a checkpoint exactly (optimisers, schedule, RNG) to the end of its schedule; "
                         "--steps lengthens a step schedule")
+    t.add_argument("--restart-schedule", action="store_true",
+                   help="with --resume: go on training a run whose schedule is spent, with a new learning-rate "
+                        "cycle (warm restart) from --lr (default: the run's) over --max-time or --steps")
     t.add_argument("--finetune", default=None, metavar="WEIGHTS",
                    help="start from these weights (a .pth, or 'vidsieve-hyperprior' for the shipped model)")
     t.add_argument("--patch", type=positive(int), default=None, help="crop size (default 256; 128 is faster)")
@@ -114,15 +117,24 @@ def cmd_train(a) -> int:
     for d in a.data + (a.val or []):
         if not os.path.exists(d):
             raise InputError(f"training data not found: {d}")
+    if a.restart_schedule and not a.resume:
+        raise InputError("--restart-schedule goes with --resume CKPT")
     try:
         if a.resume:
             if not os.path.exists(a.resume):
                 raise InputError(f"checkpoint not found: {a.resume}")
-            t = Trainer.resume(a.resume, out=a.out, threads=a.threads or None, steps=a.steps,
-                               compile=a.compile or None)
-            if budget_spent(t.cfg, t.elapsed):
-                raise InputError(f"{a.resume} already ran its whole {t.cfg.budget_s:g}-second schedule; nothing is "
-                                 "left to resume (start a new run, or --finetune from it)")
+            restart = a.restart_schedule
+            over = {"threads": a.threads or None, "steps": a.steps, "compile": a.compile or None}
+            if restart:
+                if not (a.max_time or a.steps):
+                    raise InputError("--restart-schedule needs --max-time or --steps: the length of the new cycle")
+                over.update(lr=a.lr, budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0)
+            # Read before building: a refused resume should not first load all the training data.
+            cfg, st = Trainer.read_checkpoint(a.resume, restart, **over)
+            if budget_spent(cfg, float(st["elapsed"])):
+                raise InputError(f"{a.resume} already ran its whole {cfg.budget_s:g}-second schedule; to go on "
+                                 "training it, add --restart-schedule --max-time T (or --finetune from it)")
+            t = Trainer.from_checkpoint(cfg, st, a.out)
         else:
             init = None
             fine = a.finetune is not None

@@ -64,6 +64,9 @@ def main():
     ap.add_argument("--init", default=None, help="start from these weights (a .pth state or checkpoint)")
     ap.add_argument("--new-lr", type=float, default=0.0,
                     help="with --init from a narrower latent: learning rate of the new channels (default: --lr)")
+    ap.add_argument("--restart", action="store_true",
+                    help="resume --out with a new learning-rate cycle from --lr over --budget seconds "
+                         "(or --steps): a warm restart of a run whose schedule is spent")
     ap.add_argument("--compile", action="store_true", help="torch.compile the transforms (faster CPU steps)")
     ap.add_argument("--mirror", default=None, help="also write checkpoints here in <=15 MiB parts")
     ap.add_argument("--mirror-full", action="store_true", help="mirror the resumable state, not only weights")
@@ -72,9 +75,12 @@ def main():
     out = Path(a.out)
     if out.exists() and (a.init or a.new_lr):
         ap.error(f"{out} exists and would be resumed; --init and --new-lr only start a new run (choose another --out)")
+    if a.restart and not out.exists():
+        ap.error(f"--restart continues a run, and {out} does not exist")
     if out.exists():
         t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video,
-                           budget_s=a.budget or None, compile=a.compile or None)
+                           budget_s=a.budget or None, compile=a.compile or None, restart=a.restart,
+                           lr=a.lr if a.restart else None)
     else:
         init = None
         widened_from = 0

@@ -112,6 +112,32 @@ def test_train_cli_export_and_use(image_dir, tmp_path, small_clip):
     run_cli("decompress", out, "-o", tmp_path / "o.mkv", "--model", wdir / "vidsieve-hyperprior.pth", check=True)
 
 
+def test_warm_restart_starts_a_new_cycle(image_dir, tmp_path):
+    from vidsieve.training.trainer import budget_spent, lr_at
+
+    t = Trainer(cfg(image_dir, steps=4), tmp_path / "r.pth")
+    t.run(progress=False)
+    assert t.step == 4 and lr_at(t.cfg, t.step) == pytest.approx(t.cfg.lr * 0.09)
+    # Resumed plainly, the spent step schedule has nothing left to run.
+    plain = Trainer.resume(tmp_path / "r.pth")
+    plain.run(progress=False)
+    assert plain.step == 4
+    # Restarted, a new step cycle of 25 runs from the new rate and drops at 75 % and 92 % of it.
+    r = Trainer.resume(tmp_path / "r.pth", restart=True, steps=25, lr=5e-4)
+    assert (r.cfg.cycle_start_step, r.cfg.cycle_start_s) == (4, t.elapsed)
+    lrs = [lr_at(r.cfg, s) for s in range(4, 29)]
+    assert lrs == pytest.approx([5e-4] * 19 + [1.5e-4] * 4 + [4.5e-5] * 2)
+    seen = []
+    while r.step < 20:
+        seen.append(float(r.train_step()["lr"]))
+    r.run(progress=False)
+    assert r.step == 29 and seen == pytest.approx(lrs[:16])
+    # A time cycle is measured from where it started, not from the run's first second.
+    rt = Trainer.resume(tmp_path / "r.pth", restart=True, budget_s=10.0)
+    assert lr_at(rt.cfg, 4, rt.elapsed) == rt.cfg.lr and not budget_spent(rt.cfg, rt.elapsed + 9.9)
+    assert budget_spent(rt.cfg, rt.elapsed + 10.0)
+
+
 def test_train_cli_bad_data(tmp_path):
     from conftest import assert_clean_error
 
@@ -250,8 +276,23 @@ def test_train_cli_time_budget_and_held_out(image_dir, tmp_path):
     # --max-time without --steps: the schedule is fitted to the time, and --val is the held-out set.
     assert c["budget_s"] == 4.0 and c["val_data"] == [str(val)]
     assert 0 < st["step"] < 100_000 and 4.0 <= st["elapsed"] < 30
-    # Its schedule is spent: a resume says so instead of training on at the last rate.
-    assert_clean_error(run_cli("train", "--data", image_dir, "--out", ck, "--resume", ck), "whole 4-second schedule")
+    # Its schedule is spent: a resume says so instead of training on at the last rate,
+    # before loading any data (this folder holds none, which would be another error).
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_clean_error(run_cli("train", "--data", empty, "--out", ck, "--resume", ck), "whole 4-second schedule")
+    assert_clean_error(run_cli("train", "--data", image_dir, "--out", ck, "--resume", ck, "--restart-schedule"),
+                       "needs --max-time or --steps")
+    assert_clean_error(run_cli("train", "--data", image_dir, "--out", tmp_path / "n.pth", "--restart-schedule",
+                               "--max-time", "3"), "goes with --resume")
+    # A warm restart trains on, with a new cycle from the new rate over the new time.
+    run_cli("train", "--data", image_dir, "--out", ck, "--resume", ck, "--restart-schedule", "--max-time", "3",
+            "--lr", "1e-4", check=True)
+    st2 = torch.load(ck, weights_only=True)
+    c2 = json.loads(st2["config"])
+    assert c2["cycle_start_s"] == st["elapsed"] and c2["cycle_start_step"] == st["step"]
+    assert c2["budget_s"] == 3.0 and c2["lr"] == 1e-4
+    assert st2["step"] > st["step"] and 3.0 <= st2["elapsed"] - st["elapsed"] < 30
     assert_clean_error(run_cli("train", "--data", image_dir, "--val", tmp_path / "nope", "--out", ck), "not found")
 
 
@@ -277,3 +318,7 @@ def test_default_training_script_refuses_options_it_would_ignore(image_dir, tmp_
     r = run("--out", tmp_path / "b.pth", "--init", tmp_path / "narrow.pth")
     assert r.returncode == 2 and "would be resumed" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+    # A warm restart continues a run; with nothing to continue it would silently start from scratch.
+    r = run("--out", tmp_path / "c.pth", "--restart")
+    assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
+    assert not (tmp_path / "c.pth").exists()

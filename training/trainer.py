@@ -59,19 +59,26 @@ class TrainConfig:
     compile: bool = False  # torch.compile the two transforms: 1.2-1.6x faster CPU steps after a minute of compiling
     widened_from: int = 0  # latent width before training.widen grew it (0: not widened)
     new_lr: float = 0.0  # with widened_from: the learning rate of the new elements (0: the same as lr)
+    # Where the current learning-rate cycle began (a warm restart of a finished run,
+    # Trainer.resume(restart=True)); 0 for a run with one cycle.
+    cycle_start_s: float = 0.0
+    cycle_start_step: int = 0
     extra: dict = field(default_factory=dict)
 
 
 def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0, base: float | None = None) -> float:
     # A time budget makes the schedule fit a run that is stopped by the clock
     # (a GPU lease, "train for 2h"): the decays land inside the run, not after it.
-    f = elapsed / cfg.budget_s if cfg.budget_s > 0 else step / max(cfg.steps, 1)
+    if cfg.budget_s > 0:
+        f = (elapsed - cfg.cycle_start_s) / cfg.budget_s
+    else:
+        f = (step - cfg.cycle_start_step) / max(cfg.steps, 1)
     return (cfg.lr if base is None else base) * (1.0 if f < 0.75 else 0.3 if f < 0.92 else 0.09)
 
 
 def budget_spent(cfg: TrainConfig, elapsed: float) -> bool:
     """Whether a schedule fitted to a time budget has run all of it (never, for a step schedule)."""
-    return cfg.budget_s > 0 and elapsed >= cfg.budget_s
+    return cfg.budget_s > 0 and elapsed - cfg.cycle_start_s >= cfg.budget_s
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -191,15 +198,35 @@ class Trainer:
         os.replace(tmp, path)
         return path
 
-    @classmethod
-    def resume(cls, ckpt: str | os.PathLike, out: str | os.PathLike | None = None, **overrides) -> "Trainer":
+    @staticmethod
+    def read_checkpoint(ckpt: str | os.PathLike, restart: bool = False, **overrides) -> tuple[TrainConfig, dict]:
+        """The configuration a checkpoint would resume with, and its state, without loading any data.
+
+        ``restart`` starts a new learning-rate cycle where the checkpoint stopped
+        (a warm restart, Loshchilov & Hutter, "SGDR", ICLR 2017): the schedule runs
+        again from ``lr`` over ``budget_s`` seconds (or ``steps`` steps), keeping the
+        weights, both optimisers' moments and the RNG streams. This is how a run whose
+        schedule is spent goes on learning: resuming it plainly would train at its
+        last, lowest rate."""
         st = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if st.get("format") != "vidsieve-train-1":
+        if not isinstance(st, dict) or st.get("format") != "vidsieve-train-1":
             raise ValueError(f"{ckpt} is not a vidsieve training checkpoint")
         cfg_d = json.loads(st["config"])
         cfg_d.update({k: v for k, v in overrides.items() if v is not None})
-        cfg = TrainConfig(**cfg_d)
-        t = cls(cfg, out or ckpt)
+        if restart:
+            cfg_d["cycle_start_s"], cfg_d["cycle_start_step"] = float(st["elapsed"]), int(st["step"])
+        return TrainConfig(**cfg_d), st
+
+    @classmethod
+    def resume(cls, ckpt: str | os.PathLike, out: str | os.PathLike | None = None, restart: bool = False,
+               **overrides) -> "Trainer":
+        cfg, st = cls.read_checkpoint(ckpt, restart, **overrides)
+        return cls.from_checkpoint(cfg, st, out or ckpt)
+
+    @classmethod
+    def from_checkpoint(cls, cfg: TrainConfig, st: dict, out: str | os.PathLike) -> "Trainer":
+        """Build the trainer for ``read_checkpoint``'s result and put the state back exactly."""
+        t = cls(cfg, out)
         t.model.load_state_dict(st["model"])
         t.model.to(t.device)
         t.opt.load_state_dict(st["opt"])
@@ -300,7 +327,8 @@ class Trainer:
         cfg = self.cfg
         # A time-fitted schedule ends at its budget, not at `steps`: a step cap
         # reached first would stop a fast machine before the rate ever dropped.
-        stop_step = max_steps if cfg.budget_s > 0 else min(cfg.steps, max_steps or cfg.steps)
+        end = cfg.cycle_start_step + cfg.steps
+        stop_step = max_steps if cfg.budget_s > 0 else min(end, max_steps or end)
         t0 = time.monotonic()
         start_elapsed = self.elapsed
         last_ck = t0
