@@ -219,12 +219,12 @@ class Trainer:
 
     @classmethod
     def resume(cls, ckpt: str | os.PathLike, out: str | os.PathLike | None = None, restart: bool = False,
-               **overrides) -> "Trainer":
+               **overrides) -> Trainer:
         cfg, st = cls.read_checkpoint(ckpt, restart, **overrides)
         return cls.from_checkpoint(cfg, st, out or ckpt)
 
     @classmethod
-    def from_checkpoint(cls, cfg: TrainConfig, st: dict, out: str | os.PathLike) -> "Trainer":
+    def from_checkpoint(cls, cfg: TrainConfig, st: dict, out: str | os.PathLike) -> Trainer:
         """Build the trainer for ``read_checkpoint``'s result and put the state back exactly."""
         t = cls(cfg, out)
         t.model.load_state_dict(st["model"])
