@@ -14,7 +14,9 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
     t = sub.add_parser("train", help="train or fine-tune the variable-rate codec",
                        description="Train the codec on folders of images and videos (frames are sampled from "
                                    "videos), or fine-tune the shipped model on one camera's footage.")
-    t.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders (or files) of images/videos")
+    t.add_argument("--data", nargs="+", metavar="DIR",
+                   help="folders (or files) of images/videos (with --resume: where the run's data is now; "
+                        "default: the folders it was trained on)")
     t.add_argument("--out", required=True, help="checkpoint path (written every few minutes, atomically)")
     t.add_argument("--arch", default="vidsieve-hyperprior", choices=["vidsieve-hyperprior"],
                    help="architecture (default: vidsieve-hyperprior)")
@@ -114,7 +116,9 @@ def cmd_train(a) -> int:
     from ..training.export import export
     from ..training.trainer import TrainConfig, Trainer, budget_spent
 
-    for d in a.data + (a.val or []):
+    if not a.data and not a.resume:
+        raise InputError("--data is required: folders (or files) of images and videos to train on")
+    for d in (a.data or []) + (a.val or []):
         if not os.path.exists(d):
             raise InputError(f"training data not found: {d}")
     if a.restart_schedule and not a.resume:
@@ -124,7 +128,8 @@ def cmd_train(a) -> int:
             if not os.path.exists(a.resume):
                 raise InputError(f"checkpoint not found: {a.resume}")
             restart = a.restart_schedule
-            over = {"threads": a.threads or None, "steps": a.steps, "compile": a.compile or None}
+            over = {"threads": a.threads or None, "steps": a.steps, "compile": a.compile or None,
+                    "data": list(a.data) if a.data else None, "val_data": list(a.val) if a.val else None}
             if restart:
                 if not (a.max_time or a.steps):
                     raise InputError("--restart-schedule needs --max-time or --steps: the length of the new cycle")

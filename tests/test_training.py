@@ -102,8 +102,18 @@ def test_train_cli_export_and_use(image_dir, tmp_path, small_clip):
     assert "step 6" in r.stdout
     m = json.loads((wdir / "manifest.json").read_text())["models"]["vidsieve-hyperprior"]
     assert m["training"]["steps"] == 6 and m["N"] == 16
-    # Resume continues the same schedule, and the exported weights code video.
-    run_cli("train", "--data", image_dir, "--out", ck, "--resume", ck, "--steps", "8", check=True)
+    # Resume continues the same schedule, on the run's own data, or on it where it is now.
+    run_cli("train", "--out", ck, "--resume", ck, "--steps", "7", check=True)
+    moved = tmp_path / "moved"
+    image_dir.rename(moved)
+    from conftest import assert_clean_error
+
+    assert_clean_error(run_cli("train", "--out", ck, "--resume", ck, "--steps", "8"), str(image_dir))
+    run_cli("train", "--data", moved, "--out", ck, "--resume", ck, "--steps", "8", check=True)
+    st = torch.load(ck, weights_only=True)
+    assert st["step"] == 8 and json.loads(st["config"])["data"] == [str(moved)]
+    assert_clean_error(run_cli("train", "--out", tmp_path / "new.pth"), "--data is required")
+    # The exported weights code video.
     out = tmp_path / "o.vsv"
     run_cli("compress", small_clip, "-o", out, "--keep-all", "--model", wdir / "vidsieve-hyperprior.pth",
             "--max-frames", "3", check=True)
@@ -286,8 +296,7 @@ def test_train_cli_time_budget_and_held_out(image_dir, tmp_path):
     assert_clean_error(run_cli("train", "--data", image_dir, "--out", tmp_path / "n.pth", "--restart-schedule",
                                "--max-time", "3"), "goes with --resume")
     # A warm restart trains on, with a new cycle from the new rate over the new time.
-    run_cli("train", "--data", image_dir, "--out", ck, "--resume", ck, "--restart-schedule", "--max-time", "3",
-            "--lr", "1e-4", check=True)
+    run_cli("train", "--out", ck, "--resume", ck, "--restart-schedule", "--max-time", "3", "--lr", "1e-4", check=True)
     st2 = torch.load(ck, weights_only=True)
     c2 = json.loads(st2["config"])
     assert c2["cycle_start_s"] == st["elapsed"] and c2["cycle_start_step"] == st["step"]
