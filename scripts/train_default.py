@@ -79,7 +79,9 @@ def main():
         ap.error(f"--restart continues a run, and {out} does not exist")
     if out.exists():
         t = Trainer.resume(out, threads=a.threads, steps=a.steps, frames_per_video=a.frames_per_video,
-                           budget_s=a.budget or None, compile=a.compile or None, restart=a.restart,
+                           # A restart's new cycle is --budget seconds, or --steps steps without it.
+                           budget_s=a.budget if a.restart else a.budget or None, compile=a.compile or None,
+                           restart=a.restart,
                            lr=a.lr if a.restart else None)
     else:
         init = None

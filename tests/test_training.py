@@ -331,3 +331,12 @@ def test_default_training_script_refuses_options_it_would_ignore(image_dir, tmp_
     r = run("--out", tmp_path / "c.pth", "--restart")
     assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
     assert not (tmp_path / "c.pth").exists()
+    # A restart with --steps and no --budget runs a step cycle, even after a time-fitted run.
+    small = ("--N", 16, "--M", 24, "--patch", 64, "--batch", 2, "--eval-every", 0)
+    assert run("--out", tmp_path / "c.pth", *small, "--budget", 1, "--max-time", 1).returncode == 0
+    first = torch.load(tmp_path / "c.pth", weights_only=True)["step"]
+    r = run("--out", tmp_path / "c.pth", *small, "--restart", "--steps", 3, "--lr", 1e-4)
+    assert r.returncode == 0, r.stderr
+    st = torch.load(tmp_path / "c.pth", weights_only=True)
+    c = json.loads(st["config"])
+    assert st["step"] == first + 3 and c["budget_s"] == 0 and c["cycle_start_step"] == first and c["lr"] == 1e-4

@@ -66,19 +66,23 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0, base: float | None = None) -> float:
+def cycle_fraction(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """How far the current learning-rate cycle has run: 0 at its start, 1 at its end."""
     # A time budget makes the schedule fit a run that is stopped by the clock
     # (a GPU lease, "train for 2h"): the decays land inside the run, not after it.
     if cfg.budget_s > 0:
-        f = (elapsed - cfg.cycle_start_s) / cfg.budget_s
-    else:
-        f = (step - cfg.cycle_start_step) / max(cfg.steps, 1)
+        return (elapsed - cfg.cycle_start_s) / cfg.budget_s
+    return (step - cfg.cycle_start_step) / max(cfg.steps, 1)
+
+
+def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0, base: float | None = None) -> float:
+    f = cycle_fraction(cfg, step, elapsed)
     return (cfg.lr if base is None else base) * (1.0 if f < 0.75 else 0.3 if f < 0.92 else 0.09)
 
 
 def budget_spent(cfg: TrainConfig, elapsed: float) -> bool:
     """Whether a schedule fitted to a time budget has run all of it (never, for a step schedule)."""
-    return cfg.budget_s > 0 and elapsed - cfg.cycle_start_s >= cfg.budget_s
+    return cfg.budget_s > 0 and cycle_fraction(cfg, 0, elapsed) >= 1.0
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
