@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codec.models import GainedMeanScaleHyperprior, check_quality, widths
+from ..codec.models import GainedMeanScaleHyperprior, check_quality, likelihood_bits
 from ..codec.zoo import load_state, sha256_file
 from ..datasets.images import IMAGE_EXTS, load_rgb
 from ..errors import InputError, ModelError
@@ -39,8 +39,7 @@ def load_model(weights: dict | str | os.PathLike) -> GainedMeanScaleHyperprior:
     """A model in eval mode from a state dict, a weights file or a training checkpoint."""
     state = weights if isinstance(weights, dict) else load_state(weights)
     try:
-        model = GainedMeanScaleHyperprior(*widths(state))
-        model.load_state_dict(state)
+        model = GainedMeanScaleHyperprior.from_state_dict(state)
     except (KeyError, RuntimeError) as exc:
         raise ModelError(f"not vidsieve codec weights ({str(exc).splitlines()[0]})") from None
     return model.eval()
@@ -55,7 +54,7 @@ def likelihood_point(model: GainedMeanScaleHyperprior, img: np.ndarray, quality:
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     out = model(x, torch.tensor([float(quality)]))
-    bits = sum(-torch.log2(lk.clamp_min(1e-9)).sum().item() for lk in out["likelihoods"].values())
+    bits = likelihood_bits(out["likelihoods"]).item()
     rec = out["x_hat"][0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
     mse = float(np.mean((img.astype(np.float64) - rec) ** 2))
     return {"bpp": bits / (h * w), "psnr_rgb": psnr_from_mse(mse)}

@@ -47,8 +47,7 @@ class _Autocast(torch.nn.Module):
 
 
 def _model(state: dict, form: str) -> GainedMeanScaleHyperprior:
-    m = GainedMeanScaleHyperprior(*widths(state))
-    m.load_state_dict(state)
+    m = GainedMeanScaleHyperprior.from_state_dict(state)
     if form != "default":
         m.transforms_channels_last()
     if form == "bf16":

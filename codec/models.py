@@ -45,6 +45,11 @@ def widths(state: dict) -> tuple[int, int]:
     return state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
 
 
+def likelihood_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Bits per batch item that an ideal entropy coder spends on these likelihoods, shape [B]."""
+    return sum((-torch.log2(lk.clamp_min(1e-9))).flatten(1).sum(1) for lk in likelihoods.values())
+
+
 class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     """Variable-rate mean-scale hyperprior with gain units.
 
@@ -62,6 +67,15 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         init = torch.linspace(math.log(0.35), math.log(2.8), levels)
         self.log_gain = nn.Parameter(init[:, None].repeat(1, M))
         self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, M))
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> GainedMeanScaleHyperprior:
+        """A model with the widths and quality levels of ``state``, loaded from it.
+
+        Raises ``KeyError`` or ``RuntimeError`` when ``state`` is not such a model's."""
+        model = cls(*widths(state), levels=state["log_gain"].shape[0])
+        model.load_state_dict(state)
+        return model
 
     # -- gains ---------------------------------------------------------------
     def _gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

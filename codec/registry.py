@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..errors import ModelError
 from .frame_codec import FrameCodec, GainedCodec, ZooCodec
-from .models import GainedMeanScaleHyperprior, widths
+from .models import GainedMeanScaleHyperprior
 from .zoo import ZOO_ARCHS, load_shipped, load_zoo
 
 DEFAULT_MODEL = "vidsieve-hyperprior"
@@ -29,9 +29,7 @@ def register_model(name: str):
 
 def gained_from_state(state: dict, name: str, sha: str) -> GainedCodec:
     try:
-        N, M = widths(state)
-        model = GainedMeanScaleHyperprior(N, M, levels=state["log_gain"].shape[0])
-        model.load_state_dict(state)
+        model = GainedMeanScaleHyperprior.from_state_dict(state)
     except (KeyError, RuntimeError) as exc:
         raise ModelError(f"weights for {name} do not fit its architecture: {str(exc).splitlines()[0]}") from None
     # CDF tables ship with the weights; only recompute when they were not saved.

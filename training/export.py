@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..codec.models import GainedMeanScaleHyperprior, widths
+from ..codec.models import GainedMeanScaleHyperprior
 from ..codec.zoo import MANIFEST, sha256_file
 
 
@@ -19,8 +19,7 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"]) if "config" in st else {}
     state = st["model"] if "model" in st else st
-    model = GainedMeanScaleHyperprior(*widths(state))
-    model.load_state_dict(state)
+    model = GainedMeanScaleHyperprior.from_state_dict(state)
     model.eval()
     model.update(force=True)
     out_dir = Path(out_dir) if out_dir else MANIFEST.parent

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior
+from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, likelihood_bits
 from ..datasets.images import CropSampler, TensorCropSampler, load_training_arrays
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def budget_spent(cfg: TrainConfig, elapsed: float) -> bool:
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, _, h, w = x.shape
-    bits = sum((-torch.log2(lk.clamp_min(1e-9))).flatten(1).sum(1) for lk in out["likelihoods"].values())
-    bpp = bits / (h * w)
+    bpp = likelihood_bits(out["likelihoods"]) / (h * w)
     mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
     loss = (lambdas * 255**2 * mse + bpp).mean()
     return loss, bpp.detach(), mse.detach()
