@@ -64,6 +64,13 @@ def main():
     ap.add_argument("--init", default=None, help="start from these weights (a .pth state or checkpoint)")
     ap.add_argument("--new-lr", type=float, default=0.0,
                     help="with --init from a narrower latent: learning rate of the new channels (default: --lr)")
+    ap.add_argument("--new-scale", type=float, default=0.1,
+                    help="with --init from a narrower latent: initial scale of the new analysis rows")
+    ap.add_argument("--new-rate-ramp", type=int, default=0,
+                    help="with --init from a narrower latent: steps over which the new channels' bits "
+                         "come into the loss (0: at once)")
+    ap.add_argument("--prior-scale", type=float, default=None,
+                    help="with --init from a narrower latent: the entropy model's first scale for the new channels")
     ap.add_argument("--restart", action="store_true",
                     help="resume --out with a new learning-rate cycle from --lr over --budget seconds "
                          "(or --steps): a warm restart of a run whose schedule is spent")
@@ -73,8 +80,9 @@ def main():
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(a.out)
-    if out.exists() and (a.init or a.new_lr):
-        ap.error(f"{out} exists and would be resumed; --init and --new-lr only start a new run (choose another --out)")
+    if out.exists() and (a.init or a.new_lr or a.new_rate_ramp):
+        ap.error(f"{out} exists and would be resumed; --init and the widening options only start a new run "
+                 "(choose another --out)")
     if a.restart and not out.exists():
         ap.error(f"--restart continues a run, and {out} does not exist")
     if out.exists():
@@ -102,14 +110,16 @@ def main():
                 from vidsieve.training.widen import widen_latent
 
                 widened_from = M0
-                init = widen_latent(init, a.M)
-        if a.new_lr and not widened_from:
-            ap.error("--new-lr applies only to a run that widens the latent of its --init weights (--M larger than theirs)")
+                init = widen_latent(init, a.M, new_scale=a.new_scale, prior_scale=a.prior_scale)
+        if (a.new_lr or a.new_rate_ramp or a.prior_scale is not None) and not widened_from:
+            ap.error("--new-lr, --new-rate-ramp and --prior-scale apply only to a run that widens the latent "
+                     "of its --init weights (--M larger than theirs)")
         cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
                           steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
                           video_span=(0.0, 0.5), frames_per_video=a.frames_per_video,
                           checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every, compile=a.compile,
-                          widened_from=widened_from, new_lr=a.new_lr if widened_from else 0.0)
+                          widened_from=widened_from, new_lr=a.new_lr if widened_from else 0.0,
+                          new_rate_ramp=a.new_rate_ramp if widened_from else 0)
         t = Trainer(cfg, out, init_weights=init)
     log = logging.getLogger("train")
     log.info("device %s, N=%d M=%d, batch %d of %d px, %d training images", t.device, t.cfg.N, t.cfg.M,

@@ -8,7 +8,8 @@
 # latent is widened, training/widen.py; such a start runs at lr 1e-4, not 2e-4:
 # on the CPU, trained weights restarted at a high rate lost what they had). LR=...
 # overrides either; NEW_LR=... gives a widened start's new channels their own rate
-# (the CPU run that widened 64/96 to 64/192 used 5x the old weights' rate).
+# (the CPU run that widened 64/96 to 64/192 used 10x the old weights' rate), and
+# NEW_SCALE=1 PRIOR_SCALE=1 NEW_RATE_RAMP=steps keep them alive (docs/TRAINING.md).
 # Needs, beside the repository:
 #   .whl/               compressai and pytorch-msssim wheels for that machine's Python
 #   .gpu/data, .gpu/val training and held-out images (docs/TRAINING.md says which)
@@ -31,7 +32,8 @@ if [ -n "$START" ]; then
         total=$(python3 -c "import torch; print(float(torch.load('$START', weights_only=True)['elapsed']) + $BUDGET)")
         args+=(--budget "$total")
     else
-        args+=(--init "$START" --lr "${LR:-1e-4}" ${NEW_LR:+--new-lr "$NEW_LR"})
+        args+=(--init "$START" --lr "${LR:-1e-4}" ${NEW_LR:+--new-lr "$NEW_LR"} ${NEW_SCALE:+--new-scale "$NEW_SCALE"}
+               ${PRIOR_SCALE:+--prior-scale "$PRIOR_SCALE"} ${NEW_RATE_RAMP:+--new-rate-ramp "$NEW_RATE_RAMP"})
     fi
 fi
 python3 scripts/train_default.py "${args[@]}" 2>&1 | tee "$OUT/$name.log" | grep -v mirrored

@@ -4,10 +4,12 @@ import json
 import pickle
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from vidsieve.codec.registry import MODELS, load_codec
+from vidsieve.datasets.synthetic import background
+from vidsieve.codec.registry import MODELS, SHIPPED, load_codec
 from vidsieve.codec.zoo import MANIFEST, load_shipped, load_state, sha256_file
 from vidsieve.errors import ModelError
 
@@ -17,6 +19,23 @@ def test_registry_names_and_signature():
             "cheng2020-anchor"} <= set(MODELS)
     codec = MODELS["vidsieve-hyperprior"](quality=None, pretrained=True)
     assert codec.variable_rate and len(codec.weights_sha256) == 64
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_model_loads_with_its_widths_and_codes_a_frame(name):
+    N, M = SHIPPED[name]
+    entry = json.loads(MANIFEST.read_text())["models"][name]
+    assert (entry["N"], entry["M"]) == (N, M)
+    assert entry["results"]["kodak"]["images"] == 24 and len(entry["results"]["kodak"]["curve"]) == 8
+    codec = load_codec(name)
+    assert codec.model.M == M and codec.weights_sha256 == entry["sha256"]
+    assert MODELS[name](pretrained=False).model.M == M
+    frame = background(96, 64, seed=5).astype(np.uint8)
+    low, high = codec.encode(frame, 1.0), codec.encode(frame, 8.0)
+    assert len(high) > len(low)
+    out = codec.decode(high)
+    assert out.shape == frame.shape
+    assert np.abs(out.astype(int) - frame.astype(int)).mean() < 6
 
 
 def test_manifest_matches_shipped_weights():

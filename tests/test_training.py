@@ -246,6 +246,64 @@ def test_widened_run_trains_only_what_is_new_at_its_own_rate(image_dir, tmp_path
         new_elements(wide, 48)
 
 
+def test_widening_at_full_scale_with_one_prior_scale(image_dir, tmp_path):
+    from vidsieve.codec.models import GainedMeanScaleHyperprior
+    from vidsieve.training.widen import widen_latent
+
+    torch.manual_seed(0)
+    narrow = GainedMeanScaleHyperprior(16, 24).state_dict()
+    small = widen_latent(narrow, 40)
+    full = widen_latent(narrow, 40, new_scale=1.0, prior_scale=2.5)
+    assert torch.allclose(full["g_a.6.weight"][24:] * 0.1, small["g_a.6.weight"][24:])
+    assert torch.equal(full["g_a.6.weight"][:24], narrow["g_a.6.weight"])
+    wide = GainedMeanScaleHyperprior.from_state_dict(full).eval()
+    x = torch.from_numpy(background(128, 64, seed=3).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        z_hat = wide.entropy_bottleneck(wide.h_a(wide.g_a(x)))[0]
+        scales, _ = wide.h_s(z_hat).chunk(2, 1)
+        old_scales, _ = GainedMeanScaleHyperprior.from_state_dict(narrow).eval().h_s(z_hat).chunk(2, 1)
+    assert torch.all(scales[:, 24:] == 2.5)  # every new channel, everywhere
+    assert torch.allclose(scales[:, :24], old_scales, atol=1e-5)
+
+
+def test_rate_waiver_weighs_only_the_new_channels_bits(image_dir, tmp_path, monkeypatch):
+    from vidsieve.training.trainer import rd_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    lk_y = torch.rand(2, 40, 2, 2) * 0.9 + 0.05
+    lk_z = torch.rand(2, 16, 1, 1) * 0.9 + 0.05
+    out = {"x_hat": x * 0.9, "likelihoods": {"y": lk_y, "z": lk_z}}
+    lam = torch.tensor([0.01, 0.01])
+    full, bpp, _ = rd_loss(out, x, lam)
+    half, bpp_half, _ = rd_loss(out, x, lam, waive=(24, 0.5))
+    none, _, _ = rd_loss(out, x, lam, waive=(24, 0.0))
+    new_bpp = (-torch.log2(lk_y[:, 24:])).flatten(1).sum(1) / (32 * 32)
+    assert torch.equal(bpp, bpp_half)  # the reported rate counts every bit
+    assert torch.allclose(full - none, new_bpp.mean(), rtol=1e-5)
+    assert torch.allclose(full - half, new_bpp.mean() / 2, rtol=1e-5)
+    assert torch.equal(rd_loss(out, x, lam, waive=(24, 1.0))[0], full)
+
+    # In a run the waiver fades: from nothing at step 0 to every bit at the ramp's end.
+    from vidsieve.training import trainer as trainer_mod
+    from vidsieve.training.widen import widen_latent
+
+    seen = []
+
+    def recording(out, x, lambdas, waive=None):
+        seen.append(waive)
+        return rd_loss(out, x, lambdas, waive)
+
+    monkeypatch.setattr(trainer_mod, "rd_loss", recording)
+    torch.manual_seed(0)
+    narrow = trainer_mod.GainedMeanScaleHyperprior(16, 24).state_dict()
+    t = Trainer(cfg(image_dir, M=40, widened_from=24, new_rate_ramp=2), tmp_path / "r.pth",
+                init_weights=widen_latent(narrow, 40, new_scale=1.0))
+    t.run(max_steps=3, progress=False)
+    assert seen == [(24, 0.0), (24, 0.5), (24, 1.0)]
+    assert Trainer.resume(tmp_path / "r.pth").cfg.new_rate_ramp == 2
+
+
 def test_tensor_sampler_cuts_true_windows():
     from vidsieve.datasets.images import TensorCropSampler
 
@@ -319,9 +377,10 @@ def test_default_training_script_refuses_options_it_would_ignore(image_dir, tmp_
     narrow = Trainer(cfg(image_dir), tmp_path / "n.pth")
     torch.save(narrow.model.state_dict(), tmp_path / "narrow.pth")
     # Same latent width as --init: nothing is new, so a rate for new channels means nothing.
-    r = run("--out", tmp_path / "a.pth", "--N", 16, "--M", 24, "--init", tmp_path / "narrow.pth", "--new-lr", 1e-4)
-    assert r.returncode == 2 and "--new-lr applies only" in r.stderr, r.stderr
-    assert not (tmp_path / "a.pth").exists()
+    for opt in (("--new-lr", 1e-4), ("--new-rate-ramp", 100), ("--prior-scale", 1.0)):
+        r = run("--out", tmp_path / "a.pth", "--N", 16, "--M", 24, "--init", tmp_path / "narrow.pth", *opt)
+        assert r.returncode == 2 and "apply only to a run that widens" in r.stderr, r.stderr
+        assert not (tmp_path / "a.pth").exists()
     # An existing --out is resumed, which would drop --init silently.
     (tmp_path / "b.pth").write_bytes(b"x")
     r = run("--out", tmp_path / "b.pth", "--init", tmp_path / "narrow.pth")

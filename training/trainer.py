@@ -59,6 +59,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the two transforms: 1.2-1.6x faster CPU steps after a minute of compiling
     widened_from: int = 0  # latent width before training.widen grew it (0: not widened)
     new_lr: float = 0.0  # with widened_from: the learning rate of the new elements (0: the same as lr)
+    # With widened_from: the new latent channels' bits weigh 0 in the loss at step 0,
+    # rising linearly to 1 over this many steps, so the synthesis can learn to read
+    # them before the rate term pushes them to zero (0: full weight from the start).
+    new_rate_ramp: int = 0
     # Where the current learning-rate cycle began (a warm restart of a finished run,
     # Trainer.resume(restart=True)); 0 for a run with one cycle.
     cycle_start_s: float = 0.0
@@ -85,11 +89,22 @@ def budget_spent(cfg: TrainConfig, elapsed: float) -> bool:
     return cfg.budget_s > 0 and cycle_fraction(cfg, 0, elapsed) >= 1.0
 
 
-def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor, waive: tuple[int, float] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, bits per pixel and MSE per item.
+
+    ``waive = (c, w)`` weighs the bits of latent channels ``c`` onwards by ``w``
+    in the loss (a widened model's new channels, ``TrainConfig.new_rate_ramp``);
+    the bpp returned counts every bit in full."""
     n, _, h, w = x.shape
     bpp = likelihood_bits(out["likelihoods"]) / (h * w)
+    rate = bpp
+    if waive is not None and waive[1] < 1.0:
+        c, weight = waive
+        new_bits = likelihood_bits({"y": out["likelihoods"]["y"][:, c:]}) / (h * w)
+        rate = bpp - (1.0 - weight) * new_bits
     mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
-    loss = (lambdas * 255**2 * mse + bpp).mean()
+    loss = (lambdas * 255**2 * mse + rate).mean()
     return loss, bpp.detach(), mse.detach()
 
 
@@ -265,7 +280,10 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         lambdas = self.lambdas[levels]
         out = self.model(x, levels.float() + 1)
-        loss, bpp, mse = rd_loss(out, x, lambdas)
+        waive = None
+        if cfg.widened_from and cfg.new_rate_ramp:
+            waive = (cfg.widened_from, min(1.0, self.step / cfg.new_rate_ramp))
+        loss, bpp, mse = rd_loss(out, x, lambdas, waive)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

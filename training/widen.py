@@ -18,13 +18,23 @@ import torch
 from ..codec.models import GainedMeanScaleHyperprior, widths
 
 
-def widen_latent(state: dict, M: int, seed: int = 0) -> dict:
+def widen_latent(state: dict, M: int, seed: int = 0, new_scale: float = 0.1,
+                 prior_scale: float | None = None) -> dict:
     """A state dict for ``GainedMeanScaleHyperprior(N, M)`` built from a narrower one.
 
     Args:
         state: weights of a trained ``GainedMeanScaleHyperprior(N, M0)``.
         M: the new latent width, at least ``M0``.
         seed: seed for the new channels' initial weights.
+        new_scale: the new analysis rows' share of their initial scale. Small
+            rows cost few bits, but their channels die: the synthesis reads none
+            of them at first, so the rate term is all the gradient they get. A run
+            that waives their rate while the synthesis learns to read them
+            (``TrainConfig.new_rate_ramp``) starts them at full scale (1.0).
+        prior_scale: when given, the entropy model predicts this one scale for
+            every new channel (hyper-synthesis rows at zero) instead of what
+            random rows say, which is near the scale bound and prices the
+            new channels at several bits an element.
     """
     N, M0 = widths(state)
     if M < M0:
@@ -42,7 +52,7 @@ def widen_latent(state: dict, M: int, seed: int = 0) -> dict:
             out[k] = v.clone()
     # Analysis: new latent channels start small, so they cost few bits.
     out["g_a.6.weight"][:M0] = state["g_a.6.weight"]
-    out["g_a.6.weight"][M0:] *= 0.1
+    out["g_a.6.weight"][M0:] *= new_scale
     out["g_a.6.bias"][:M0] = state["g_a.6.bias"]
     out["g_a.6.bias"][M0:] = 0
     # Synthesis and hyper-analysis ignore the new channels until trained.
@@ -64,6 +74,9 @@ def widen_latent(state: dict, M: int, seed: int = 0) -> dict:
     out["h_s.4.bias"][:M0] = b4[:M0]
     out["h_s.4.bias"][M:M + M0] = b4[M0:]
     out["h_s.4.bias"][M + M0:] = 0
+    if prior_scale is not None:
+        out["h_s.4.weight"][M0:M] = 0
+        out["h_s.4.bias"][M0:M] = prior_scale
     for name in ("log_gain", "log_inv_gain"):
         out[name][:, :M0] = state[name]
         out[name][:, M0:] = state[name].mean(1, keepdim=True)
