@@ -37,7 +37,8 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
                    help="with --resume: go on training a run whose schedule is spent, with a new learning-rate "
                         "cycle (warm restart) from --lr (default: the run's) over --max-time or --steps")
     t.add_argument("--finetune", default=None, metavar="WEIGHTS",
-                   help="start from these weights (a .pth, or 'vidsieve-hyperprior' for the shipped model)")
+                   help="start from these weights (a .pth, or a shipped model's name: vidsieve-hyperprior, "
+                        "vidsieve-hyperprior-wide)")
     t.add_argument("--patch", type=positive(int), default=None, help="crop size (default 256; 128 is faster)")
     t.add_argument("--batch", type=positive(int), default=None, help="batch size (default 8)")
     t.add_argument("--lr", type=positive(float), default=None, help="learning rate (default 2e-4; 5e-5 fine-tuning)")

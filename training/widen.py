@@ -50,7 +50,7 @@ def widen_latent(state: dict, M: int, seed: int = 0, new_scale: float = 0.1,
             out[k] = old.clone()
         else:
             out[k] = v.clone()
-    # Analysis: new latent channels start small, so they cost few bits.
+    # Analysis: new latent rows at new_scale of their initial size (small ones cost few bits).
     out["g_a.6.weight"][:M0] = state["g_a.6.weight"]
     out["g_a.6.weight"][M0:] *= new_scale
     out["g_a.6.bias"][:M0] = state["g_a.6.bias"]
