@@ -80,7 +80,7 @@ def main():
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(a.out)
-    if out.exists() and (a.init or a.new_lr or a.new_rate_ramp):
+    if out.exists() and (a.init or a.new_lr or a.new_rate_ramp or a.prior_scale is not None):
         ap.error(f"{out} exists and would be resumed; --init and the widening options only start a new run "
                  "(choose another --out)")
     if a.restart and not out.exists():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from vidsieve.datasets.synthetic import background
 from vidsieve.codec.registry import MODELS, SHIPPED, load_codec
 from vidsieve.codec.zoo import MANIFEST, load_shipped, load_state, sha256_file
+from vidsieve.datasets.synthetic import background
 from vidsieve.errors import ModelError
 
 

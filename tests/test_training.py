@@ -246,7 +246,7 @@ def test_widened_run_trains_only_what_is_new_at_its_own_rate(image_dir, tmp_path
         new_elements(wide, 48)
 
 
-def test_widening_at_full_scale_with_one_prior_scale(image_dir, tmp_path):
+def test_widening_at_full_scale_with_one_prior_scale():
     from vidsieve.codec.models import GainedMeanScaleHyperprior
     from vidsieve.training.widen import widen_latent
 
@@ -285,6 +285,7 @@ def test_rate_waiver_weighs_only_the_new_channels_bits(image_dir, tmp_path, monk
     assert torch.equal(rd_loss(out, x, lam, waive=(24, 1.0))[0], full)
 
     # In a run the waiver fades: from nothing at step 0 to every bit at the ramp's end.
+    from vidsieve.codec.models import GainedMeanScaleHyperprior
     from vidsieve.training import trainer as trainer_mod
     from vidsieve.training.widen import widen_latent
 
@@ -296,7 +297,7 @@ def test_rate_waiver_weighs_only_the_new_channels_bits(image_dir, tmp_path, monk
 
     monkeypatch.setattr(trainer_mod, "rd_loss", recording)
     torch.manual_seed(0)
-    narrow = trainer_mod.GainedMeanScaleHyperprior(16, 24).state_dict()
+    narrow = GainedMeanScaleHyperprior(16, 24).state_dict()
     t = Trainer(cfg(image_dir, M=40, widened_from=24, new_rate_ramp=2), tmp_path / "r.pth",
                 init_weights=widen_latent(narrow, 40, new_scale=1.0))
     t.run(max_steps=3, progress=False)
