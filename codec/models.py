@@ -26,6 +26,8 @@ import torch.nn as nn
 from compressai.models import MeanScaleHyperprior
 from compressai.ops import quantize_ste
 
+from .layers import freeze_gdn
+
 #: Rate-distortion trade-offs (MSE, images in [0, 1], loss = lambda * 255^2 * MSE + bpp)
 #: from CompressAI's training table, one per quality level 1..8.
 LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.025, 0.0483, 0.0932, 0.18)
@@ -165,6 +167,9 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return self
 
     def for_inference(self) -> "GainedMeanScaleHyperprior":
-        """Eval mode with the two big transforms in channels-last layout."""
-        self.eval()
+        """Eval mode, the two big transforms in channels-last layout and their GDNs frozen
+        (:class:`~.layers.FrozenGDN`). The model can no longer be trained."""
+        self.eval().requires_grad_(False)
+        freeze_gdn(self.g_a)
+        freeze_gdn(self.g_s)
         return self.transforms_channels_last()

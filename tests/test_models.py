@@ -1,8 +1,13 @@
 """The variable-rate hyperprior's own parts (codec/models.py)."""
 
+import pytest
 import torch
+from compressai.layers import GDN
 
+from vidsieve.codec.layers import FrozenGDN
+from vidsieve.codec.models import GainedMeanScaleHyperprior
 from vidsieve.codec.registry import load_codec
+from vidsieve.codec.zoo import load_shipped
 
 
 def test_scale_indexes_equal_compressais_build_indexes():
@@ -22,3 +27,18 @@ def test_scale_indexes_equal_compressais_build_indexes():
     assert torch.equal(ours, theirs)
     # Not a vacuous agreement: every index of the table is used.
     assert set(ours.unique().tolist()) == set(range(len(table)))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_frozen_gdn_is_compressais_gdn_bit_for_bit(layout):
+    trained = GainedMeanScaleHyperprior.from_state_dict(load_shipped("vidsieve-hyperprior")[0]).eval()
+    gdns = [m for m in [*trained.g_a, *trained.g_s] if isinstance(m, GDN)]
+    assert {g.inverse for g in gdns} == {False, True}
+    g = torch.Generator().manual_seed(1)
+    for gdn in gdns:
+        x = (torch.randn(2, gdn.beta.numel(), 24, 40, generator=g) * 3).contiguous(memory_format=layout)
+        frozen = FrozenGDN(gdn).to(memory_format=layout)
+        with torch.inference_mode():
+            want = gdn(x)
+            assert torch.equal(frozen(x), want)
+            assert not torch.equal(want, x)  # the layer does something to compare
