@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
 from compressai.layers import GDN
+from torch import nn
 
 
 class FrozenGDN(nn.Module):

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from compressai.layers import GDN
-
 from vidsieve.codec.layers import FrozenGDN
 from vidsieve.codec.models import GainedMeanScaleHyperprior
 from vidsieve.codec.registry import load_codec
