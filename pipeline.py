@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
+from .codec import DEFAULT_MODEL
 from .codec.container import (REC_GAP, REC_META, REC_SEGMENT, ContainerReader, ContainerWriter, CorruptRecordWarning,
                               FrameRecord, Header, IndexRecord, JsonRecord, SkipRecord, TruncatedWarning)
 
-DEFAULT_MODEL = "vidsieve-hyperprior"  # kept in step with codec.registry; importing it pulls in torch
 from .datasets.video import VideoReader, VideoWriter
 from .detection.base import FrameDecision, Segment
 from .errors import FormatError, InputError, ModelError, OutputError

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codec import DEFAULT_MODEL
 from ..datasets.images import IMAGE_EXTS, load_rgb
 from ..pipeline import psnr_from_mse
 from .runner import ms_ssim_mean
@@ -40,7 +41,7 @@ def _score(img, nbytes, dec) -> dict:
     return {"bpp": nbytes * 8 / (h * w), "psnr": psnr_from_mse(mse), "ms_ssim": ms_ssim_mean([img], [dec])}
 
 
-def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = "vidsieve-hyperprior",
+def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAULT_MODEL,
                     qualities=(1, 2, 3, 4, 5, 6, 7, 8), zoo: bool = True, reference_dir: str | Path | None = None,
                     limit: int | None = None, progress: bool | None = None) -> dict:
     from tqdm import tqdm

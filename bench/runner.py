@@ -99,10 +99,12 @@ def measure(clip: Clip, enc, ref_dets: list | None, detector=None) -> dict:
 def _code_version(codec_name: str) -> str:
     v = __version__
     if codec_name.startswith("vidsieve"):
+        from ..codec import DEFAULT_MODEL
         from ..codec.zoo import MANIFEST
 
+        # Cached points of our codec are only good for the weights that made them.
         try:
-            v += ":" + json.loads(MANIFEST.read_text())["models"]["vidsieve-hyperprior"]["sha256"][:16]
+            v += ":" + json.loads(MANIFEST.read_text())["models"][DEFAULT_MODEL]["sha256"][:16]
         except Exception:
             pass
     return v

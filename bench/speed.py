@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..codec import DEFAULT_MODEL
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,7 +25,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--yolox", default=None, help="a YOLOX .onnx to time as well")
     ap.add_argument("--out", default="bench/results/speed.json")
-    ap.add_argument("--model", default="vidsieve-hyperprior", help="registry name or weights file")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="registry name or weights file")
     ap.add_argument("--codec-only", action="store_true", help="skip the selection and detector timings")
     a = ap.parse_args(argv)
     from ..codec.registry import load_codec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..codec import DEFAULT_MODEL
 from ..errors import InputError, VidsieveError
 
 COMMANDS: dict = {}
@@ -71,7 +72,7 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
                                     "next to JPEG, WebP, cached CompressAI zoo models and published curves.")
     bi.add_argument("folder")
     bi.add_argument("--out", required=True)
-    bi.add_argument("--model", default="vidsieve-hyperprior")
+    bi.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name or weights .pth (default: {DEFAULT_MODEL})")
     bi.add_argument("--reference", default=None,
                     help="folder of CompressAI results JSON files (e.g. ../shared/reference/compressai-kodak)")
     bi.add_argument("--limit", type=positive(int), default=None, help="use only the first N images")
@@ -85,7 +86,7 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
     g.add_argument("url", nargs="?", help="stream URL, device or file")
     g.add_argument("--out-dir", help="where segments go")
     g.add_argument("--status", metavar="DIR", help="summarise what is on disk in DIR and exit")
-    g.add_argument("--model", default=None, help="codec (default: vidsieve-hyperprior)")
+    g.add_argument("--model", default=None, help=f"codec (default: {DEFAULT_MODEL})")
     g.add_argument("--keep-days", type=positive(float), default=None, help="delete segments older than this")
     g.add_argument("--max-disk", type=size, default=None, help="disk budget, e.g. 20G; idle segments go first")
     g.add_argument("--fsync-interval", type=positive(float), default=1.0,

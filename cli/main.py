@@ -15,6 +15,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from ..codec import DEFAULT_MODEL
 from ..errors import VidsieveError
 
 if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compress a video file, URL or still image into a .vsv container.")
     c.add_argument("input", help="video file, URL or image")
     c.add_argument("-o", "--output", required=True, help="output .vsv path")
-    c.add_argument("--model", default=None, help="codec: registry name or weights .pth (default: vidsieve-hyperprior)")
+    c.add_argument("--model", default=None, help=f"codec: registry name or weights .pth (default: {DEFAULT_MODEL})")
     c.add_argument("--max-frames", type=_positive(int), default=None, help="stop after this many frames")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_selection_args(c)
@@ -166,7 +167,7 @@ def options_from_args(a) -> CompressOptions:
         except ValueError:
             raise VidsieveError(f"--class-weight {item!r}: weight is not a number") from None
     return CompressOptions(
-        quality=a.quality, keep_all=a.keep_all, model=getattr(a, "model", None) or "vidsieve-hyperprior",
+        quality=a.quality, keep_all=a.keep_all, model=getattr(a, "model", None) or DEFAULT_MODEL,
         detector=a.detector, detector_format=a.detector_format, detect_size=a.detect_size,
         detect_every=a.detect_every,
         classes=tuple(c.strip() for c in a.classes.split(",") if c.strip()) if a.classes else None,

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import ModelError
+from . import DEFAULT_MODEL
 from .frame_codec import FrameCodec, GainedCodec, ZooCodec
 from .models import GainedMeanScaleHyperprior
 from .zoo import ZOO_ARCHS, load_shipped, load_zoo
-
-DEFAULT_MODEL = "vidsieve-hyperprior"
 
 MODELS: dict[str, Callable[..., FrameCodec]] = {}
 
