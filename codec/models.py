@@ -26,7 +26,7 @@ import torch.nn as nn
 from compressai.models import MeanScaleHyperprior
 from compressai.ops import quantize_ste
 
-from .layers import freeze_gdn
+from .layers import PolyphaseDeconv, freeze_gdn
 
 #: Rate-distortion trade-offs (MSE, images in [0, 1], loss = lambda * 255^2 * MSE + bpp)
 #: from CompressAI's training table, one per quality level 1..8.
@@ -167,9 +167,12 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return self
 
     def for_inference(self) -> "GainedMeanScaleHyperprior":
-        """Eval mode, the two big transforms in channels-last layout and their GDNs frozen
-        (:class:`~.layers.FrozenGDN`). The model can no longer be trained."""
+        """Eval mode, the two big transforms in channels-last layout, their GDNs frozen
+        (:class:`~.layers.FrozenGDN`) and the synthesis's last layer, the one that writes
+        pixels, as a :class:`~.layers.PolyphaseDeconv`. The model can no longer be trained."""
         self.eval().requires_grad_(False)
         freeze_gdn(self.g_a)
         freeze_gdn(self.g_s)
+        if isinstance(self.g_s[-1], nn.ConvTranspose2d):
+            self.g_s[-1] = PolyphaseDeconv(self.g_s[-1])
         return self.transforms_channels_last()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from compressai.layers import GDN
-from vidsieve.codec.layers import FrozenGDN
+from vidsieve.codec.layers import FrozenGDN, PolyphaseDeconv
 from vidsieve.codec.models import GainedMeanScaleHyperprior
 from vidsieve.codec.registry import load_codec
 from vidsieve.codec.zoo import load_shipped
@@ -41,3 +41,22 @@ def test_frozen_gdn_is_compressais_gdn_bit_for_bit(layout):
             want = gdn(x)
             assert torch.equal(frozen(x), want)
             assert not torch.equal(want, x)  # the layer does something to compare
+
+
+@pytest.mark.parametrize("k,s,p,op", [(5, 2, 2, 1), (3, 2, 1, 1), (4, 2, 1, 0), (5, 3, 1, 0)])
+def test_polyphase_deconv_computes_the_transposed_convolution(k, s, p, op):
+    g = torch.Generator().manual_seed(2)
+    deconv = torch.nn.ConvTranspose2d(16, 3, k, stride=s, padding=p, output_padding=op)
+    with torch.no_grad():
+        deconv.weight.copy_(torch.randn(deconv.weight.shape, generator=g))
+    x = torch.randn(2, 16, 11, 14, generator=g)
+    with torch.inference_mode():
+        want = deconv(x)
+        got = PolyphaseDeconv(deconv)(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == want.shape == (2, 3, 11 * s, 14 * s)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_polyphase_deconv_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="exactly stride"):
+        PolyphaseDeconv(torch.nn.ConvTranspose2d(4, 3, 5, stride=2, padding=2))  # output 2n - 1
