@@ -7,7 +7,7 @@ back after decoding.
 
 Payload layout (little-endian; see docs/FORMAT.md)::
 
-    u8  version (=1)      u16 width   u16 height   f32 quality
+    u8  version (1 or 2)  u16 width   u16 height   f32 quality
     u16 latent_h          u16 latent_w              u8  n_strings
     u32 length * n_strings, then the strings themselves
 
@@ -32,7 +32,10 @@ from .models import check_quality
 
 PAD = 64
 _HEAD = struct.Struct("<BHHfHHB")
-PAYLOAD_VERSION = 1
+#: 2: the latent's scales come from the exact, machine-independent hyper-synthesis
+#: (``GainedMeanScaleHyperprior.hyper_synthesis``); 1: from the float one (still read).
+PAYLOAD_VERSION = 2
+PAYLOAD_VERSIONS = (1, 2)
 MAX_SIDE = 65535
 
 
@@ -87,13 +90,15 @@ def pad(x: torch.Tensor, multiple: int = PAD) -> torch.Tensor:
     return x
 
 
-def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes]) -> bytes:
-    head = _HEAD.pack(PAYLOAD_VERSION, width, height, float(quality), latent_hw[0], latent_hw[1], len(strings))
+def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes],
+         version: int = PAYLOAD_VERSION) -> bytes:
+    head = _HEAD.pack(version, width, height, float(quality), latent_hw[0], latent_hw[1], len(strings))
     return head + struct.pack(f"<{len(strings)}I", *map(len, strings)) + b"".join(strings)
 
 
 @dataclass
 class Payload:
+    version: int
     width: int
     height: int
     quality: float
@@ -105,7 +110,7 @@ def unpack(data: bytes, latent_stride: int = PAD) -> Payload:
     if len(data) < _HEAD.size:
         raise FormatError("frame payload too short")
     ver, w, h, q, lh, lw, n = _HEAD.unpack_from(data)
-    if ver != PAYLOAD_VERSION:
+    if ver not in PAYLOAD_VERSIONS:
         raise FormatError(f"unknown frame payload version {ver}")
     if not (w and h) or n == 0 or n > 4:
         raise FormatError("frame payload header is invalid")
@@ -121,7 +126,7 @@ def unpack(data: bytes, latent_stride: int = PAD) -> Payload:
     for ln in lens:
         strings.append(bytes(data[off : off + ln]))
         off += ln
-    return Payload(w, h, q, (lh, lw), strings)
+    return Payload(ver, w, h, q, (lh, lw), strings)
 
 
 @dataclass
@@ -185,9 +190,16 @@ class GainedCodec(FrameCodec):
             x = torch.cat([pad(to_tensor(rgbs[i])) for i in idx])
             y = self.model.analysis(x, [qs[i] for i in idx])
             for j, i in enumerate(idx):
-                strings, zhw, y_hat = self.model.code_latent(y[j : j + 1])
+                version = PAYLOAD_VERSION
+                try:
+                    strings, zhw, y_hat = self.model.code_latent(y[j : j + 1])
+                except OverflowError:
+                    # A hyper latent far outside anything trained: code this frame with the
+                    # float hyper path rather than fail (it decodes on machines like this one).
+                    version = 1
+                    strings, zhw, y_hat = self.model.code_latent(y[j : j + 1], exact=False)
                 rec = to_uint8(self.model.synthesis(y_hat, qs[i]), h, w) if recon else None
-                results[i] = Encoded(pack(w, h, qs[i], zhw, strings), rec)
+                results[i] = Encoded(pack(w, h, qs[i], zhw, strings, version), rec)
         out = [results[i] for i in range(len(frames))]
         return out
 
@@ -199,7 +211,10 @@ class GainedCodec(FrameCodec):
             if len(p.strings) != 2:
                 raise FormatError("frame payload has the wrong number of streams for this model")
             check_quality(p.quality)
-            y_hat = self.model.decode_latent(p.strings, p.latent_hw)
+            try:
+                y_hat = self.model.decode_latent(p.strings, p.latent_hw, exact=p.version >= 2)
+            except OverflowError:
+                raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
             frames.append(to_uint8(self.model.synthesis(y_hat, p.quality), p.height, p.width))
         return frames
 
@@ -237,7 +252,8 @@ class ZooCodec(FrameCodec):
             m = self.model(q)
             r = m.compress(pad(to_tensor(rgb)))
             strings = [s[0] for s in r["strings"]]
-            data = pack(w, h, q, tuple(int(v) for v in r["shape"]), strings)
+            # CompressAI's own float hyper path: version 1.
+            data = pack(w, h, q, tuple(int(v) for v in r["shape"]), strings, version=1)
             out.append(Encoded(data, self.decode(data) if recon else None))
         return out
 

@@ -83,3 +83,89 @@ class PolyphaseDeconv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=self.pad), self.stride)
+
+
+class ExactHyperSynthesis:
+    """A trained hyper-synthesis transform whose scale output is the same on every machine.
+
+    The decoder must pick the entropy model of every latent element from the scale
+    it predicts exactly as the encoder did: a scale that lands one rounding error on
+    the other side of a scale-table boundary selects another table and the rest of
+    the stream decodes as garbage. Float convolutions round differently with the
+    thread count, the instruction set and the library, so across machines this
+    happens in most 720p frames (measured: an edge box with two threads and a
+    server with another count disagree). Ballé, Johnston, Minnen, "Integer Networks
+    for Data Compression with Latent-Variable Models" (ICLR 2019) fix it with
+    integer arithmetic; here the trained float weights are used in fixed point:
+    activations with ``ACT_BITS`` fractional bits, weights with ``WEIGHT_BITS``, each
+    held as an integer in float64. Every product and partial sum of a convolution
+    is then an integer below 2**53, so any summation order gives the same exact
+    result; the activation's negative slope is one IEEE multiplication, and the
+    rescaling between layers a division by a power of two and a floor.
+
+    Only the scales need this. The means half of the last layer runs in float32 on
+    the exact hidden activations: a mean that differs in its last bit moves a
+    reconstruction by as much, and the stream stays in step. The object holds the
+    weights as they were when it was built: for trained models at inference.
+    """
+
+    ACT_BITS = 16
+    WEIGHT_BITS = 16
+    LIMIT = 2.0**52
+
+    def __init__(self, h_s: nn.Sequential, scale_channels: int):
+        self.steps: list[tuple] = []
+        convs = [m for m in h_s if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        if not convs or type(convs[-1]) is not nn.Conv2d:
+            raise TypeError("ExactHyperSynthesis needs a hyper-synthesis that ends in a convolution")
+        for m in h_s:
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                w, b = m.weight.detach().double(), m.bias.detach().double()
+                if m is convs[-1]:
+                    # The means' part stays float32 (see above).
+                    self.means = (m.weight.detach()[scale_channels:].clone(), m.bias.detach()[scale_channels:].clone(),
+                                  m.stride, m.padding)
+                    w, b = w[:scale_channels], b[:scale_channels]
+                w_int = torch.round(w * 2.0**self.WEIGHT_BITS)
+                b_int = torch.round(b * 2.0 ** (self.ACT_BITS + self.WEIGHT_BITS))
+                per_out = (0, 2, 3) if isinstance(m, nn.ConvTranspose2d) else (1, 2, 3)
+                # Integer sums of integers below 2**53: exact, whatever the order.
+                l1 = float(w_int.abs().sum(per_out).max())
+                self.steps.append(("deconv" if isinstance(m, nn.ConvTranspose2d) else "conv", m, w_int, b_int, l1,
+                                   float(b_int.abs().max())))
+            elif isinstance(m, nn.LeakyReLU):
+                self.steps.append(("leaky", float(m.negative_slope)))
+            elif isinstance(m, nn.ReLU):
+                self.steps.append(("leaky", 0.0))
+            else:
+                raise TypeError(f"ExactHyperSynthesis cannot compute {type(m).__name__}")
+
+    def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales (float64, exact) and means (float32) for a decoded hyper latent.
+
+        Raises ``OverflowError`` when a sum could pass 2**52 (a hyper latent thousands
+        of times larger than any a trained model produces)."""
+        x = torch.round(z_hat.double() * 2.0**self.ACT_BITS)
+        wide = False  # whether x is at the scale of a layer's sums (ACT_BITS + WEIGHT_BITS)
+        hidden = x
+        for step in self.steps:
+            if step[0] == "leaky":
+                slope = step[1]
+                x = torch.where(x >= 0, x, x * slope)
+                continue
+            kind, m, w_int, b_int, l1, b_max = step
+            if wide:
+                x = torch.floor(x * 2.0**-self.WEIGHT_BITS)
+                wide = False
+            if float(x.abs().max()) * l1 + b_max >= self.LIMIT:
+                raise OverflowError("hyper latent out of the range the exact hyper-synthesis can compute")
+            hidden = x
+            if kind == "deconv":
+                x = F.conv_transpose2d(x, w_int, b_int, m.stride, m.padding, m.output_padding)
+            else:
+                x = F.conv2d(x, w_int, b_int, m.stride, m.padding)
+            wide = True
+        scales = x * 2.0 ** -(self.ACT_BITS + self.WEIGHT_BITS)
+        w, b, stride, padding = self.means
+        means = F.conv2d((hidden * 2.0**-self.ACT_BITS).float(), w, b, stride, padding)
+        return scales, means

@@ -9,11 +9,12 @@ CVPR 2021): one learned gain vector and one inverse-gain vector per quality
 level, interpolated geometrically for fractional qualities, so a single set of
 weights covers qualities 1..8 and everything between.
 
-Determinism matters more than throughput here: the hyper path (h_a, h_s and
-the entropy coder) runs one frame at a time in both the encoder and the
-decoder, because CPU convolutions can give bit-different results for different
-batch shapes, and an index computed from a scale that differs by one ulp
-between encoder and decoder corrupts the rANS stream.
+Determinism matters more than throughput here: an entropy-model index computed
+from a scale that differs by one ulp between encoder and decoder corrupts the
+rANS stream. So the hyper path runs one frame at a time in both (CPU
+convolutions can round differently for different batch shapes), and the scales
+come from a fixed-point form of h_s whose result does not depend on the machine
+(:class:`~.layers.ExactHyperSynthesis`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn as nn
 from compressai.models import MeanScaleHyperprior
 from compressai.ops import quantize_ste
 
-from .layers import PolyphaseDeconv, freeze_gdn
+from .layers import ExactHyperSynthesis, PolyphaseDeconv, freeze_gdn
 
 #: Rate-distortion trade-offs (MSE, images in [0, 1], loss = lambda * 255^2 * MSE + bpp)
 #: from CompressAI's training table, one per quality level 1..8.
@@ -69,6 +70,8 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         init = torch.linspace(math.log(0.35), math.log(2.8), levels)
         self.log_gain = nn.Parameter(init[:, None].repeat(1, M))
         self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, M))
+        # Built from the trained h_s on first use (by for_inference, or by a coding call).
+        self._exact_h_s: ExactHyperSynthesis | None = None
 
     @classmethod
     def from_state_dict(cls, state: dict) -> GainedMeanScaleHyperprior:
@@ -116,19 +119,34 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         y = self.g_a(x.contiguous(memory_format=torch.channels_last)) * gain
         return y.contiguous()
 
+    def hyper_synthesis(self, z_hat: torch.Tensor, exact: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and means of the latent's entropy model from the decoded hyper latent.
+
+        ``exact`` computes the scales in fixed point (:class:`~.layers.ExactHyperSynthesis`),
+        the same on every machine, so a stream decodes wherever it was made; without it,
+        CompressAI's float ``h_s`` (frame payloads of version 1, which decode reliably
+        only on a machine that computes exactly as the encoder's did)."""
+        if not exact:
+            scales, means = self.h_s(z_hat).chunk(2, 1)
+            return scales, means
+        if self._exact_h_s is None:
+            self._exact_h_s = ExactHyperSynthesis(self.h_s, self.M)
+        return self._exact_h_s(z_hat)
+
     @torch.inference_mode()
-    def code_latent(self, y: torch.Tensor) -> tuple[list[bytes], tuple[int, int], torch.Tensor]:
+    def code_latent(self, y: torch.Tensor, exact: bool = True) -> tuple[list[bytes], tuple[int, int], torch.Tensor]:
         """Entropy-code one gained latent ``y`` [1, M, h, w].
 
         Returns the two strings (y, z), the z shape and the dequantised latent
-        that the decoder will reconstruct, bit for bit.
+        that the decoder will reconstruct (bit for bit on the same machine; with
+        ``exact``, to the last bit of the means on any other).
         """
         assert y.shape[0] == 1
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         shape = tuple(z.shape[-2:])
         z_hat = self.entropy_bottleneck.decompress(z_strings, shape)
-        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        scales_hat, means_hat = self.hyper_synthesis(z_hat, exact)
         indexes = self.scale_indexes(scales_hat)
         y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
         y_hat = self.gaussian_conditional.quantize(y, "dequantize", means_hat)
@@ -148,9 +166,9 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return torch.bucketize(gc.lower_bound_scale(scales), table).to(torch.int32)
 
     @torch.inference_mode()
-    def decode_latent(self, strings: Sequence[bytes], shape: tuple[int, int]) -> torch.Tensor:
+    def decode_latent(self, strings: Sequence[bytes], shape: tuple[int, int], exact: bool = True) -> torch.Tensor:
         z_hat = self.entropy_bottleneck.decompress([strings[1]], shape)
-        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        scales_hat, means_hat = self.hyper_synthesis(z_hat, exact)
         indexes = self.scale_indexes(scales_hat)
         return self.gaussian_conditional.decompress([strings[0]], indexes, means=means_hat)
 
@@ -175,4 +193,5 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         freeze_gdn(self.g_s)
         if isinstance(self.g_s[-1], nn.ConvTranspose2d):
             self.g_s[-1] = PolyphaseDeconv(self.g_s[-1])
+        self._exact_h_s = ExactHyperSynthesis(self.h_s, self.M)
         return self.transforms_channels_last()

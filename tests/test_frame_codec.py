@@ -82,3 +82,81 @@ def test_corrupt_payload_is_a_format_error(codec):
         codec.decode(bytes(data))
     with pytest.raises(FormatError):
         codec.decode(bytes(data) + b"x")
+
+
+_CODE_IN_A_PROCESS = """
+import sys, numpy as np, cv2
+from vidsieve.codec.registry import load_codec
+mode, name, folder = sys.argv[1:4]
+
+def texture(w, h, seed):
+    # Detail at every scale (value noise over seven octaves): latent scales spread over
+    # the whole table, where a rounding difference can cross a boundary.
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.float32)
+    for octave in range(1, 8):
+        small = rng.normal(0, 1, size=(2**octave * h // w + 1, 2**octave, 3)).astype(np.float32)
+        img += cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) * (60 / octave)
+    return np.clip(img + 128, 0, 255).astype(np.uint8)
+
+codec = load_codec(name)
+if mode == "encode":
+    frames = [texture(1280, 720, s) for s in (11, 12)]
+    for i, e in enumerate(codec.encode_batch(frames, [2.5, 7.5])):
+        open(f"{folder}/{i}.bin", "wb").write(e.data)
+        np.save(f"{folder}/{i}.npy", e.recon)
+else:
+    for i in range(2):
+        np.save(f"{folder}/{i}.{mode}.npy", codec.decode(open(f"{folder}/{i}.bin", "rb").read()))
+"""
+
+
+def test_a_stream_decodes_with_another_thread_count(tmp_path):
+    """An edge box codes with its cores, a server decodes with its own. Float convolutions
+    round differently with the thread count (with CompressAI's float hyper-synthesis the
+    second frame here decodes as noise, 27 dB), and the entropy model must not care."""
+    import os
+    import subprocess
+    import sys
+
+    def run(mode, threads):
+        env = dict(os.environ, VIDSIEVE_THREADS=str(threads), PYTHONWARNINGS="ignore")
+        subprocess.run([sys.executable, "-c", _CODE_IN_A_PROCESS, mode, "vidsieve-hyperprior", str(tmp_path)],
+                       env=env, check=True, timeout=300)
+
+    run("encode", 2)
+    for threads in (1, 3):
+        run(f"t{threads}", threads)
+        for i in range(2):
+            recon = np.load(tmp_path / f"{i}.npy")
+            got = np.load(tmp_path / f"{i}.t{threads}.npy")
+            # Equal but for float rounding in the synthesis.
+            assert psnr(recon, got) > 60, (threads, i, psnr(recon, got))
+
+
+def test_version_1_payloads_still_decode(codec):
+    from vidsieve.codec.frame_codec import pack, pad, to_tensor, to_uint8
+
+    frame = scene(96, 160, seed=6)
+    model = codec.model
+    y = model.analysis(pad(to_tensor(frame)), [4.0])
+    strings, zhw, y_hat = model.code_latent(y, exact=False)
+    data = pack(160, 96, 4.0, zhw, strings, version=1)
+    assert unpack(data).version == 1
+    assert np.array_equal(codec.decode(data), to_uint8(model.synthesis(y_hat, 4.0), 96, 160))
+
+
+def test_hyper_latent_out_of_exact_range(codec, monkeypatch):
+    from vidsieve.codec.layers import ExactHyperSynthesis
+
+    frame = scene(64, 64, seed=7)
+    exact = codec.encode_batch([frame], [3.0])[0]
+    assert unpack(exact.data).version == 2
+    monkeypatch.setattr(ExactHyperSynthesis, "LIMIT", 1.0)
+    # The encoder falls back to the float hyper path for such a frame ...
+    fallback = codec.encode_batch([frame], [3.0])[0]
+    assert unpack(fallback.data).version == 1
+    assert np.array_equal(codec.decode(fallback.data), fallback.recon)
+    # ... and a decoder refuses an exact payload it cannot compute, in one clear error.
+    with pytest.raises(FormatError, match="out of range"):
+        codec.decode(exact.data)

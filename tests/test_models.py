@@ -3,7 +3,7 @@
 import pytest
 import torch
 from compressai.layers import GDN
-from vidsieve.codec.layers import FrozenGDN, PolyphaseDeconv
+from vidsieve.codec.layers import ExactHyperSynthesis, FrozenGDN, PolyphaseDeconv
 from vidsieve.codec.models import GainedMeanScaleHyperprior
 from vidsieve.codec.registry import load_codec
 from vidsieve.codec.zoo import load_shipped
@@ -60,3 +60,45 @@ def test_polyphase_deconv_computes_the_transposed_convolution(k, s, p, op):
 def test_polyphase_deconv_refuses_what_it_cannot_compute():
     with pytest.raises(ValueError, match="exactly stride"):
         PolyphaseDeconv(torch.nn.ConvTranspose2d(4, 3, 5, stride=2, padding=2))  # output 2n - 1
+
+
+def _hyper_latent(model, seed):
+    """A decoded hyper latent as the decoder sees it: integers plus the bottleneck's medians."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, model.N, 12, 20, generator=g) * 4
+    with torch.inference_mode():
+        return model.entropy_bottleneck.decompress(model.entropy_bottleneck.compress(z), z.shape[-2:])
+
+
+@pytest.mark.parametrize("name", ["vidsieve-hyperprior", "vidsieve-hyperprior-wide"])
+def test_exact_hyper_synthesis_does_not_depend_on_summation_order(name):
+    import copy
+
+    model = GainedMeanScaleHyperprior.from_state_dict(load_shipped(name)[0]).eval()
+    z_hat = _hyper_latent(model, 3)
+    exact = ExactHyperSynthesis(model.h_s, model.M)
+    # The same sums in another order: the hyper latent's channels reversed, and the first
+    # layer's weights with them; and another thread count.
+    flipped = copy.deepcopy(model.h_s)
+    with torch.no_grad():
+        flipped[0].weight.copy_(flipped[0].weight.flip(0))
+    z_flipped = z_hat.flip(1)
+    with torch.inference_mode():
+        scales, means = exact(z_hat)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1 if threads > 1 else 2)
+        try:
+            scales_threads, _ = exact(z_hat)
+        finally:
+            torch.set_num_threads(threads)
+        scales_flipped, _ = ExactHyperSynthesis(flipped, model.M)(z_flipped)
+        assert scales.dtype == torch.float64
+        assert torch.equal(scales, scales_threads) and torch.equal(scales, scales_flipped)
+        # Float arithmetic does depend on it: what the exact form is for.
+        assert not torch.equal(model.h_s(z_hat), flipped(z_flipped))
+        # And it is the trained transform, to fixed-point precision.
+        want_scales, want_means = model.h_s(z_hat).chunk(2, 1)
+        torch.testing.assert_close(scales.float(), want_scales, rtol=1e-2, atol=1e-3)
+        torch.testing.assert_close(means, want_means, rtol=1e-2, atol=1e-2)
+        agree = (model.scale_indexes(scales) == model.scale_indexes(want_scales)).float().mean()
+        assert agree > 0.99
