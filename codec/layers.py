@@ -92,9 +92,10 @@ class ExactHyperSynthesis:
     it predicts exactly as the encoder did: a scale that lands one rounding error on
     the other side of a scale-table boundary selects another table and the rest of
     the stream decodes as garbage. Float convolutions round differently with the
-    thread count, the instruction set and the library, so across machines this
-    happens in most 720p frames (measured: an edge box with two threads and a
-    server with another count disagree). Ballé, Johnston, Minnen, "Integer Networks
+    thread count, the instruction set and the library, and over the ~10^5 scales
+    of a 720p frame one of them crossing a boundary is no rare event (measured:
+    a textured 720p frame coded with two threads decoded as noise with one or
+    three). Ballé, Johnston, Minnen, "Integer Networks
     for Data Compression with Latent-Variable Models" (ICLR 2019) fix it with
     integer arithmetic; here the trained float weights are used in fixed point:
     activations with ``ACT_BITS`` fractional bits, weights with ``WEIGHT_BITS``, each
