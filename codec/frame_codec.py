@@ -12,8 +12,9 @@ Payload layout (little-endian; see docs/FORMAT.md)::
     u32 length * n_strings, then the strings themselves
 
 The encoder returns the reconstruction the decoder will produce, bit for bit
-on the same machine (see :mod:`.models` for why the hyper path runs per
-frame), so PSNR reported at encode time is the PSNR the user gets.
+on the same machine and to float rounding on any other (see :mod:`.models`
+for how the entropy model stays in step), so PSNR reported at encode time is
+the PSNR the user gets.
 """
 
 from __future__ import annotations
