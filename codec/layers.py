@@ -92,7 +92,7 @@ class ExactHyperSynthesis:
     it predicts exactly as the encoder did: a scale that lands one rounding error on
     the other side of a scale-table boundary selects another table and the rest of
     the stream decodes as garbage. Float convolutions round differently with the
-    thread count, the instruction set and the library, and over the ~10^5 scales
+    thread count, the instruction set and the library, and over the ~4 * 10^5 scales
     of a 720p frame one of them crossing a boundary is no rare event (measured:
     a textured 720p frame coded with two threads decoded as noise with one or
     three). Ballé, Johnston, Minnen, "Integer Networks

@@ -40,7 +40,7 @@ def gained_from_state(state: dict, name: str, sha: str) -> GainedCodec:
 #: Weights shipped in ``codec/weights``: registry name -> (N, M) of the untrained model.
 #: The default is the 64/96 model, inside the 1.0 s budget for a 720p frame on two
 #: cores; "-wide" is the same transforms with a 192-channel latent, better at high
-#: rates and about a fifth slower (docs/TRAINING.md).
+#: rates and about 1.5 times slower (docs/TRAINING.md).
 SHIPPED: dict[str, tuple[int, int]] = {DEFAULT_MODEL: (64, 96), "vidsieve-hyperprior-wide": (64, 192)}
 
 
