@@ -1,7 +1,11 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-
-from vidsieve.codec.frame_codec import as_rgb, unpack
+from vidsieve.codec.frame_codec import as_rgb, pack, pad, to_tensor, to_uint8, unpack
+from vidsieve.codec.layers import ExactHyperSynthesis
 from vidsieve.datasets.synthetic import background
 from vidsieve.errors import FormatError
 from vidsieve.pipeline import psnr
@@ -115,10 +119,6 @@ def test_a_stream_decodes_with_another_thread_count(tmp_path):
     """An edge box codes with its cores, a server decodes with its own. Float convolutions
     round differently with the thread count (with CompressAI's float hyper-synthesis the
     second frame here decodes as noise, 27 dB), and the entropy model must not care."""
-    import os
-    import subprocess
-    import sys
-
     def run(mode, threads):
         env = dict(os.environ, VIDSIEVE_THREADS=str(threads), PYTHONWARNINGS="ignore")
         subprocess.run([sys.executable, "-c", _CODE_IN_A_PROCESS, mode, "vidsieve-hyperprior", str(tmp_path)],
@@ -135,8 +135,6 @@ def test_a_stream_decodes_with_another_thread_count(tmp_path):
 
 
 def test_version_1_payloads_still_decode(codec):
-    from vidsieve.codec.frame_codec import pack, pad, to_tensor, to_uint8
-
     frame = scene(96, 160, seed=6)
     model = codec.model
     y = model.analysis(pad(to_tensor(frame)), [4.0])
@@ -147,8 +145,6 @@ def test_version_1_payloads_still_decode(codec):
 
 
 def test_hyper_latent_out_of_exact_range(codec, monkeypatch):
-    from vidsieve.codec.layers import ExactHyperSynthesis
-
     frame = scene(64, 64, seed=7)
     exact = codec.encode_batch([frame], [3.0])[0]
     assert unpack(exact.data).version == 2
