@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codec import DEFAULT_MODEL
 from ..codec.models import widths
 from ..codec.registry import gained_from_state, load_codec
 from ..codec.zoo import load_shipped
@@ -48,7 +49,7 @@ def main(argv=None):
 
         state, entry = load_state(a.base), {"sha256": sha256_file(a.base)}
     else:
-        state, entry = load_shipped("vidsieve-hyperprior")
+        state, entry = load_shipped(DEFAULT_MODEL)
     N, M = widths(state)
     cfg = TrainConfig(data=[a.clip], N=N, M=M,
                       patch=128, batch=8, lr=5e-5, steps=100_000, budget_s=a.minutes * 60,

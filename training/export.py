@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
+from ..codec import DEFAULT_MODEL
 from ..codec.models import GainedMeanScaleHyperprior
 from ..codec.zoo import MANIFEST, sha256_file
 
 
-def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str = "vidsieve-hyperprior",
+def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str = DEFAULT_MODEL,
            results: dict | None = None, training_notes: dict | None = None) -> Path:
     """Write ``<out_dir>/<name>.pth`` (state dict with CDF tables) and update ``manifest.json``."""
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
