@@ -24,7 +24,13 @@ def _curve(points, metric):
 
 
 def bd_rate(anchor: list[dict], test: list[dict], metric: str = "psnr_rgb", method: str = "pchip",
-            min_overlap: float = 0.3) -> float | None:
+            min_overlap: float = 0.3, over: tuple[float, float] | None = None) -> float | None:
+    """Average rate difference of ``test`` against ``anchor`` at equal quality, in percent.
+
+    ``over`` averages over that quality interval (within both curves) instead of all
+    both curves span: two codecs whose curves end at different qualities can be
+    compared with an anchor over the same range, which the plain number does not do
+    (a curve that reaches higher quality is averaged over where the anchor is strongest)."""
     import bjontegaard as bd
 
     ra, da = _curve(anchor, metric)
@@ -39,7 +45,16 @@ def bd_rate(anchor: list[dict], test: list[dict], metric: str = "psnr_rgb", meth
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        v = bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False, min_overlap=0.0)
+        v, fa, ft = bd.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False, min_overlap=0.0,
+                               interpolators=True)
+    if over is not None:
+        lo, hi = max(lo, over[0]), min(hi, over[1])
+        if hi <= lo:
+            warnings.warn(f"no overlap of both curves in {over[0]:.3f}..{over[1]:.3f} ({metric})")
+            return None
+        # The interpolators give log10(rate) as a function of quality.
+        mean = (ft.integrate(lo, hi) - fa.integrate(lo, hi)) / (hi - lo)
+        v = (10.0 ** mean - 1.0) * 100.0
     return None if v is None or not math.isfinite(v) else round(float(v), 3)
 
 

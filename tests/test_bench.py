@@ -65,6 +65,23 @@ def test_bd_rate_matches_bjontegaard_by_hand(bench_run):
     assert want > 0  # JPEG needs more bits than x265 for the same quality
 
 
+def test_bd_rate_over_a_quality_range():
+    from vidsieve.bench.bdrate import bd_rate
+
+    psnrs = [26.0, 28.0, 30.0, 32.0, 34.0, 36.0, 38.0]
+    anchor = [{"kbps": 100.0 * 1.5 ** i, "psnr_rgb": d} for i, d in enumerate(psnrs)]
+    # 20 % fewer bits up to 32 dB, 25 % more from 34 dB: the answer depends on the range.
+    test = [{"kbps": p["kbps"] * (0.8 if p["psnr_rgb"] <= 32 else 1.25), "psnr_rgb": p["psnr_rgb"]} for p in anchor]
+    whole = bd_rate(anchor, test)
+    assert -20 < whole < 25
+    assert bd_rate(anchor, test, over=(0, 100)) == pytest.approx(whole, abs=1e-9)
+    # pchip is local: between points whose neighbours share a factor, the curves differ by exactly it.
+    assert bd_rate(anchor, test, over=(26, 29)) == pytest.approx(-20.0, abs=1e-6)
+    assert bd_rate(anchor, test, over=(36, 40)) == pytest.approx(25.0, abs=1e-6)
+    with pytest.warns(UserWarning, match="no overlap"):
+        assert bd_rate(anchor, test, over=(40, 45)) is None
+
+
 def test_x265_point_matches_an_independent_encode(bench_run, tmp_path):
     clip_path, out, _ = bench_run
     doc = json.loads((out / "results.json").read_text())
