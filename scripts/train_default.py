@@ -53,8 +53,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30000, help="schedule length in steps (without --budget)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--patch", type=int, default=256,
-                    help="crop size; every shipped run used 256 (128 is ~4x faster a step, but a different recipe)")
+    ap.add_argument("--patch", type=int, default=TrainConfig.patch, help="crop size (default %(default)s)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--N", type=int, default=64)
     ap.add_argument("--M", type=int, default=96)

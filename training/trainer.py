@@ -39,7 +39,7 @@ class TrainConfig:
     arch: str = "vidsieve-hyperprior"
     N: int = 64
     M: int = 96
-    patch: int = 128
+    patch: int = 256  # every shipped run's crop; 128 is ~4x faster a step, but a different recipe
     batch: int = 8
     lr: float = 2e-4
     aux_lr: float = 1e-3
