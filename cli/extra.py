@@ -152,8 +152,9 @@ def cmd_train(a) -> int:
                 init = (load_shipped(a.finetune)[0] if not a.finetune.endswith((".pth", ".pt"))
                         else load_state(a.finetune))
             cfg = TrainConfig(data=list(a.data), arch=a.arch, N=a.N, M=a.M,
-                              patch=a.patch or TrainConfig.patch, batch=a.batch or 8, lr=a.lr or (5e-5 if fine else 2e-4),
-                              steps=a.steps or (2000 if fine else 100_000), threads=a.threads,
+                              patch=a.patch or TrainConfig.patch, batch=a.batch or TrainConfig.batch,
+                              lr=a.lr or (5e-5 if fine else TrainConfig.lr),
+                              steps=a.steps or (2000 if fine else TrainConfig.steps), threads=a.threads,
                               budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0,
                               val_data=list(a.val or []), compile=a.compile)
             if init is not None:

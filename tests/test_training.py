@@ -122,6 +122,18 @@ def test_train_cli_export_and_use(image_dir, tmp_path, small_clip):
     run_cli("decompress", out, "-o", tmp_path / "o.mkv", "--model", wdir / "vidsieve-hyperprior.pth", check=True)
 
 
+def test_train_help_states_the_config_defaults():
+    """`vidsieve train --help` states the defaults in words (its parser does not import torch);
+    they must be the ones a new run gets from TrainConfig."""
+    import re
+
+    text = " ".join(run_cli("train", "--help", check=True).stdout.split("options:", 1)[1].split())
+    said = dict(re.findall(r"--(steps|patch|batch|lr|N|M) [A-Z]+ [^(]*\(default ([0-9.e-]+)", text))
+    assert set(said) == {"steps", "patch", "batch", "lr", "N", "M"}, said
+    for k, v in said.items():
+        assert float(v) == getattr(TrainConfig, k), k
+
+
 def test_warm_restart_starts_a_new_cycle(image_dir, tmp_path):
     from vidsieve.training.trainer import budget_spent, lr_at
 
