@@ -16,7 +16,7 @@ from ..codec.models import widths
 from ..codec.registry import gained_from_state, load_codec
 from ..codec.zoo import load_shipped
 from ..datasets.images import sample_video_frames
-from ..training.trainer import TrainConfig, Trainer
+from ..training.trainer import FINETUNE_LR, TrainConfig, Trainer
 from .bdrate import bd_rate
 from ..pipeline import psnr_from_mse
 
@@ -52,7 +52,7 @@ def main(argv=None):
         state, entry = load_shipped(DEFAULT_MODEL)
     N, M = widths(state)
     cfg = TrainConfig(data=[a.clip], N=N, M=M,
-                      patch=128, batch=8, lr=5e-5, steps=100_000, budget_s=a.minutes * 60,
+                      patch=128, batch=8, lr=FINETUNE_LR, steps=100_000, budget_s=a.minutes * 60,
                       threads=a.threads, frames_per_video=60,
                       video_span=(0.0, 0.5), eval_every=0, val_fraction=0.0)
     t = Trainer(cfg, a.ckpt, init_weights=state)

@@ -116,7 +116,13 @@ def cmd_ingest(a) -> int:
 
 def cmd_train(a) -> int:
     from ..training.export import export
-    from ..training.trainer import TrainConfig, Trainer, budget_spent
+    from ..training.trainer import (
+        FINETUNE_LR,
+        FINETUNE_STEPS,
+        TrainConfig,
+        Trainer,
+        budget_spent,
+    )
 
     if not a.data and not a.resume:
         raise InputError("--data is required: folders (or files) of images and videos to train on")
@@ -153,8 +159,8 @@ def cmd_train(a) -> int:
                         else load_state(a.finetune))
             cfg = TrainConfig(data=list(a.data), arch=a.arch, N=a.N, M=a.M,
                               patch=a.patch or TrainConfig.patch, batch=a.batch or TrainConfig.batch,
-                              lr=a.lr or (5e-5 if fine else TrainConfig.lr),
-                              steps=a.steps or (2000 if fine else TrainConfig.steps), threads=a.threads,
+                              lr=a.lr or (FINETUNE_LR if fine else TrainConfig.lr),
+                              steps=a.steps or (FINETUNE_STEPS if fine else TrainConfig.steps), threads=a.threads,
                               budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0,
                               val_data=list(a.val or []), compile=a.compile)
             if init is not None:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import run_cli
 from vidsieve.datasets.synthetic import background
-from vidsieve.training.trainer import TrainConfig, Trainer
+from vidsieve.training.trainer import FINETUNE_LR, FINETUNE_STEPS, TrainConfig, Trainer
 
 
 @pytest.fixture()
@@ -132,6 +132,8 @@ def test_train_help_states_the_config_defaults():
     assert set(said) == {"steps", "patch", "batch", "lr", "N", "M"}, said
     for k, v in said.items():
         assert float(v) == getattr(TrainConfig, k), k
+    fine = dict(re.findall(r"--(steps|lr) [A-Z]+ [^(]*\(default [^;]*; ([0-9.e-]+) (?:when )?fine-tuning", text))
+    assert {k: float(v) for k, v in fine.items()} == {"steps": FINETUNE_STEPS, "lr": FINETUNE_LR}, fine
 
 
 def test_warm_restart_starts_a_new_cycle(image_dir, tmp_path):

@@ -33,6 +33,12 @@ from ..datasets.images import CropSampler, TensorCropSampler, load_training_arra
 log = logging.getLogger(__name__)
 
 
+# Fine-tuning a trained model (`vidsieve train --finetune`): a gentler rate and a
+# short schedule, since it only adapts the shipped weights to one camera's scene.
+FINETUNE_LR = 5e-5
+FINETUNE_STEPS = 2000
+
+
 @dataclass
 class TrainConfig:
     data: list[str]
