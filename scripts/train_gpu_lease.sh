@@ -10,6 +10,9 @@
 # overrides either; NEW_LR=... gives a widened start's new channels their own rate
 # (the CPU run that widened 64/96 to 64/192 used 10x the old weights' rate), and
 # NEW_SCALE=1 PRIOR_SCALE=1 NEW_RATE_RAMP=steps keep them alive (docs/TRAINING.md).
+# LRS="3e-5 1e-4" with weights as START trains one run per rate side by side on the
+# one GPU (a small model leaves it idle between kernels); two full states would not
+# fit what a lease hands back, so such runs mirror their weights only.
 # Needs, beside the repository:
 #   .whl/               compressai and pytorch-msssim wheels for that machine's Python
 #   .gpu/data, .gpu/val training and held-out images (docs/TRAINING.md says which)
@@ -23,9 +26,21 @@ export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1
 nvidia-smi -L
 python3 -c "import torch, compressai, vidsieve.training.trainer; print(torch.__version__, torch.cuda.is_available())" || exit 1
 name=n${N}m${M}
-args=(--data .gpu/data --val .gpu/val --patch 256 --batch 32 --lr "${LR:-2e-4}" --budget "$BUDGET" --max-time "$BUDGET"
-      --threads 4 --checkpoint-every 60 --eval-every 2000 --mirror "$OUT" --mirror-full --N "$N" --M "$M"
-      --out "/tmp/runs/$name.pth")
+args=(--data .gpu/data --val .gpu/val --patch 256 --batch 32 --budget "$BUDGET" --max-time "$BUDGET"
+      --threads 4 --checkpoint-every 60 --eval-every 2000 --mirror "$OUT" --N "$N" --M "$M")
+if [ -n "${LRS:-}" ]; then
+    [ -n "$START" ] || { echo "LRS needs weights as START"; exit 2; }
+    for lr in $LRS; do
+        python3 scripts/train_default.py "${args[@]}" --init "$START" --lr "$lr" --out "/tmp/runs/$name-lr$lr.pth" \
+            > "$OUT/$name-lr$lr.log" 2>&1 &
+    done
+    sleep 90; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+    wait
+    grep -h "val\|saved\|Error" "$OUT"/*.log | tail -40
+    ls -la "$OUT"
+    exit 0
+fi
+args+=(--mirror-full --lr "${LR:-2e-4}" --out "/tmp/runs/$name.pth")
 if [ -n "$START" ]; then
     if python3 -c "import sys, torch; sys.exit(0 if 'opt' in torch.load('$START', weights_only=True) else 1)"; then
         cp "$START" "/tmp/runs/$name.pth"   # resume exactly; the schedule now ends BUDGET s from here
