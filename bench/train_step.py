@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, widths
 from ..datasets.images import CropSampler, load_training_arrays
 from ..training.trainer import rd_loss
 from ..training.widen import widen_latent
+from .speed import cpu_name
 
 
 class _Autocast(torch.nn.Module):
@@ -88,7 +88,7 @@ def main(argv=None):
     to_x = lambda b: torch.from_numpy(b).permute(0, 3, 1, 2).float().div(255).contiguous()
     xa, xb = to_x(sampler.batch(8)), to_x(sampler.batch(8))
     cos = lambda u, v: F.cosine_similarity(u, v, 0).item()
-    res = {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
+    res = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
            "torch_threads": torch.get_num_threads(), "batch": "8 x 256x256", "weights": Path(a.weights).name,
            "widths": {}}
     for M in a.M:

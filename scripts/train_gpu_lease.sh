@@ -30,15 +30,18 @@ args=(--data .gpu/data --val .gpu/val --patch 256 --batch 32 --budget "$BUDGET" 
       --threads 4 --checkpoint-every 60 --eval-every 2000 --mirror "$OUT" --N "$N" --M "$M")
 if [ -n "${LRS:-}" ]; then
     [ -n "$START" ] || { echo "LRS needs weights as START"; exit 2; }
+    pids=()
     for lr in $LRS; do
         python3 scripts/train_default.py "${args[@]}" --init "$START" --lr "$lr" --out "/tmp/runs/$name-lr$lr.pth" \
             > "$OUT/$name-lr$lr.log" 2>&1 &
+        pids+=($!)
     done
     sleep 90; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
-    wait
+    rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done   # a failed run must not read as a finished lease
     grep -h "val\|saved\|Error" "$OUT"/*.log | tail -40
     ls -la "$OUT"
-    exit 0
+    exit $rc
 fi
 args+=(--mirror-full --lr "${LR:-2e-4}" --out "/tmp/runs/$name.pth")
 if [ -n "$START" ]; then

@@ -1,6 +1,7 @@
 """The comparison harness: outputs, schema, and agreement with independent computations."""
 
 import json
+import os
 
 import av
 import numpy as np
@@ -171,3 +172,17 @@ def test_bench_image_on_a_few_images(tmp_path):
     assert {"jpeg", "webp"} <= set(doc["curves"])
     assert (tmp_path / "o" / "image-rd.png").exists()
     assert "BD-rate vs JPEG" in r.stdout
+
+
+def test_speed_results_name_the_processor():
+    from vidsieve.bench.speed import cpu_name
+
+    names = []
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+    name = cpu_name()
+    if names:  # where the kernel names the processor: that name, not just the architecture
+        assert name == names[0]
+    else:
+        assert name
