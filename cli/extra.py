@@ -48,7 +48,8 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
                    help="torch.compile the transforms: 1.2-1.6x faster steps on a CPU after a minute of "
                         "compiling (needs a C++ compiler); worth it for runs longer than a few minutes")
     t.add_argument("--export", default=None, metavar="DIR",
-                   help=f"when done, write DIR/{DEFAULT_MODEL}.pth and DIR/manifest.json for the registry")
+                   help="when done, write DIR/NAME.pth and DIR/manifest.json for the registry (NAME: "
+                        "vidsieve-hyperprior-wide for N 64 / M 192, else vidsieve-hyperprior)")
     COMMANDS["train"] = cmd_train
 
     b = sub.add_parser("bench", help="rate-distortion/speed/detection benchmark against x265, x264, JPEG",

@@ -15,7 +15,8 @@ class FrozenGDN(nn.Module):
     CompressAI's layer re-derives ``beta`` and ``gamma`` from their non-negative
     parametrisation on every call and allocates a new tensor for each step of
     ``x * rsqrt(beta + gamma * x^2)``; here the two are derived once and the steps
-    run in place. The output is the same, bit for bit (tested).
+    run in place (tile by tile on channels-last inputs). The output is the same,
+    bit for bit (tested).
     """
 
     def __init__(self, gdn: GDN):
@@ -26,10 +27,28 @@ class FrozenGDN(nn.Module):
             self.register_buffer("beta", gdn.beta_reparam(gdn.beta).detach().clone())
             self.register_buffer("gamma", gdn.gamma_reparam(gdn.gamma).detach().reshape(c, c, 1, 1).clone())
 
+    #: Rows (pixels) per tile of a channels-last input: a tile (2 MB at 64 channels) stays in cache.
+    TILE_ROWS = 8192
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = F.conv2d(x * x, self.gamma, self.beta)
-        norm = norm.sqrt_() if self.inverse else norm.rsqrt_()
-        return norm.mul_(x)
+        if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+            norm = F.conv2d(x * x, self.gamma, self.beta)
+            norm = norm.sqrt_() if self.inverse else norm.rsqrt_()
+            return norm.mul_(x)
+        # Channels-last, the 1x1 convolution is a matrix product over pixels. At full
+        # resolution the tensor is tens of MB and each whole-tensor step (square, product,
+        # root, multiply) streams it through memory; tile by tile they run from cache,
+        # about 1.5x faster for the layers next to the image.
+        b, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+        out = torch.empty_like(rows)
+        gamma_t = self.gamma.reshape(c, c).t()
+        for start in range(0, rows.shape[0], self.TILE_ROWS):
+            tile = rows[start : start + self.TILE_ROWS]
+            norm = torch.addmm(self.beta, tile * tile, gamma_t, out=out[start : start + self.TILE_ROWS])
+            norm = norm.sqrt_() if self.inverse else norm.rsqrt_()
+            norm.mul_(tile)
+        return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def freeze_gdn(module: nn.Module) -> nn.Module:
@@ -40,6 +59,16 @@ def freeze_gdn(module: nn.Module) -> nn.Module:
         else:
             freeze_gdn(child)
     return module
+
+
+def phase_taps(k: int, s: int, p: int) -> dict[int, dict[int, int]]:
+    """Which kernel taps feed each output phase of a stride-``s`` transposed convolution.
+
+    Output row ``s * u + a`` takes input row ``u + d`` through kernel row
+    ``taps[a][d]`` (the same holds for columns); valid when the output is exactly
+    ``s`` times the input, i.e. ``k - 2 * p - s + output_padding == 0``.
+    """
+    return {a: {d: a + p - s * d for d in range(-k, k + 1) if 0 <= a + p - s * d < k} for a in range(s)}
 
 
 class PolyphaseDeconv(nn.Module):
@@ -63,8 +92,7 @@ class PolyphaseDeconv(nn.Module):
             raise ValueError("PolyphaseDeconv needs a square, ungrouped, undilated transposed convolution")
         if k - 2 * p - s + op != 0:
             raise ValueError("PolyphaseDeconv needs an output exactly stride times the input")
-        # Output row s*u + a takes input row u + d through kernel row a + p - s*d.
-        taps = {a: {d: a + p - s * d for d in range(-k, k + 1) if 0 <= a + p - s * d < k} for a in range(s)}
+        taps = phase_taps(k, s, p)
         ds = [d for t in taps.values() for d in t]
         self.pad = max(max(ds), -min(ds))
         size = 2 * self.pad + 1
@@ -83,6 +111,76 @@ class PolyphaseDeconv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=self.pad), self.stride)
+
+
+class IntegerConv:
+    """A (transposed) convolution of integer-valued float64 tensors, as one matrix
+    product per kernel tap on shifted views of the padded input.
+
+    When every product and partial sum is an integer below 2**53 (what
+    :class:`ExactHyperSynthesis` checks), float64 sums are exact in any order, so
+    the order is free to be the fastest one: torch has no oneDNN kernel for float64
+    convolutions, and BLAS's float64 matrix product on these views takes about two
+    thirds of the time of ``F.conv2d`` / ``F.conv_transpose2d`` for the hyper-synthesis's
+    layers on a CPU. A stride-1 convolution is the one-phase case of the transposed
+    convolution's phases (:func:`phase_taps`). Other geometries (strided or
+    size-changing convolutions, grouped or dilated ones) go to torch.
+
+    Args:
+        m: the trained layer, for its geometry.
+        weight: its weights as integers (float64), in ``m``'s layout.
+        bias: its bias as integers (float64).
+    """
+
+    def __init__(self, m: nn.Conv2d | nn.ConvTranspose2d, weight: torch.Tensor, bias: torch.Tensor):
+        self.m, self.weight, self.bias = m, weight, bias
+        self.transposed = isinstance(m, nn.ConvTranspose2d)
+        k, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
+        plain = (m.kernel_size, m.stride, m.padding) == ((k, k), (s, s), (p, p)) and m.groups == 1 \
+            and m.dilation == (1, 1)
+        if self.transposed:
+            op = m.output_padding[0]
+            self.fast = plain and m.output_padding == (op, op) and k - 2 * p - s + op == 0
+            taps = phase_taps(k, s, p) if self.fast else {}
+            per_tap = weight.permute(2, 3, 1, 0)  # [Cin, Cout, k, k] -> [k, k, Cout, Cin]
+        else:
+            # Output row u takes input row u + d through kernel row d + p.
+            self.fast = plain and s == 1 and k == 2 * p + 1
+            taps = {0: {d - p: d for d in range(k)}}
+            per_tap = weight.permute(2, 3, 0, 1)  # [Cout, Cin, k, k] -> [k, k, Cout, Cin]
+        self.taps = taps
+        self.per_tap = per_tap.contiguous()
+        self.pad = max((abs(d) for t in taps.values() for d in t), default=0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        if not self.fast:
+            if self.transposed:
+                return F.conv_transpose2d(x, self.weight, self.bias, m.stride, m.padding, m.output_padding)
+            return F.conv2d(x, self.weight, self.bias, m.stride, m.padding)
+        return torch.cat([self._one(x[i : i + 1]) for i in range(x.shape[0])])
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        _, c, h, w = x.shape
+        pad, phases, cout = self.pad, len(self.taps), self.per_tap.shape[2]
+        wp = w + 2 * pad
+        # Row-major over the padded width: the input shifted by (d, e) is one contiguous
+        # run of the flattened padded input, and each output row carries 2 * pad columns
+        # of spill that are cut off at the end.
+        flat = F.pad(x, (pad, pad, pad, pad)).reshape(c, -1)
+        n = (h - 1) * wp + w
+        out = self.bias[None, None, :, None].repeat(phases, phases, 1, n)  # a copy, even where n == 1
+        for a, rows in self.taps.items():
+            for b, cols in self.taps.items():
+                acc = out[a, b]
+                for d, ky in rows.items():
+                    for e, kx in cols.items():
+                        start = (d + pad) * wp + e + pad
+                        acc.addmm_(self.per_tap[ky, kx], flat[:, start : start + n])
+        out = F.pad(out, (0, h * wp - n)).reshape(phases, phases, cout, h, wp)[..., :w]
+        if phases == 1:
+            return out[0, 0][None].contiguous()
+        return F.pixel_shuffle(out.permute(2, 0, 1, 3, 4).reshape(1, cout * phases * phases, h, w), phases)
 
 
 class ExactHyperSynthesis:
@@ -132,8 +230,7 @@ class ExactHyperSynthesis:
                 per_out = (0, 2, 3) if isinstance(m, nn.ConvTranspose2d) else (1, 2, 3)
                 # Integer sums of integers below 2**53: exact, whatever the order.
                 l1 = float(w_int.abs().sum(per_out).max())
-                self.steps.append(("deconv" if isinstance(m, nn.ConvTranspose2d) else "conv", m, w_int, b_int, l1,
-                                   float(b_int.abs().max())))
+                self.steps.append(("conv", IntegerConv(m, w_int, b_int), l1, float(b_int.abs().max())))
             elif isinstance(m, nn.LeakyReLU):
                 self.steps.append(("leaky", float(m.negative_slope)))
             elif isinstance(m, nn.ReLU):
@@ -154,17 +251,14 @@ class ExactHyperSynthesis:
                 slope = step[1]
                 x = torch.where(x >= 0, x, x * slope)
                 continue
-            kind, m, w_int, b_int, l1, b_max = step
+            _, conv, l1, b_max = step
             if wide:
                 x = torch.floor(x * 2.0**-self.WEIGHT_BITS)
                 wide = False
             if float(x.abs().max()) * l1 + b_max >= self.LIMIT:
                 raise OverflowError("hyper latent out of the range the exact hyper-synthesis can compute")
             hidden = x
-            if kind == "deconv":
-                x = F.conv_transpose2d(x, w_int, b_int, m.stride, m.padding, m.output_padding)
-            else:
-                x = F.conv2d(x, w_int, b_int, m.stride, m.padding)
+            x = conv(x)
             wide = True
         scales = x * 2.0 ** -(self.ACT_BITS + self.WEIGHT_BITS)
         w, b, stride, padding = self.means

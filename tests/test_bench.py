@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import YOLOX, need_shared, read_frames, run_cli
+from vidsieve.codec import DEFAULT_MODEL
 from vidsieve.datasets.synthetic import Mover, Scene, write_scene
 from vidsieve.pipeline import psnr
 
@@ -167,7 +168,7 @@ def test_bench_image_on_a_few_images(tmp_path):
     r = run_cli("bench-image", d, "--out", tmp_path / "o", "--no-zoo", check=True)
     doc = json.loads((tmp_path / "o" / "image_results.json").read_text())
     assert doc["images"] == 2
-    ours = doc["curves"]["vidsieve-hyperprior"]
+    ours = doc["curves"][DEFAULT_MODEL]
     assert len(ours) == 8 and ours[0]["bpp"] < ours[-1]["bpp"]
     assert {"jpeg", "webp"} <= set(doc["curves"])
     assert (tmp_path / "o" / "image-rd.png").exists()

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import (CAR_CLIP, PERSON_CLIP, assert_clean_error, need_shared, read_frames, run_cli)
+from vidsieve.codec import DEFAULT_MODEL
 from vidsieve.datasets.synthetic import Scene, write_scene
 from vidsieve.pipeline import psnr
 
@@ -47,7 +48,7 @@ def test_info_text_and_json(tmp_path, small_clip):
     run_cli("compress", small_clip, "-o", vsv, "--keep-all", check=True)
     d = json.loads(run_cli("info", vsv, "--json", check=True).stdout)
     assert d["integrity"] == "complete" and d["frames"] == 24 and d["kept"] == 24
-    assert d["header"]["width"] == 160 and d["header"]["model"] == "vidsieve-hyperprior"
+    assert d["header"]["width"] == 160 and d["header"]["model"] == DEFAULT_MODEL
     assert d["bytes"] == os.path.getsize(vsv)
     text = run_cli("info", vsv, check=True).stdout
     assert "integrity:   complete" in text and "160x120" in text

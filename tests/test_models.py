@@ -2,8 +2,14 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from compressai.layers import GDN
-from vidsieve.codec.layers import ExactHyperSynthesis, FrozenGDN, PolyphaseDeconv
+from vidsieve.codec.layers import (
+    ExactHyperSynthesis,
+    FrozenGDN,
+    IntegerConv,
+    PolyphaseDeconv,
+)
 from vidsieve.codec.models import GainedMeanScaleHyperprior
 from vidsieve.codec.registry import load_codec
 from vidsieve.codec.zoo import load_shipped
@@ -35,12 +41,17 @@ def test_frozen_gdn_is_compressais_gdn_bit_for_bit(layout):
     assert {g.inverse for g in gdns} == {False, True}
     g = torch.Generator().manual_seed(1)
     for gdn in gdns:
-        x = (torch.randn(2, gdn.beta.numel(), 24, 40, generator=g) * 3).contiguous(memory_format=layout)
         frozen = FrozenGDN(gdn).to(memory_format=layout)
-        with torch.inference_mode():
-            want = gdn(x)
-            assert torch.equal(frozen(x), want)
-            assert not torch.equal(want, x)  # the layer does something to compare
+        # One tile, and several with a ragged last one (channels-last inputs go tile by tile).
+        for h, w in [(24, 40), (97, 101)]:
+            x = (torch.randn(2, gdn.beta.numel(), h, w, generator=g) * 3).contiguous(memory_format=layout)
+            with torch.inference_mode():
+                want = gdn(x)
+                got = frozen(x)
+                assert torch.equal(got, want)
+                assert got.is_contiguous(memory_format=layout)
+                assert not torch.equal(want, x)  # the layer does something to compare
+    assert 2 * 97 * 101 > 2 * FrozenGDN.TILE_ROWS
 
 
 @pytest.mark.parametrize("k,s,p,op", [(5, 2, 2, 1), (3, 2, 1, 1), (4, 2, 1, 0), (5, 3, 1, 0)])
@@ -60,6 +71,38 @@ def test_polyphase_deconv_computes_the_transposed_convolution(k, s, p, op):
 def test_polyphase_deconv_refuses_what_it_cannot_compute():
     with pytest.raises(ValueError, match="exactly stride"):
         PolyphaseDeconv(torch.nn.ConvTranspose2d(4, 3, 5, stride=2, padding=2))  # output 2n - 1
+
+
+@pytest.mark.parametrize("layer", [
+    torch.nn.ConvTranspose2d(12, 20, 5, stride=2, padding=2, output_padding=1),  # the hyper-synthesis's
+    torch.nn.ConvTranspose2d(12, 20, 4, stride=2, padding=1),
+    torch.nn.Conv2d(12, 20, 3, padding=1),
+    torch.nn.Conv2d(12, 20, 5, padding=2),
+    torch.nn.Conv2d(12, 20, 5, stride=2, padding=2),  # not its geometry: torch's own
+    torch.nn.ConvTranspose2d(12, 20, 5, stride=2, padding=2),
+], ids=lambda m: f"{type(m).__name__}-k{m.kernel_size[0]}-s{m.stride[0]}-p{m.padding[0]}")
+@pytest.mark.parametrize("hw", [(1, 1), (5, 9)])
+def test_integer_conv_is_torchs_convolution_bit_for_bit(layer, hw):
+    g = torch.Generator().manual_seed(4)
+    # Integers as ExactHyperSynthesis makes them: products and sums far past float32's
+    # 2**24, below float64's 2**53.
+    weight = torch.randint(-2**16, 2**16, layer.weight.shape, generator=g).double()
+    bias = torch.randint(-2**36, 2**36, (20,), generator=g).double()
+    x = torch.randint(-2**22, 2**22, (2, 12, *hw), generator=g).double()
+    conv = IntegerConv(layer, weight, bias)
+    if isinstance(layer, torch.nn.ConvTranspose2d):
+        want = F.conv_transpose2d(x, weight, bias, layer.stride, layer.padding, layer.output_padding)
+    else:
+        want = F.conv2d(x, weight, bias, layer.stride, layer.padding)
+    got = conv(x)
+    assert got.shape == want.shape
+    assert torch.equal(got, want)
+    if isinstance(layer, torch.nn.ConvTranspose2d):
+        assert conv.fast == (want.shape[-2:] == (2 * hw[0], 2 * hw[1]))
+    else:
+        assert conv.fast == (layer.stride == (1, 1))
+    # The layer's integers are its own: a second call gives the same.
+    assert torch.equal(conv(x), want)
 
 
 def _hyper_latent(model, seed):

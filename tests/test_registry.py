@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from vidsieve.codec.registry import MODELS, SHIPPED, load_codec
+from vidsieve.codec import DEFAULT_MODEL
+from vidsieve.codec.registry import MODELS, SHIPPED, load_codec, shipped_name
 from vidsieve.codec.zoo import MANIFEST, load_shipped, load_state, sha256_file
 from vidsieve.datasets.synthetic import background
 from vidsieve.errors import ModelError
@@ -36,6 +37,15 @@ def test_every_shipped_model_loads_with_its_widths_and_codes_a_frame(name):
     out = codec.decode(high)
     assert out.shape == frame.shape
     assert np.abs(out.astype(int) - frame.astype(int)).mean() < 6
+
+
+def test_the_default_ships_and_exports_name_their_widths():
+    assert DEFAULT_MODEL in SHIPPED and load_codec().name == DEFAULT_MODEL
+    # Exported weights take the name of the shipped model of their widths, so a
+    # retrained 64/192 replaces the wide one and a 64/96 the narrow one.
+    for name, (N, M) in SHIPPED.items():
+        assert shipped_name(N, M) == name
+    assert shipped_name(16, 24) == "vidsieve-hyperprior"
 
 
 def test_manifest_matches_shipped_weights():

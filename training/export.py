@@ -9,20 +9,24 @@ from pathlib import Path
 
 import torch
 
-from ..codec import DEFAULT_MODEL
 from ..codec.models import GainedMeanScaleHyperprior
+from ..codec.registry import shipped_name
 from ..codec.zoo import MANIFEST, sha256_file
 
 
-def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str = DEFAULT_MODEL,
+def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str | None = None,
            results: dict | None = None, training_notes: dict | None = None) -> Path:
-    """Write ``<out_dir>/<name>.pth`` (state dict with CDF tables) and update ``manifest.json``."""
+    """Write ``<out_dir>/<name>.pth`` (state dict with CDF tables) and update ``manifest.json``.
+
+    ``name`` defaults to the registry name of the shipped model with the same widths
+    (:func:`~vidsieve.codec.registry.shipped_name`)."""
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"]) if "config" in st else {}
     state = st["model"] if "model" in st else st
     model = GainedMeanScaleHyperprior.from_state_dict(state)
     model.eval()
     model.update(force=True)
+    name = name or shipped_name(model.N, model.M)
     out_dir = Path(out_dir) if out_dir else MANIFEST.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     wpath = out_dir / f"{name}.pth"
