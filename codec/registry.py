@@ -39,7 +39,7 @@ def gained_from_state(state: dict, name: str, sha: str) -> GainedCodec:
 
 #: Weights shipped in ``codec/weights``: registry name -> (N, M) of the untrained model.
 #: "-wide" (the default, ``codec.DEFAULT_MODEL``) has the same transforms as the
-#: other with a 192-channel latent: 19 % fewer bits on Kodak, about 1.4 times the
+#: other with a 192-channel latent: 19 % fewer bits on Kodak, 1.3 to 1.5 times the
 #: time of the 64/96, which stays for the slowest boxes (docs/TRAINING.md).
 SHIPPED: dict[str, tuple[int, int]] = {"vidsieve-hyperprior": (64, 96), "vidsieve-hyperprior-wide": (64, 192)}
 
