@@ -78,7 +78,7 @@ def compare(anchor, test, images: list[np.ndarray], qualities=DEFAULT_QUALITIES)
     return {"anchor": ca, "test": ct, "bd_rate_psnr_rgb": bd}
 
 
-def _load_images(folders: list[str]) -> list[np.ndarray]:
+def load_images(folders: list[str]) -> list[np.ndarray]:
     files = []
     for d in map(Path, folders):
         if d.is_file():
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         qualities = [check_quality(q) for q in a.qualities]
         if len(qualities) < 3:
             raise InputError("a BD-rate needs at least three qualities")
-        res = compare(a.anchor, a.test, _load_images(a.images), qualities)
+        res = compare(a.anchor, a.test, load_images(a.images), qualities)
     except (InputError, ModelError, ValueError) as exc:
         print(f"vidsieve: error: {exc}", file=sys.stderr)
         return 2

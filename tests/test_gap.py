@@ -1,0 +1,110 @@
+"""``vidsieve.bench.gap``: where the shipped codec's bits go (encoder, quantiser, synthesis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_clean_error
+from vidsieve.bench import gap
+from vidsieve.codec import DEFAULT_MODEL
+from vidsieve.codec.models import LAMBDAS
+from vidsieve.codec.zoo import load_shipped
+from vidsieve.datasets.synthetic import background
+from vidsieve.pipeline import psnr
+
+
+@pytest.fixture(scope="module")
+def measured():
+    state, _ = load_shipped(DEFAULT_MODEL)
+    return gap.Gap(state)
+
+
+@pytest.fixture(scope="module")
+def image():
+    # Not a multiple of 64 either way, so padding and cropping are exercised.
+    return background(130, 170, seed=4).astype(np.uint8)
+
+
+def rd_cost(point: dict, quality: float) -> float:
+    mse = 255**2 / 10 ** (point["psnr_rgb"] / 10)
+    return gap.quality_lambda(quality) * mse + point["bpp"]
+
+
+def test_quality_lambdas_are_the_training_table_between_levels():
+    assert [gap.quality_lambda(q) for q in range(1, 9)] == pytest.approx(LAMBDAS, rel=1e-12)
+    lams = [gap.quality_lambda(q) for q in np.linspace(1, 8, 29)]
+    assert lams == sorted(lams) and len(set(lams)) == len(lams)
+    assert gap.quality_lambda(2.5) == pytest.approx((LAMBDAS[1] * LAMBDAS[2]) ** 0.5)
+    with pytest.raises(ValueError):
+        gap.quality_lambda(9)
+
+
+def test_coded_point_is_the_products_bitstream(measured, codec, image):
+    for q in (1.0, 6.5):
+        p = measured.coded(image, q)
+        data = codec.encode(image, q)
+        h, w = image.shape[:2]
+        assert p["bpp"] == 8 * len(data) / (h * w)
+        assert p["psnr_rgb"] == pytest.approx(psnr(image, codec.decode(data)), abs=1e-9)
+
+
+def test_refined_latent_lowers_the_real_rate_distortion_cost(measured, image):
+    torch.manual_seed(0)
+    for q in (1.0, 4.5, 8.0):
+        before = measured.coded(image, q)
+        after = measured.coded(image, q, measured.refine(image, q, 15))
+        # Real bitstreams decoded by the unchanged decoder, judged by the loss the codec was trained on.
+        assert rd_cost(after, q) < rd_cost(before, q), (q, before, after)
+
+
+def test_ceilings_bound_what_is_coded(measured, image):
+    ceiling = measured.ceiling(image, 10)
+    for q in (1.0, 8.0):
+        coded = measured.coded(image, q)["psnr_rgb"]
+        unrounded = measured.unrounded(image, q)
+        assert unrounded > coded
+        # Float rounding between the two copies of the synthesis is far below 0.05 dB.
+        assert ceiling > unrounded - 0.05
+
+
+def _gap(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "vidsieve.bench.gap", *map(str, args)], check=False,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cli_writes_json_and_refuses_bad_input(tmp_path, image):
+    from PIL import Image
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(image[:70, :90]).save(d / "a.png")
+    out = tmp_path / "gap.json"
+    r = _gap(d, "--qualities", "1", "4", "8", "--refine", "3", "--ceiling", "3", "--out", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert [p["quality"] for p in res["qualities"]] == [1, 4, 8]
+    assert res["n_images"] == 1 and "ceiling_psnr_rgb" in res and "bd_rate_refined_vs_coded" in res
+    assert "synthesis ceiling" in r.stdout
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert_clean_error(_gap(tmp_path / "absent"), "absent")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--refine", "-1"], "--refine"),
+    (["--model", "none.pth"], "none.pth"),
+    (["--qualities", "0.5"], "quality"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, image, args, needle):
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert gap.main([str(tmp_path / "a.png"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidsieve: error") and needle in err[0], err
