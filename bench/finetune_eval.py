@@ -18,6 +18,7 @@ from ..codec.zoo import load_shipped
 from ..datasets.images import sample_video_frames
 from ..training.trainer import FINETUNE_LR, TrainConfig, Trainer
 from .bdrate import bd_rate
+from .jsonfile import write_json
 from ..pipeline import psnr_from_mse
 
 
@@ -66,8 +67,7 @@ def main(argv=None):
     res = {"clip": Path(a.clip).name, "train": "first half (60 frames)", "test": f"{len(test)} frames of the second half",
            "steps": t.step, "minutes": round(t.elapsed / 60, 1), "base_weights": entry["sha256"][:16],
            "base": cb, "finetuned": ct, "bd_rate_percent": bd_rate(cb, ct, "psnr_rgb", "pchip")}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_json(a.out, res)
     print(json.dumps({k: res[k] for k in ("clip", "steps", "minutes", "bd_rate_percent")}))
 
 

@@ -28,9 +28,7 @@ says the synthesis is, and only training it (or widening it) moves the curve.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -46,6 +44,7 @@ from ..errors import InputError, ModelError
 from ..pipeline import psnr, psnr_from_mse
 from .bdrate import bd_rate
 from .heldout import load_images, load_model
+from .jsonfile import write_json
 
 DEFAULT_QUALITIES = (1.0, 4.0, 8.0)
 #: The quality whose latent starts the search for the synthesis's ceiling (any would do).
@@ -215,10 +214,7 @@ def main(argv=None) -> int:
     if res.get("bd_rate_refined_vs_coded") is not None:
         print(f"BD-rate (PSNR-RGB) of refined vs coded: {res['bd_rate_refined_vs_coded']:+.2f} %")
     if a.out:
-        tmp = Path(a.out).with_name(f".{Path(a.out).name}.tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        os.replace(tmp, a.out)
+        write_json(a.out, res)
     return 0
 
 

@@ -16,7 +16,6 @@ than ANCHOR for the same PSNR-RGB.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..datasets.images import IMAGE_EXTS, load_rgb
 from ..errors import InputError, ModelError
 from ..pipeline import psnr_from_mse
 from .bdrate import bd_rate
+from .jsonfile import write_json
 
 DEFAULT_QUALITIES = (1.0, 3.0, 5.0, 8.0)
 
@@ -122,10 +122,7 @@ def main(argv=None) -> int:
     print("BD-rate (PSNR-RGB) of test vs anchor: " + ("n/a (curves overlap too little)" if bd is None
                                                        else f"{bd:+.2f} %"))
     if a.out:
-        tmp = Path(a.out).with_name(f".{Path(a.out).name}.tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        os.replace(tmp, a.out)
+        write_json(a.out, res)
     return 0
 
 

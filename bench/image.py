@@ -19,6 +19,7 @@ import numpy as np
 from ..codec import DEFAULT_MODEL
 from ..datasets.images import IMAGE_EXTS, load_rgb
 from ..pipeline import psnr_from_mse
+from .jsonfile import write_json
 from .runner import ms_ssim_mean
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAUL
     doc = {"images": len(images), "folder": str(folder), "curves": curves, "published": published,
            "bd_rate_vs_jpeg_psnr_pchip": bd, "timing": timing,
            "warnings": sorted({str(w.message) for w in caught})}
-    (out / "image_results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(out / "image_results.json", doc)
     _plot(doc, out, model)
     return doc
 

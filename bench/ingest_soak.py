@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .jsonfile import write_json
+
 
 def serve(clip: str, port: int, seconds: float) -> None:
     """Send the clip, looping, as H.264 in MPEG-TS (x264 ultrafast, 1 s GOP), paced at real time."""
@@ -115,8 +117,7 @@ def main(argv=None):
            "rss_growth_after_1min_mb": round(max(after_1min) - after_1min[0], 1) if after_1min else None,
            "rss_samples": rss, "degradations": [l for l in err.splitlines() if "lag" in l][:50],
            "exit_code": ing.returncode, "out_dir": out_dir}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    write_json(a.out, res)
     print(json.dumps({k: v for k, v in res.items() if k not in ("rss_samples", "degradations")}))
 
 

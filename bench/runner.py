@@ -18,6 +18,7 @@ from ..datasets.video import VideoReader
 from .codecs import CODECS, Clip
 from ..pipeline import psnr_from_mse
 from .detection_eval import Survival, masked_mse, roi_mask
+from .jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +210,7 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
            "warnings": sorted({str(w.message) for w in caught}),
            "settings": {"frames": frames, "points": points, "reference": reference, "detector": detector,
                         "version": __version__}}
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out / "results.json")
+    write_json(out / "results.json", doc)
     fields = ["clip", "codec", "setting", "kbps", "bpp", "psnr_rgb", "psnr_y", "ms_ssim", "enc_fps", "dec_fps",
               "kept_fraction", "recall", "precision", "roi_psnr", "background_psnr"]
     with open(out / "results.csv", "w", newline="") as f:

@@ -21,6 +21,7 @@ from ..datasets.video import VideoReader
 from ..detection.registry import load_detector
 from ..pipeline import CompressOptions, codec_for, compress, iter_decoded, psnr
 from .detection_eval import Survival
+from .jsonfile import write_json
 
 
 def evaluate(clip: str, reference: str, out_dir: Path, opts: CompressOptions, conf: float = 0.4) -> dict:
@@ -71,7 +72,7 @@ def main(argv=None):
     for c in a.clips:
         results.append(evaluate(c, a.reference, out.parent / "selection", CompressOptions(detector=a.detector)))
         print(json.dumps(results[-1]), flush=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out, results)
 
 
 if __name__ == "__main__":

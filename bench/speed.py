@@ -10,13 +10,13 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
 from ..codec import DEFAULT_MODEL
+from .jsonfile import write_json
 
 
 def cpu_name() -> str:
@@ -40,12 +40,13 @@ def main(argv=None):
     ap.add_argument("--model", default=DEFAULT_MODEL, help="registry name or weights file")
     ap.add_argument("--codec-only", action="store_true", help="skip the selection and detector timings")
     a = ap.parse_args(argv)
+    from fractions import Fraction
+
     from ..codec.registry import load_codec
     from ..datasets.images import load_rgb
     from ..detection.motion import MotionDetector
     from ..detection.policy import RatePolicy
     from ..detection.selection import Selector
-    from fractions import Fraction
 
     frame = cv2.resize(load_rgb(a.image), (1280, 720), interpolation=cv2.INTER_AREA)
     codec = load_codec(a.model)
@@ -99,8 +100,7 @@ def main(argv=None):
 
 
 def _write(res: dict, out: str) -> dict:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(res, indent=2) + "\n")
+    write_json(out, res)
     print(json.dumps(res))
     return res
 

@@ -18,7 +18,6 @@ Writes ``bench/results/train_step.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, widths
 from ..datasets.images import CropSampler, load_training_arrays
 from ..training.trainer import rd_loss
 from ..training.widen import widen_latent
+from .jsonfile import write_json
 from .speed import cpu_name
 
 
@@ -113,8 +113,7 @@ def main(argv=None):
             print(M, form, row[form], flush=True)
         res["widths"][f"N{widths(st)[0]}/M{M}"] = row
         print(M, "fp32 gradient vs other rate noise:", row["noise_only"], "vs other batch:", row["other_batch"])
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    write_json(a.out, res, indent=1)
     print(f"wrote {a.out}")
 
 

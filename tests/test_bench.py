@@ -187,3 +187,15 @@ def test_speed_results_name_the_processor():
         assert name == names[0]
     else:
         assert name
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path):
+    from vidsieve.bench.jsonfile import write_json
+
+    p = write_json(tmp_path / "deep" / "r.json", {"bd": -18.0})
+    assert json.loads(p.read_text()) == {"bd": -18.0}
+    # A result that cannot be written leaves the previous one, and no temp file beside it.
+    with pytest.raises(TypeError):
+        write_json(p, {"bd": object()})
+    assert json.loads(p.read_text()) == {"bd": -18.0}
+    assert [f.name for f in p.parent.iterdir()] == ["r.json"]
