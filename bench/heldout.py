@@ -89,7 +89,13 @@ def load_images(folders: list[str]) -> list[np.ndarray]:
             raise InputError(f"no such file or folder: {d}")
     if not files:
         raise InputError(f"no images in {', '.join(folders)}")
-    return [load_rgb(p) for p in files]
+    images = []
+    for p in files:
+        try:
+            images.append(load_rgb(p))
+        except OSError as exc:  # PIL's UnidentifiedImageError included
+            raise InputError(f"cannot read {p} as an image ({type(exc).__name__})") from None
+    return images
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,7 +66,15 @@ def load_state(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot load weights {path}: {str(exc).splitlines()[0]}") from None
+        # torch's own texts mislead here: its legacy (non-zip) reader answers a file that is
+        # not a checkpoint with a bare KeyError or EOFError, and its weights-only unpickler
+        # suggests loading the file again with weights_only=False, which could run its code.
+        detail = (str(exc).splitlines() or [""])[0]
+        if isinstance(exc, pickle.UnpicklingError):
+            detail = "not a PyTorch weights file, or one holding more than tensors (refused: unpickling it could run code)"
+        elif isinstance(exc, (KeyError, EOFError)) or not detail.strip():
+            detail = "not a PyTorch weights file, or a damaged one"
+        raise ModelError(f"cannot load weights {path}: {detail}") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a training checkpoint
     if not isinstance(obj, dict):

@@ -94,17 +94,23 @@ def test_cli_writes_json_and_refuses_bad_input(tmp_path, image):
     assert "synthesis ceiling" in r.stdout
     assert not list(tmp_path.glob(".*.tmp"))
     assert_clean_error(_gap(tmp_path / "absent"), "absent")
+    (d / "b.png").write_text("not an image")
+    assert_clean_error(_gap(d, "--refine", "0", "--ceiling", "0"), "b.png")
 
 
 @pytest.mark.parametrize("args, needle", [
     (["--refine", "-1"], "--refine"),
     (["--model", "none.pth"], "none.pth"),
     (["--qualities", "0.5"], "quality"),
+    (["--model", "junk.pth"], "not a PyTorch weights file"),
+    (["--model", "bogus"], "bogus"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, image, args, needle):
     from PIL import Image
 
     Image.fromarray(image).save(tmp_path / "a.png")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    args = [str(tmp_path / a) if a.endswith(".pth") else a for a in args]
     assert gap.main([str(tmp_path / "a.png"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vidsieve: error") and needle in err[0], err

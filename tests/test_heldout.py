@@ -82,5 +82,7 @@ def test_cli_writes_json_and_refuses_bad_input(tmp_path, images):
     assert json.loads(out.read_text())["bd_rate_psnr_rgb"] == 0
     assert_clean_error(_heldout(w, w, "--images", tmp_path / "absent"), "absent")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    assert_clean_error(_heldout(tmp_path / "junk.pth", w, "--images", d), "junk.pth")
+    assert_clean_error(_heldout(tmp_path / "junk.pth", w, "--images", d), "junk.pth", "not a PyTorch weights file")
+    (d / "b.png").write_bytes(b"not an image")
+    assert_clean_error(_heldout(w, w, "--images", d), "b.png")
     assert_clean_error(_heldout(w, w, "--images", d, "--qualities", "1", "8"), "three qualities")

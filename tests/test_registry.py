@@ -1,11 +1,13 @@
 """Model registry, shipped weights and zoo loading."""
 
 import json
+import os
 import pickle
 import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import assert_clean_error, run_cli
 from vidsieve.codec import DEFAULT_MODEL
@@ -68,18 +70,29 @@ def test_tampered_weights_are_refused(tmp_path):
 
 
 class Evil:
+    """Unpickling this creates the file MARK: proof that the loader ran the file's code."""
+
+    mark = None
+
     def __reduce__(self):
-        return (print, ("pwned",))
+        return (os.mknod, (str(self.mark),))
 
 
 def test_pickled_objects_are_not_loaded(tmp_path):
-    p = tmp_path / "evil.pth"
-    with open(p, "wb") as f:
-        pickle.dump({"x": Evil()}, f)
-    with pytest.raises(ModelError):
+    Evil.mark = tmp_path / "ran"
+    for fmt, save in (("pickle", lambda obj, f: pickle.dump(obj, f)), ("torch zip", torch.save)):
+        p = tmp_path / "evil.pth"
+        with open(p, "wb") as f:
+            save({"x": Evil(), "w": torch.zeros(2)}, f)
+        with pytest.raises(ModelError, match="refused: unpickling it could run code"):
+            load_state(p)
+        with pytest.raises(ModelError):
+            load_codec(str(p))
+        assert not Evil.mark.exists(), fmt
+    # And a file that is no checkpoint at all gets words, not torch's bare KeyError.
+    p.write_text("plain text")
+    with pytest.raises(ModelError, match="not a PyTorch weights file"):
         load_state(p)
-    with pytest.raises(ModelError):
-        load_codec(str(p))
 
 
 def test_zoo_offline_names_the_file(monkeypatch, tmp_path):
