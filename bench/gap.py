@@ -82,8 +82,9 @@ class Gap:
         y = self.code.analysis(pad(to_tensor(img)), [quality])
         return psnr(img, to_uint8(self.code.synthesis(y, quality), h, w))
 
-    def _bits(self, y: torch.Tensor) -> torch.Tensor:
-        """Rate of ``y`` and of its rounded hyper latent, as training estimates it."""
+    def _bits(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bits of ``y`` and of its rounded hyper latent as training estimates them, and
+        the means the decoder will predict for ``y``."""
         m = self.grad
         eb = m.entropy_bottleneck
         z = m.h_a(y)
