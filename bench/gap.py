@@ -71,15 +71,21 @@ class Gap:
         """Real bitstream of ``y`` (the analysis transform's latent unless given): bpp and PSNR-RGB."""
         h, w = img.shape[:2]
         if y is None:
-            y = self.code.analysis(pad(to_tensor(img)), [quality])
+            y = self.analysis(img, quality)
         strings, zhw, y_hat = self.code.code_latent(y)
         payload = pack(w, h, quality, zhw, strings)
         rec = to_uint8(self.code.synthesis(y_hat, quality), h, w)
         return {"bpp": 8 * len(payload) / (h * w), "psnr_rgb": psnr(img, rec)}
 
-    def unrounded(self, img: np.ndarray, quality: float) -> float:
+    def analysis(self, img: np.ndarray, quality: float) -> torch.Tensor:
+        """The product's latent of ``img`` at ``quality`` (gained, unrounded)."""
+        return self.code.analysis(pad(to_tensor(img)), [quality])
+
+    def unrounded(self, img: np.ndarray, quality: float, y: torch.Tensor | None = None) -> float:
+        """PSNR-RGB of the synthesis of ``y`` (the analysis's latent unless given) left unrounded."""
         h, w = img.shape[:2]
-        y = self.code.analysis(pad(to_tensor(img)), [quality])
+        if y is None:
+            y = self.analysis(img, quality)
         return psnr(img, to_uint8(self.code.synthesis(y, quality), h, w))
 
     def _bits(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,11 +105,13 @@ class Gap:
         y_lik = gc.likelihood_lower_bound(gc._likelihood(y_noisy, scales, means))
         return -(torch.log2(y_lik).sum() + torch.log2(z_lik).sum()), means
 
-    def refine(self, img: np.ndarray, quality: float, iters: int, lr: float = 5e-3) -> torch.Tensor:
-        """The latent after ``iters`` Adam steps on the codec's rate-distortion loss."""
+    def refine(self, img: np.ndarray, quality: float, iters: int, lr: float = 5e-3,
+               y: torch.Tensor | None = None) -> torch.Tensor:
+        """The latent after ``iters`` Adam steps on the codec's rate-distortion loss,
+        starting from ``y`` (the analysis's latent unless given)."""
         h, w = img.shape[:2]
         x = pad(to_tensor(img))
-        y = self.code.analysis(x, [quality]).clone().requires_grad_(True)
+        y = (self.analysis(img, quality) if y is None else y).clone().requires_grad_(True)
         _, inv_gain = self.grad._gains(torch.tensor([float(quality)]))
         lam = quality_lambda(quality)
         opt = torch.optim.Adam([y], lr=lr)
@@ -144,10 +152,11 @@ def measure(state: dict, images: list[np.ndarray], qualities=DEFAULT_QUALITIES, 
     ceilings = []
     for img in images:
         for q in qualities:
-            per_q[q]["coded"].append(gap.coded(img, q))
-            per_q[q]["unrounded"].append(gap.unrounded(img, q))
+            y = gap.analysis(img, q)
+            per_q[q]["coded"].append(gap.coded(img, q, y))
+            per_q[q]["unrounded"].append(gap.unrounded(img, q, y))
             if refine_iters:
-                per_q[q]["refined"].append(gap.coded(img, q, gap.refine(img, q, refine_iters)))
+                per_q[q]["refined"].append(gap.coded(img, q, gap.refine(img, q, refine_iters, y=y)))
         if ceiling_iters:
             ceilings.append(gap.ceiling(img, ceiling_iters))
         if progress:

@@ -141,16 +141,19 @@ class IntegerConv:
         if self.transposed:
             op = m.output_padding[0]
             self.fast = plain and m.output_padding == (op, op) and k - 2 * p - s + op == 0
-            taps = phase_taps(k, s, p) if self.fast else {}
+        else:
+            self.fast = plain and s == 1 and k == 2 * p + 1
+        if not self.fast:
+            return  # torch's convolution in __call__; no tap table needed
+        if self.transposed:
+            self.taps = phase_taps(k, s, p)
             per_tap = weight.permute(2, 3, 1, 0)  # [Cin, Cout, k, k] -> [k, k, Cout, Cin]
         else:
             # Output row u takes input row u + d through kernel row d + p.
-            self.fast = plain and s == 1 and k == 2 * p + 1
-            taps = {0: {d - p: d for d in range(k)}}
+            self.taps = {0: {d - p: d for d in range(k)}}
             per_tap = weight.permute(2, 3, 0, 1)  # [Cout, Cin, k, k] -> [k, k, Cout, Cin]
-        self.taps = taps
         self.per_tap = per_tap.contiguous()
-        self.pad = max((abs(d) for t in taps.values() for d in t), default=0)
+        self.pad = max(abs(d) for t in self.taps.values() for d in t)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m = self.m
