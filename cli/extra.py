@@ -24,7 +24,8 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
     t.add_argument("--N", type=positive(int), default=64, help="transform channels (default 64)")
     t.add_argument("--M", type=positive(int), default=96, help="latent channels (default 96)")
     t.add_argument("--val", nargs="+", default=None, metavar="DIR",
-                   help="held-out images/videos for the periodic check (default: a fixed 6%% split of --data)")
+                   help="held-out images/videos for the periodic check (default: the last fifth of each video "
+                        "in --data, in time; with no videos, a fixed 6%% of its images)")
     t.add_argument("--max-time", type=duration, default=None,
                    help="stop after this long (e.g. 30m, 2h); without --steps the learning-rate schedule "
                         "is fitted to this time")
@@ -39,7 +40,9 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
                         "cycle (warm restart) from --lr (default: the run's) over --max-time or --steps")
     t.add_argument("--finetune", default=None, metavar="WEIGHTS",
                    help="start from these weights (a .pth, or a shipped model's name: vidsieve-hyperprior, "
-                        "vidsieve-hyperprior-wide)")
+                        "vidsieve-hyperprior-wide); the held-out check (--val, else the last fifth of each "
+                        "video) picks the weights to keep, the starting ones included, so the result is never "
+                        "worse there than where it began")
     t.add_argument("--patch", type=positive(int), default=None, help="crop size (default 256; 128 is faster)")
     t.add_argument("--batch", type=positive(int), default=None, help="batch size (default 8)")
     t.add_argument("--lr", type=positive(float), default=None, help="learning rate (default 2e-4; 5e-5 fine-tuning)")
@@ -163,7 +166,7 @@ def cmd_train(a) -> int:
                               lr=a.lr or (FINETUNE_LR if fine else TrainConfig.lr),
                               steps=a.steps or (FINETUNE_STEPS if fine else TrainConfig.steps), threads=a.threads,
                               budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0,
-                              val_data=list(a.val or []), compile=a.compile)
+                              val_data=list(a.val or []), compile=a.compile, keep_best=fine)
             if init is not None:
                 cfg.N, cfg.M = widths(init)
             t = Trainer(cfg, a.out, init_weights=init)
@@ -174,11 +177,25 @@ def cmd_train(a) -> int:
         print(f"step {t.step}, {t.elapsed / 3600:.2f} h: checkpoint {a.out}")
         if t.history:
             print("held-out: " + json.dumps(t.history[-1]["val"]))
+        if t.cfg.keep_best:
+            print(kept_line(t.best))
     if a.export:
         w = export(a.out, a.export)
         if not a.quiet:
             print(f"exported {w}")
     return 0
+
+
+def kept_line(best: dict | None) -> str:
+    """What a fine-tuning run keeps, in one line."""
+    if best is None:
+        return "no held-out images or video: the last weights are kept, unchecked"
+    if best["step"] == best["anchor_step"]:
+        return ("no step beat the starting weights on the held-out data: they are what the checkpoint "
+                "exports, unchanged")
+    bd = "" if best["bd_rate"] is None else f", BD-rate {best['bd_rate']:+.1f}%"
+    return (f"kept step {best['step']}: held-out rate-distortion loss {best['loss_change']:+.1f}%{bd} "
+            "against the starting weights")
 
 
 def cmd_bench(a) -> int:

@@ -116,7 +116,7 @@ def main():
                      "of its --init weights (--M larger than theirs)")
         cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
                           steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
-                          video_span=(0.0, 0.5), frames_per_video=a.frames_per_video,
+                          video_span=(0.0, 0.5), frames_per_video=a.frames_per_video, video_holdout=0.0,
                           checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every, compile=a.compile,
                           widened_from=widened_from, new_lr=a.new_lr if widened_from else 0.0,
                           new_rate_ramp=a.new_rate_ramp if widened_from else 0)

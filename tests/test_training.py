@@ -1,6 +1,7 @@
 """Training: exact resumption, the train CLI, export in the registry's format."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -23,9 +24,8 @@ def image_dir(tmp_path):
 
 
 def cfg(d, **kw):
-    kw = {"N": 16, "M": 24, "steps": 100, **kw}
-    return TrainConfig(data=[str(d)], patch=64, batch=2, threads=1, eval_every=0,
-                       checkpoint_every_s=1e9, **kw)
+    kw = {"N": 16, "M": 24, "steps": 100, "eval_every": 0, **kw}
+    return TrainConfig(data=[str(d)], patch=64, batch=2, threads=1, checkpoint_every_s=1e9, **kw)
 
 
 @pytest.mark.parametrize("sampler", ["numpy", "tensor"])
@@ -414,3 +414,107 @@ def test_default_training_script_refuses_options_it_would_ignore(image_dir, tmp_
     st = torch.load(tmp_path / "c.pth", weights_only=True)
     c = json.loads(st["config"])
     assert st["step"] == first + 3 and c["budget_s"] == 0 and c["cycle_start_step"] == first and c["lr"] == 1e-4
+
+
+def ramp_video(path, frames: int = 20):
+    """A lossless clip whose frame i is textured and i * 10 levels brighter than frame 0:
+    a frame's brightness tells where in time it came from."""
+    from fractions import Fraction
+
+    from vidsieve.datasets.video import VideoWriter
+
+    base = background(128, 96, seed=3).astype(np.int32) // 3
+    w = VideoWriter(path, 128, 96, Fraction(1, 10), Fraction(10), codec="ffv1")
+    for i in range(frames):
+        w.write(np.clip(base + 10 * i, 0, 255).astype(np.uint8), i)
+    w.close()
+    return path
+
+
+def test_videos_are_held_out_in_time(tmp_path):
+    d = tmp_path / "site"
+    d.mkdir()
+    ramp_video(d / "cam.mkv")
+    t = Trainer(cfg(d, frames_per_video=10), tmp_path / "h.pth")
+    train = [float(a.mean()) for a in t.sampler.arrays]
+    val = [float(a.mean()) for a in t.val]
+    # The last fifth of the clip is the check, and nothing from it is trained on.
+    assert len(val) == 2 and len(train) == 10
+    assert min(val) > max(train)
+    assert min(val) >= float(np.clip(background(128, 96, seed=3).astype(np.int32) // 3 + 160, 0, 255).mean()) - 1
+    # Within a span, the fifth is the span's own: the first half's 40 to 50 %.
+    t = Trainer(cfg(d, frames_per_video=10, video_span=(0.0, 0.5)), tmp_path / "h2.pth")
+    assert max(float(a.mean()) for a in t.sampler.arrays) < min(float(a.mean()) for a in t.val)
+    assert max(float(a.mean()) for a in t.val) < min(val)
+    # A checkpoint from before this split resumes with the random split it had.
+    t.save()
+    st = torch.load(tmp_path / "h2.pth", weights_only=True)
+    c = json.loads(st["config"])
+    assert c["video_holdout"] == 0.2
+    del c["video_holdout"]
+    st["config"] = json.dumps(c)
+    torch.save(st, tmp_path / "old.pth")
+    assert Trainer.read_checkpoint(tmp_path / "old.pth")[0].video_holdout == 0.0
+
+
+@pytest.fixture(scope="module")
+def site_start(tmp_path_factory):
+    """One camera's clip, and a small model trained a little on its frames: a start
+    that a sane fine-tuning improves and a wild one wrecks."""
+    from vidsieve.datasets.synthetic import Mover, Scene, write_scene
+
+    tmp = tmp_path_factory.mktemp("site")
+    d = tmp / "site"
+    d.mkdir()
+    write_scene(Scene(width=128, height=96, frames=20, movers=[Mover(2, 18, (300, 150), 0.5)]), d / "cam.mkv")
+    t = Trainer(cfg(d, frames_per_video=10, lr=1e-3, seed=5), tmp / "start.pth")
+    t.run(max_steps=40, progress=False)
+    return d, {k: v.clone() for k, v in t.model.state_dict().items()}
+
+
+def test_finetune_never_keeps_worse_weights(site_start, tmp_path):
+    from vidsieve.training.export import export
+
+    d, start = site_start
+    t = Trainer(cfg(d, frames_per_video=10, lr=0.05, keep_best=True, eval_every=5), tmp_path / "w.pth",
+                init_weights=start)
+    t.run(max_steps=10, progress=False)
+    # A rate this high wrecks the model (here, to NaN); the check saw it and kept the start.
+    assert [h["step"] for h in t.history] == [5, 10]
+    assert not all(math.isfinite(h["loss_change"]) and h["loss_change"] < 0 for h in t.history)
+    assert t.best["anchor_step"] == 0 and t.best["step"] == 0 and t.best["loss_change"] == 0.0
+    assert all(torch.equal(t.best_state[k], start[k]) for k in start)
+    w = export(tmp_path / "w.pth", tmp_path / "weights")
+    shipped = torch.load(w, weights_only=True)
+    # Every weight is the start's; only the entropy coder's tables are made afresh from them.
+    weights = [k for k in start if "._" not in k and not k.endswith("scale_table")]
+    assert len(weights) > 20 and all(torch.equal(shipped[k], start[k]) for k in weights)
+    entry = json.loads((tmp_path / "weights" / "manifest.json").read_text())["models"]["vidsieve-hyperprior"]
+    assert entry["training"]["kept_step"] == 0 and entry["training"]["steps"] == 10
+
+
+def test_finetune_keeps_its_best_step_and_resumes_with_it(site_start, tmp_path):
+    d, start = site_start
+    t = Trainer(cfg(d, frames_per_video=10, lr=1e-3, keep_best=True, eval_every=10, seed=6), tmp_path / "b.pth",
+                init_weights=start)
+    t.run(max_steps=30, progress=False)
+    best, changes = t.best, {h["step"]: h["loss_change"] for h in t.history}
+    # An under-trained start gains from more training on its own scene; the weights
+    # kept are those of the check with the lowest held-out loss.
+    assert set(changes) == {10, 20, 30} and min(changes.values()) < 0
+    assert best["step"] == min(changes, key=changes.get) and best["loss_change"] == changes[best["step"]]
+    assert not torch.equal(t.best_state["g_s.0.weight"], start["g_s.0.weight"])
+    again = Trainer.resume(tmp_path / "b.pth")
+    assert again.best == json.loads(json.dumps(best))
+    assert all(torch.equal(again.best_state[k], t.best_state[k]) for k in t.best_state)
+
+
+def test_train_cli_finetune_says_what_it_kept(site_start, tmp_path):
+    d, start = site_start
+    w = tmp_path / "start.pth"
+    torch.save(start, w)
+    r = run_cli("train", "--finetune", w, "--data", d, "--out", tmp_path / "f.pth", "--patch", "64", "--batch", "2",
+                "--steps", "3", "--lr", "0.05", "--export", tmp_path / "weights", check=True)
+    assert "no step beat the starting weights on the held-out data" in r.stdout
+    shipped = torch.load(tmp_path / "weights" / "vidsieve-hyperprior.pth", weights_only=True)
+    assert torch.equal(shipped["g_a.0.weight"], start["g_a.0.weight"])

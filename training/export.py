@@ -19,10 +19,12 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
     """Write ``<out_dir>/<name>.pth`` (state dict with CDF tables) and update ``manifest.json``.
 
     ``name`` defaults to the registry name of the shipped model with the same widths
-    (:func:`~vidsieve.codec.registry.shipped_name`)."""
+    (:func:`~vidsieve.codec.registry.shipped_name`). A checkpoint that kept its best
+    held-out weights (``TrainConfig.keep_best``) exports those, not its last ones."""
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"]) if "config" in st else {}
-    state = st["model"] if "model" in st else st
+    best = json.loads(st["best"]) if "best" in st else None
+    state = st["best_model"] if best else st["model"] if "model" in st else st
     model = GainedMeanScaleHyperprior.from_state_dict(state)
     model.eval()
     model.update(force=True)
@@ -47,6 +49,9 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
             "hours": round(float(st.get("elapsed", 0.0)) / 3600, 2),
             "data": [os.path.join(*Path(d).parts[-3:]) for d in cfg.get("data", [])],
             "patch": cfg.get("patch"), "batch": cfg.get("batch"),
+            **({"kept_step": best["step"], "held_out_loss_change_percent": round(best["loss_change"], 2),
+                "held_out_bd_rate_percent": None if best["bd_rate"] is None else round(best["bd_rate"], 2)}
+               if best else {}),
             **(training_notes or {}),
         },
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, likelihood_bits
-from ..datasets.images import CropSampler, TensorCropSampler, load_training_arrays
+from ..datasets.images import CropSampler, TensorCropSampler, collect_files, load_training_arrays
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ class TrainConfig:
     frames_per_video: int = 40
     video_span: tuple[float, float] = (0.0, 1.0)
     val_fraction: float = 0.06
+    # Without val_data, videos are held out in time: the last fifth of each one's
+    # span is the check, since a frame next to a training frame tells nothing new.
+    video_holdout: float = 0.2
+    # Keep the weights that did best on the held-out data (the starting weights
+    # included), for export: fine-tuning can make a model worse on a scene
+    # (docs/TRAINING.md, "Fine-tuning on one camera").
+    keep_best: bool = False
     device: str = ""  # "" = cuda when available, else cpu
     max_scale: float = 1.0  # crops come from windows up to this many times the patch, shrunk
     val_data: list[str] = field(default_factory=list)  # held-out folders; else a seeded split of `data`
@@ -161,6 +169,10 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict] = []
+        # keep_best: the held-out check of the starting weights ("anchor") and of the best
+        # step so far, and that step's weights (on the CPU).
+        self.best: dict | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
         self._load_data()
 
     def _load_data(self) -> None:
@@ -173,11 +185,25 @@ class Trainer:
                 raise ValueError(f"no images or videos found in {', '.join(self.cfg.val_data)}")
             train = arrays
         else:
-            # A fixed, seeded hold-out split, independent of the training RNG.
-            order = np.random.default_rng(1234).permutation(len(arrays))
-            n_val = max(1, int(round(len(arrays) * self.cfg.val_fraction))) if len(arrays) > 4 else 0
-            self.val = [arrays[i] for i in order[:n_val]]
-            train = [arrays[i] for i in order[n_val:]]
+            _, videos = collect_files(self.cfg.data)
+            tail = []
+            if videos and self.cfg.video_holdout > 0:
+                lo, hi = self.cfg.video_span
+                cut = hi - (hi - lo) * self.cfg.video_holdout
+                arrays = load_training_arrays(self.cfg.data, self.cfg.frames_per_video, (lo, cut))
+                n_tail = max(2, round(self.cfg.frames_per_video * self.cfg.video_holdout))
+                tail = load_training_arrays(videos, n_tail, (cut, hi))
+            if tail:
+                self.val, train = tail, arrays
+            else:
+                # A fixed, seeded hold-out split, independent of the training RNG.
+                order = np.random.default_rng(1234).permutation(len(arrays))
+                n_val = max(1, int(round(len(arrays) * self.cfg.val_fraction))) if len(arrays) > 4 else 0
+                self.val = [arrays[i] for i in order[:n_val]]
+                train = [arrays[i] for i in order[n_val:]]
+            if not train:
+                raise ValueError(f"nothing left to train on in {', '.join(self.cfg.data)} after holding out "
+                                 "the check's images")
         self.sampler = self._make_sampler(train)
         log.info("training on %d images (%d held out)", len(self.sampler.arrays), len(self.val))
 
@@ -210,6 +236,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             **({"sampler_rng": self.sampler.get_state()} if isinstance(self.sampler, TensorCropSampler) else {}),
+            **({"best": json.dumps(self.best), "best_model": self.best_state} if self.best is not None else {}),
             # The rate term's noise is drawn on the device, from its own generator.
             **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
         }
@@ -236,6 +263,8 @@ class Trainer:
         if not isinstance(st, dict) or st.get("format") != "vidsieve-train-1":
             raise ValueError(f"{ckpt} is not a vidsieve training checkpoint")
         cfg_d = json.loads(st["config"])
+        # Runs from before the time-separated hold-out split theirs at random: resume them so.
+        cfg_d.setdefault("video_holdout", 0.0)
         cfg_d.update({k: v for k, v in overrides.items() if v is not None})
         if restart:
             cfg_d["cycle_start_s"], cfg_d["cycle_start_step"] = float(st["elapsed"]), int(st["step"])
@@ -263,6 +292,8 @@ class Trainer:
             t.sampler.set_state(st["sampler_rng"])
         if "cuda_rng" in st and t.device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"], t.device)
+        if "best" in st:
+            t.best, t.best_state = json.loads(st["best"]), st["best_model"]
         return t
 
     # -- loop --------------------------------------------------------------------
@@ -347,6 +378,43 @@ class Trainer:
             res[f"q{q}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
         return res
 
+    def check_best(self) -> dict:
+        """The held-out check for ``keep_best``: evaluates the model now, records it, and
+        keeps its weights when they beat every earlier step's and the starting weights'
+        (which the first call measures).
+
+        The measure is the training objective on the held-out data, ``lambda * 255^2 *
+        MSE + bpp`` at qualities 1, 4 and 8 (rates from the likelihoods), each relative
+        to the starting weights' and averaged: always defined, unlike a BD-rate, which
+        it comes with where the curves allow one."""
+        from ..bench.bdrate import bd_rate
+
+        ev = self.evaluate()
+        if not ev:
+            return {}
+
+        def loss(v: dict, q: str) -> float:
+            return LAMBDAS[int(float(q[1:])) - 1] * 255**2 * 10 ** (-v["psnr"] / 10) + v["bpp"]
+
+        curve = [{"kbps": v["bpp"], "psnr_rgb": v["psnr"]} for v in ev.values()]
+        if self.best is None:
+            self.best = {"step": self.step, "anchor_step": self.step, "loss_change": 0.0, "bd_rate": 0.0,
+                         "anchor": ev, "val": ev}
+        else:
+            anchor = self.best["anchor"]
+            change = 100 * (float(np.mean([loss(ev[q], q) / loss(anchor[q], q) for q in ev])) - 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a curve too short or bent for a BD-rate: the loss decides
+                bd = bd_rate([{"kbps": v["bpp"], "psnr_rgb": v["psnr"]} for v in anchor.values()], curve)
+            if not math.isfinite(change) or change >= self.best["loss_change"]:  # a diverged run is never best
+                return {"step": self.step, "loss_change": change, "bd_rate": bd, "val": ev}
+            self.best.update(step=self.step, loss_change=change, bd_rate=bd, val=ev)
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        log.info("step %d: best on the held-out data so far (loss %+.2f %% against the starting weights)",
+                 self.step, self.best["loss_change"])
+        return {"step": self.step, "loss_change": self.best["loss_change"], "bd_rate": self.best["bd_rate"],
+                "val": ev}  # this step is the best: its numbers are the best's
+
     def run(self, max_time: float | None = None, max_steps: int | None = None, progress: bool = True,
             on_checkpoint=None) -> None:
         from tqdm import tqdm
@@ -362,6 +430,11 @@ class Trainer:
         bar = tqdm(total=stop_step, initial=self.step, disable=not progress, unit="step",
                    dynamic_ncols=True, mininterval=2.0)
         ema = None
+        checked = -1  # the step the held-out check last saw (keep_best)
+        if cfg.keep_best and self.best is None:
+            self.check_best()
+            checked = self.step
+        finished = False
         try:
             while stop_step is None or self.step < stop_step:
                 now = time.monotonic()
@@ -376,16 +449,23 @@ class Trainer:
                     e = {k: float(v) for k, v in ema.items()}
                     bar.set_postfix(loss=f"{e['loss']:.3f}", bpp=f"{e['bpp']:.3f}", psnr=f"{e['psnr']:.2f}")
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
-                    ev = self.evaluate()
+                    check = self.check_best() if cfg.keep_best else {"val": self.evaluate()}
+                    ev = check.get("val", {})
+                    checked = self.step
                     self.history.append({"step": self.step, "elapsed_s": round(self.elapsed, 1),
-                                         "train": {k: round(float(v), 5) for k, v in ema.items()}, "val": ev})
+                                         "train": {k: round(float(v), 5) for k, v in ema.items()}, "val": ev,
+                                         **({"loss_change": check["loss_change"]} if "loss_change" in check else {})})
                     log.info("step %d val %s", self.step, json.dumps(ev))
                 if time.monotonic() - last_ck >= cfg.checkpoint_every_s:
                     self.save()
                     last_ck = time.monotonic()
                     if on_checkpoint:
                         on_checkpoint(self)
+            finished = True
         finally:
+            # The last steps count too; not on an interrupt, which should stop at once.
+            if finished and cfg.keep_best and self.best is not None and self.step != checked:
+                self.check_best()
             bar.close()
             self.save()
             if on_checkpoint:
