@@ -19,7 +19,7 @@ import numpy as np
 from ..codec import DEFAULT_MODEL
 from ..codec.models import widths
 from ..codec.registry import gained_from_state, load_codec
-from ..codec.zoo import load_shipped
+from ..codec.zoo import load_weights
 from ..datasets.images import sample_video_frames
 from ..training.trainer import FINETUNE_LR, TrainConfig, Trainer
 from .bdrate import bd_rate
@@ -54,12 +54,7 @@ def main(argv=None):
     ap.add_argument("--keep-last", action="store_true",
                     help="measure the last weights instead of the best on the held-out frames")
     a = ap.parse_args(argv)
-    if a.base:
-        from ..codec.zoo import load_state, sha256_file
-
-        state, entry = load_state(a.base), {"sha256": sha256_file(a.base)}
-    else:
-        state, entry = load_shipped(DEFAULT_MODEL)
+    state, sha = load_weights(a.base or DEFAULT_MODEL)
     N, M = widths(state)
     cfg = TrainConfig(data=[a.clip], N=N, M=M,
                       patch=128, batch=8, lr=FINETUNE_LR, steps=100_000, budget_s=a.minutes * 60,
@@ -68,7 +63,7 @@ def main(argv=None):
     t = Trainer(cfg, a.ckpt, init_weights=state)
     t.run(max_time=a.minutes * 60, progress=False)
     test = sample_video_frames(Path(a.clip), a.eval_frames, 0.5, 1.0)
-    base = load_codec(a.base) if a.base else load_codec()
+    base = load_codec(a.base or DEFAULT_MODEL)
     if t.best_state is not None and not a.keep_last:
         t.model.load_state_dict(t.best_state)
     t.model.eval()
@@ -77,7 +72,7 @@ def main(argv=None):
     cb, ct = rd_curve(base, test), rd_curve(tuned, test)
     res = {"clip": Path(a.clip).name, "train": "60 frames of the first 40 %",
            "held_out": "12 frames of 40 to 50 %", "test": f"{len(test)} frames of the second half",
-           "steps": t.step, "minutes": round(t.elapsed / 60, 1), "base_weights": entry["sha256"][:16],
+           "steps": t.step, "minutes": round(t.elapsed / 60, 1), "base_weights": sha[:16],
            "kept_step": t.best["step"] if t.best and not a.keep_last else t.step,
            "held_out_loss_change_percent": t.best["loss_change"] if t.best and not a.keep_last else None,
            "held_out_bd_rate_percent": t.best["bd_rate"] if t.best and not a.keep_last else None,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ from compressai.ops import quantize_ste
 from ..codec import DEFAULT_MODEL
 from ..codec.frame_codec import pack, pad, to_tensor, to_uint8
 from ..codec.models import LAMBDAS, check_quality
-from ..codec.zoo import load_shipped, load_state, sha256_file
+from ..codec.zoo import load_weights
 from ..errors import InputError, ModelError
 from ..pipeline import psnr, psnr_from_mse
 from .bdrate import bd_rate
@@ -198,13 +197,8 @@ def main(argv=None) -> int:
         qualities = [check_quality(q) for q in a.qualities]
         if a.refine < 0 or a.ceiling < 0:
             raise InputError("--refine and --ceiling take a number of steps, 0 or more")
-        if Path(a.model).suffix in (".pth", ".pt", ".ckpt"):
-            if not Path(a.model).is_file():
-                raise InputError(f"no such weights file: {a.model}")
-            state, sha = load_state(a.model), sha256_file(a.model)[:12]
-        else:
-            state, entry = load_shipped(a.model)
-            sha = entry["sha256"][:12]
+        state, sha = load_weights(a.model)
+        sha = sha[:12]
         images = load_images(a.images)
         from tqdm import tqdm
 

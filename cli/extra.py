@@ -157,10 +157,9 @@ def cmd_train(a) -> int:
             fine = a.finetune is not None
             if fine:
                 from ..codec.models import widths
-                from ..codec.zoo import load_shipped, load_state
+                from ..codec.zoo import load_weights
 
-                init = (load_shipped(a.finetune)[0] if not a.finetune.endswith((".pth", ".pt"))
-                        else load_state(a.finetune))
+                init = load_weights(a.finetune)[0]
             cfg = TrainConfig(data=list(a.data), arch=a.arch, N=a.N, M=a.M,
                               patch=a.patch or TrainConfig.patch, batch=a.batch or TrainConfig.batch,
                               lr=a.lr or (FINETUNE_LR if fine else TrainConfig.lr),

@@ -14,7 +14,7 @@ from ..errors import ModelError
 from . import DEFAULT_MODEL
 from .frame_codec import FrameCodec, GainedCodec, ZooCodec
 from .models import GainedMeanScaleHyperprior
-from .zoo import ZOO_ARCHS, load_shipped, load_zoo
+from .zoo import WEIGHTS_SUFFIXES, ZOO_ARCHS, load_shipped, load_weights, load_zoo
 
 MODELS: dict[str, Callable[..., FrameCodec]] = {}
 
@@ -84,13 +84,9 @@ def load_codec(name: str = DEFAULT_MODEL, quality: float | None = None, pretrain
     """A frame codec by registry name, or from a weights file path (``.pth``)."""
     if name in MODELS:
         return MODELS[name](quality=quality, pretrained=pretrained)
-    if name.endswith((".pth", ".pt", ".ckpt")):
+    if name.endswith(WEIGHTS_SUFFIXES):
         from pathlib import Path
 
-        from .zoo import load_state, sha256_file
-
-        p = Path(name)
-        if not p.exists():
-            raise ModelError(f"weights file not found: {name}")
-        return gained_from_state(load_state(p), f"file:{p.name}", sha256_file(p))
+        state, sha = load_weights(name)
+        return gained_from_state(state, f"file:{Path(name).name}", sha)
     raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")

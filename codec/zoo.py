@@ -75,11 +75,36 @@ def load_state(path: str | os.PathLike) -> dict:
         elif isinstance(exc, (KeyError, EOFError)) or not detail.strip():
             detail = "not a PyTorch weights file, or a damaged one"
         raise ModelError(f"cannot load weights {path}: {detail}") from None
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # a training checkpoint
+    obj = checkpoint_weights(obj)
     if not isinstance(obj, dict):
         raise ModelError(f"{path} does not hold a state dict")
     return obj
+
+
+def checkpoint_weights(obj):
+    """The weights a loaded file stands for: a state dict as it is; of a training
+    checkpoint, the weights its held-out check kept (``TrainConfig.keep_best``),
+    else its last ones."""
+    if isinstance(obj, dict) and isinstance(obj.get("best_model"), dict):
+        return obj["best_model"]
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    return obj
+
+
+#: File names that ``load_weights`` reads as weights files rather than shipped models' names.
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".ckpt")
+
+
+def load_weights(name: str | os.PathLike) -> tuple[dict, str]:
+    """State dict and sha256 of a shipped model (by name) or of a weights file
+    (``WEIGHTS_SUFFIXES``; a training checkpoint gives its kept weights)."""
+    if str(name).endswith(WEIGHTS_SUFFIXES):
+        if not Path(name).is_file():
+            raise ModelError(f"weights file not found: {name}")
+        return load_state(name), sha256_file(name)
+    state, entry = load_shipped(str(name))
+    return state, entry["sha256"]
 
 
 def zoo_url(arch: str, quality: int, metric: str = "mse") -> str:

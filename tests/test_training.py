@@ -491,6 +491,14 @@ def test_finetune_never_keeps_worse_weights(site_start, tmp_path):
     assert len(weights) > 20 and all(torch.equal(shipped[k], start[k]) for k in weights)
     entry = json.loads((tmp_path / "weights" / "manifest.json").read_text())["models"]["vidsieve-hyperprior"]
     assert entry["training"]["kept_step"] == 0 and entry["training"]["steps"] == 10
+    # Every reader of the checkpoint as weights (compress --model, --finetune, the benches)
+    # gets the kept weights too, not the wrecked last ones the checkpoint also holds.
+    from vidsieve.codec.zoo import load_weights, sha256_file
+
+    st = torch.load(tmp_path / "w.pth", weights_only=True)
+    assert not torch.equal(st["model"]["g_s.0.weight"], start["g_s.0.weight"])
+    state, sha = load_weights(tmp_path / "w.pth")
+    assert sha == sha256_file(tmp_path / "w.pth") and all(torch.equal(state[k], start[k]) for k in weights)
 
 
 def test_finetune_keeps_its_best_step_and_resumes_with_it(site_start, tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from ..codec.models import GainedMeanScaleHyperprior
 from ..codec.registry import shipped_name
-from ..codec.zoo import MANIFEST, sha256_file
+from ..codec.zoo import MANIFEST, checkpoint_weights, sha256_file
 
 
 def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str | None = None,
@@ -24,7 +24,7 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"]) if "config" in st else {}
     best = json.loads(st["best"]) if "best" in st else None
-    state = st["best_model"] if best else st["model"] if "model" in st else st
+    state = checkpoint_weights(st)
     model = GainedMeanScaleHyperprior.from_state_dict(state)
     model.eval()
     model.update(force=True)
