@@ -58,7 +58,9 @@ def bd_rate(anchor: list[dict], test: list[dict], metric: str = "psnr_rgb", meth
     return None if v is None or not math.isfinite(v) else round(float(v), 3)
 
 
-def bd_table(points: list[dict], anchor: str = "x265", metric: str = "psnr_rgb", method: str = "pchip") -> dict:
+def bd_table(points: list[dict], anchor: str = "x265", metric: str = "psnr_rgb",
+             method: str = "pchip") -> dict | None:
+    """BD-rate of every other codec against ``anchor``, per clip and averaged; None when no clip has the anchor."""
     clips = sorted({p["clip"] for p in points})
     codecs = sorted({p["codec"] for p in points} - {anchor})
     per_clip = {}
@@ -68,6 +70,8 @@ def bd_table(points: list[dict], anchor: str = "x265", metric: str = "psnr_rgb",
             continue
         per_clip[c] = {k: bd_rate(a, [p for p in points if p["clip"] == c and p["codec"] == k], metric, method)
                        for k in codecs}
+    if not per_clip:
+        return None
     mean = {}
     for k in codecs:
         vals = [per_clip[c][k] for c in per_clip if per_clip[c].get(k) is not None]

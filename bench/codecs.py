@@ -184,8 +184,7 @@ class Vidsieve(BenchCodec):
         self.detector, self.model = detector, model
 
     def run(self, clip: Clip, setting: str) -> Encoded:
-        from ..codec.container import ContainerReader
-        from ..pipeline import CompressOptions, codec_for, compress, iter_decoded
+        from ..pipeline import CompressOptions, compress, decoded_frames
 
         opts = CompressOptions(quality=_value(setting), keep_all=self.keep_all, detector=self.detector,
                                max_frames=len(clip.frames))
@@ -197,8 +196,7 @@ class Vidsieve(BenchCodec):
             s = compress(clip.path, out, opts, progress=False)
             enc_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            with ContainerReader(out) as r:
-                dec = [f.rgb for f in iter_decoded(r, codec_for(r.header, self.model))]
+            dec = [f.rgb for f in decoded_frames(out, self.model)]
             dec_s = time.perf_counter() - t0
             return Encoded(out.stat().st_size, dec, enc_s, dec_s, s.kept_fraction)
 

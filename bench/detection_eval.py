@@ -47,11 +47,3 @@ def roi_mask(dets: list[Detection], shape: tuple[int, int]) -> np.ndarray:
         x1, y1, x2, y2 = (int(round(v)) for v in d.box)
         mask[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = True
     return mask
-
-
-def masked_mse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
-    """Sum of squared errors over the mask's pixels (all channels), and the sample count."""
-    if not mask.any():
-        return 0.0, 0
-    d = a[mask].astype(np.float64) - b[mask].astype(np.float64)
-    return float((d * d).sum()), d.size

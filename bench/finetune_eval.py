@@ -10,11 +10,9 @@ choice buys.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 
 from ..codec import DEFAULT_MODEL
 from ..codec.models import widths
@@ -23,37 +21,27 @@ from ..codec.zoo import load_weights
 from ..datasets.images import sample_video_frames
 from ..training.trainer import FINETUNE_LR, TrainConfig, Trainer
 from .bdrate import bd_rate
+from . import tool
 from .jsonfile import write_json
-from ..pipeline import psnr_from_mse
+from ..training.rd import coded_curve
 
 
-def rd_curve(codec, frames, qualities=(1, 2, 3, 4, 5, 6, 7, 8)) -> list[dict]:
-    pts = []
-    for q in qualities:
-        bits = mse = 0.0
-        for f in frames:
-            e = codec.encode_batch([f], [q])[0]
-            bits += len(e.data) * 8
-            mse += float(np.mean((f.astype(np.float64) - e.recon) ** 2))
-        pix = sum(f.shape[0] * f.shape[1] for f in frames)
-        pts.append({"quality": q, "kbps": bits / pix, "bpp": bits / pix, "psnr_rgb": psnr_from_mse(mse / len(frames))})
-    return pts
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    ap = tool.parser("finetune_eval", __doc__, out="bench/results/finetune.json")
     ap.add_argument("clip")
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="training threads (default 1)")
     ap.add_argument("--eval-frames", type=int, default=8)
-    ap.add_argument("--out", default="bench/results/finetune.json")
     ap.add_argument("--ckpt", default="runs/finetune/ckpt.pth")
     ap.add_argument("--base", default=None, help="weights to start from (default: the shipped model)")
     ap.add_argument("--check-every", type=int, default=200, metavar="STEPS",
                     help="held-out check every this many steps (default 200)")
     ap.add_argument("--keep-last", action="store_true",
                     help="measure the last weights instead of the best on the held-out frames")
-    a = ap.parse_args(argv)
+    return tool.run(ap, _main, argv)
+
+
+def _main(a) -> None:
     state, sha = load_weights(a.base or DEFAULT_MODEL)
     N, M = widths(state)
     cfg = TrainConfig(data=[a.clip], N=N, M=M,
@@ -69,7 +57,7 @@ def main(argv=None):
     t.model.eval()
     t.model.update(force=True)  # the entropy coder's tables, from the kept weights' quantiles
     tuned = gained_from_state(t.model.state_dict(), "finetuned", "finetuned")
-    cb, ct = rd_curve(base, test), rd_curve(tuned, test)
+    cb, ct = coded_curve(base, test), coded_curve(tuned, test)
     res = {"clip": Path(a.clip).name, "train": "60 frames of the first 40 %",
            "held_out": "12 frames of 40 to 50 %", "test": f"{len(test)} frames of the second half",
            "steps": t.step, "minutes": round(t.elapsed / 60, 1), "base_weights": sha[:16],
@@ -84,4 +72,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,36 +27,27 @@ says the synthesis is, and only training it (or widening it) moves the curve.
 
 from __future__ import annotations
 
-import argparse
-import math
-import sys
 
 import numpy as np
 import torch
 from compressai.ops import quantize_ste
 
 from ..codec import DEFAULT_MODEL
-from ..codec.frame_codec import pack, pad, to_tensor, to_uint8
-from ..codec.models import LAMBDAS, check_quality
+from ..codec.frame_codec import pad, to_tensor, to_uint8
+from ..codec.payload import pack
+from ..codec.models import check_quality
 from ..codec.zoo import load_weights
-from ..errors import InputError, ModelError
-from ..pipeline import psnr, psnr_from_mse
+from ..errors import InputError
+from ..metrics import psnr, psnr_from_mse
 from .bdrate import bd_rate
 from .heldout import load_images, load_model
+from . import tool
 from .jsonfile import write_json
+from ..training.rd import quality_lambda, rd_objective
 
 DEFAULT_QUALITIES = (1.0, 4.0, 8.0)
 #: The quality whose latent starts the search for the synthesis's ceiling (any would do).
 QUALITY_CEILING = 8.0
-
-
-def quality_lambda(quality: float) -> float:
-    """The rate-distortion trade-off a (fractional) quality stands for: the
-    training table's lambdas interpolated geometrically, as the gains are."""
-    t = check_quality(quality) - 1.0
-    lo = min(int(t), len(LAMBDAS) - 2)
-    f = t - lo
-    return math.exp((1 - f) * math.log(LAMBDAS[lo]) + f * math.log(LAMBDAS[lo + 1]))
 
 
 class Gap:
@@ -118,7 +109,7 @@ class Gap:
             bits, means = self._bits(y)
             y_hat = quantize_ste(y - means) + means
             x_hat = self.grad.g_s(y_hat * inv_gain)[..., :h, :w]
-            loss = lam * 255**2 * (x_hat - x[..., :h, :w]).square().mean() + bits / (h * w)
+            loss = rd_objective((x_hat - x[..., :h, :w]).square().mean(), bits / (h * w), lam)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -177,8 +168,7 @@ def measure(state: dict, images: list[np.ndarray], qualities=DEFAULT_QUALITIES, 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vidsieve.bench.gap", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = tool.parser("gap", __doc__, threads=0, out=None)
     ap.add_argument("images", nargs="+", help="image files or folders (e.g. ../shared/data/images/kodak)")
     ap.add_argument("--model", default=DEFAULT_MODEL,
                     help="shipped model name or weights file (default: vidsieve-hyperprior-wide)")
@@ -188,25 +178,20 @@ def main(argv=None) -> int:
                     help="encode-time optimisation steps per image and quality; 0 skips (default: 30)")
     ap.add_argument("--ceiling", type=int, default=100, metavar="ITERS",
                     help="steps of the search for the synthesis's ceiling per image; 0 skips (default: 100)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    ap.add_argument("--out", default=None, help="also write the result here as JSON")
-    a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    try:
-        qualities = [check_quality(q) for q in a.qualities]
-        if a.refine < 0 or a.ceiling < 0:
-            raise InputError("--refine and --ceiling take a number of steps, 0 or more")
-        state, sha = load_weights(a.model)
-        sha = sha[:12]
-        images = load_images(a.images)
-        from tqdm import tqdm
+    return tool.run(ap, _main, argv)
 
-        with tqdm(total=len(images), desc="images", unit="img", disable=None) as bar:
-            res = measure(state, images, qualities, a.refine, a.ceiling, progress=bar.update)
-    except (InputError, ModelError, ValueError) as exc:
-        print(f"vidsieve: error: {exc}", file=sys.stderr)
-        return 2
+
+def _main(a) -> None:
+    from tqdm import tqdm
+
+    qualities = [check_quality(q) for q in a.qualities]
+    if a.refine < 0 or a.ceiling < 0:
+        raise InputError("--refine and --ceiling take a number of steps, 0 or more")
+    state, sha = load_weights(a.model)
+    sha = sha[:12]
+    images = load_images(a.images)
+    with tqdm(total=len(images), desc="images", unit="img", disable=None) as bar:
+        res = measure(state, images, qualities, a.refine, a.ceiling, progress=bar.update)
     res = {"model": a.model, "weights_sha256": sha, "images": a.images, "n_images": len(images), **res}
     for p in res["qualities"]:
         line = f"q{p['quality']:g}: coded {p['coded']['bpp']:.4f} bpp {p['coded']['psnr_rgb']:.2f} dB"
@@ -219,7 +204,6 @@ def main(argv=None) -> int:
         print(f"BD-rate (PSNR-RGB) of refined vs coded: {res['bd_rate_refined_vs_coded']:+.2f} %")
     if a.out:
         write_json(a.out, res)
-    return 0
 
 
 if __name__ == "__main__":

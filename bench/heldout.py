@@ -15,21 +15,18 @@ than ANCHOR for the same PSNR-RGB.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from ..codec.models import GainedMeanScaleHyperprior, check_quality, likelihood_bits
+from ..codec.models import GainedMeanScaleHyperprior, check_quality
 from ..codec.zoo import load_state, sha256_file
 from ..datasets.images import IMAGE_EXTS, load_rgb
 from ..errors import InputError, ModelError
-from ..pipeline import psnr_from_mse
+from ..training.rd import likelihood_curve
 from .bdrate import bd_rate
+from . import tool
 from .jsonfile import write_json
 
 DEFAULT_QUALITIES = (1.0, 3.0, 5.0, 8.0)
@@ -45,35 +42,10 @@ def load_model(weights: dict | str | os.PathLike) -> GainedMeanScaleHyperprior:
     return model.eval()
 
 
-@torch.no_grad()
-def likelihood_point(model: GainedMeanScaleHyperprior, img: np.ndarray, quality: float) -> dict:
-    """Likelihood rate (bits per original pixel) and PSNR-RGB of one image at one quality."""
-    h, w = img.shape[:2]
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255)
-    ph, pw = -h % 64, -w % 64
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    out = model(x, torch.tensor([float(quality)]))
-    bits = likelihood_bits(out["likelihoods"]).item()
-    rec = out["x_hat"][0, :, :h, :w].clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
-    mse = float(np.mean((img.astype(np.float64) - rec) ** 2))
-    return {"bpp": bits / (h * w), "psnr_rgb": psnr_from_mse(mse)}
-
-
-def curve(model: GainedMeanScaleHyperprior, images: list[np.ndarray], qualities) -> list[dict]:
-    """Mean rate and PSNR over ``images`` at each quality (image-averaged, as Kodak results are)."""
-    pts = []
-    for q in qualities:
-        per = [likelihood_point(model, im, q) for im in images]
-        pts.append({"quality": float(q), "bpp": round(float(np.mean([p["bpp"] for p in per])), 5),
-                    "psnr_rgb": round(float(np.mean([p["psnr_rgb"] for p in per])), 4)})
-    return pts
-
-
 def compare(anchor, test, images: list[np.ndarray], qualities=DEFAULT_QUALITIES) -> dict:
     """Both curves and the BD-rate (PSNR-RGB, pchip) of ``test`` against ``anchor``, in percent."""
-    ca = curve(load_model(anchor), images, qualities)
-    ct = curve(load_model(test), images, qualities)
+    ca = likelihood_curve(load_model(anchor), images, qualities)
+    ct = likelihood_curve(load_model(test), images, qualities)
     bd = bd_rate([{**p, "kbps": p["bpp"]} for p in ca], [{**p, "kbps": p["bpp"]} for p in ct])
     return {"anchor": ca, "test": ct, "bd_rate_psnr_rgb": bd}
 
@@ -99,25 +71,19 @@ def load_images(folders: list[str]) -> list[np.ndarray]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vidsieve.bench.heldout", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = tool.parser("heldout", __doc__, threads=0, out=None)
     ap.add_argument("anchor", help="weights to compare against (.pth state or training checkpoint)")
     ap.add_argument("test", help="weights under test")
     ap.add_argument("--images", nargs="+", required=True, help="held-out image files or folders")
     ap.add_argument("--qualities", nargs="+", type=float, default=list(DEFAULT_QUALITIES))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    ap.add_argument("--out", default=None, help="also write the result here as JSON")
-    a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    try:
-        qualities = [check_quality(q) for q in a.qualities]
-        if len(qualities) < 3:
-            raise InputError("a BD-rate needs at least three qualities")
-        res = compare(a.anchor, a.test, load_images(a.images), qualities)
-    except (InputError, ModelError, ValueError) as exc:
-        print(f"vidsieve: error: {exc}", file=sys.stderr)
-        return 2
+    return tool.run(ap, _main, argv)
+
+
+def _main(a) -> None:
+    qualities = [check_quality(q) for q in a.qualities]
+    if len(qualities) < 3:
+        raise InputError("a BD-rate needs at least three qualities")
+    res = compare(a.anchor, a.test, load_images(a.images), qualities)
     res = {"anchor_weights": {"file": a.anchor, "sha256": sha256_file(a.anchor)[:12]},
            "test_weights": {"file": a.test, "sha256": sha256_file(a.test)[:12]},
            "images": a.images, **res}
@@ -129,7 +95,6 @@ def main(argv=None) -> int:
                                                        else f"{bd:+.2f} %"))
     if a.out:
         write_json(a.out, res)
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..codec import DEFAULT_MODEL
 from ..datasets.images import IMAGE_EXTS, load_rgb
-from ..pipeline import psnr_from_mse
+from ..metrics import psnr_from_mse
 from .jsonfile import write_json
-from .runner import ms_ssim_mean
+from ..metrics import ms_ssim_mean
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAUL
                 jobs += [(arch, q) for q in qs]
             else:
                 log.info("%s: no cached weights, not measured (its published curve is still drawn)", arch)
-    bar = tqdm(total=len(jobs) * len(images), disable=(progress is False) or None, desc="bench-image", unit="img")
+    bar = tqdm(total=len(jobs) * len(images), disable=None if progress is None else not progress, desc="bench-image", unit="img")
     for name, q in jobs:
         per = []
         t_enc = t_dec = 0.0

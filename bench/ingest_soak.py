@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import tool
 from .jsonfile import write_json
 
 
@@ -64,14 +65,16 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    ap = tool.parser("ingest_soak", __doc__, out="bench/results/ingest_soak.json")
     ap.add_argument("clip")
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--segment-seconds", type=float, default=60)
-    ap.add_argument("--out", default="bench/results/ingest_soak.json")
     ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    return tool.run(ap, _main, argv)
+
+
+def _main(a) -> None:
     if a.serve:
         serve(a.clip, a.serve, a.seconds + 30)
         return
@@ -122,4 +125,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -40,6 +40,11 @@ def plot_curves(points, clips, out: Path, y: str, ylabel: str, stem: str, x: str
     return files
 
 
+def bd_summary(mean: dict) -> str:
+    """``codec -12.3%, other n/a`` for a table's mean BD-rates (n/a: the curves do not overlap enough)."""
+    return ", ".join(f"{k} {'n/a' if v is None else f'{v:+.1f}%'}" for k, v in mean.items())
+
+
 def write_report(doc: dict, out: Path) -> None:
     points, clips = doc["points"], [c["name"] for c in doc["clips"]]
     plot_curves(points, clips, out, "psnr_rgb", "PSNR-RGB (dB)", "rd-psnr")
@@ -52,16 +57,19 @@ def write_report(doc: dict, out: Path) -> None:
              "Recall/precision: reference detector on the decoded video against the original (IoU >= 0.5, "
              "same class, same frame). ROI-PSNR: inside the reference detector's boxes on the original.", ""]
     bd = doc["bd_rate"]
-    lines += [f"## BD-rate vs {bd['anchor']} ({bd['metric']}, {bd['method']}); negative = fewer bits", "",
-              "| codec | " + " | ".join(bd["per_clip"]) + " | mean |", "|---" * (len(bd["per_clip"]) + 2) + "|"]
-    for codec, m in bd["mean"].items():
-        row = [_fmt(bd["per_clip"][c].get(codec), 1) for c in bd["per_clip"]]
-        lines.append(f"| {codec} | " + " | ".join(row) + f" | {_fmt(m, 1)} |")
+    if bd is None:
+        lines += ["No BD-rate table: x265, the anchor, was not among the codecs measured."]
+    else:
+        lines += [f"## BD-rate vs {bd['anchor']} ({bd['metric']}, {bd['method']}); negative = fewer bits", "",
+                  "| codec | " + " | ".join(bd["per_clip"]) + " | mean |", "|---" * (len(bd["per_clip"]) + 2) + "|"]
+        for codec, m in bd["mean"].items():
+            row = [_fmt(bd["per_clip"][c].get(codec), 1) for c in bd["per_clip"]]
+            lines.append(f"| {codec} | " + " | ".join(row) + f" | {_fmt(m, 1)} |")
     for label, key in (("vs JPEG (psnr_rgb, pchip)", "vs_jpeg"), ("vs x265 (akima cross-check)", "akima"),
                        ("vs x265 (MS-SSIM, pchip)", "ms_ssim")):
         t = doc.get("bd_rate_extra", {}).get(key)
-        if t:
-            lines += ["", f"BD-rate {label}: " + ", ".join(f"{k} {_fmt(v, 1)}%" for k, v in t["mean"].items())]
+        if t:  # None when its anchor was not measured: no line rather than a row of blanks
+            lines += ["", f"BD-rate {label}: " + bd_summary(t["mean"])]
     for clip in clips:
         lines += ["", f"## {clip}", "", f"![rate-distortion](rd-psnr-{clip}.png)", "",
                   "| codec | setting | kbps | bpp | PSNR-RGB | PSNR-Y | MS-SSIM | ROI-PSNR | bg PSNR | recall | "

@@ -16,8 +16,8 @@ import numpy as np
 from .. import __version__
 from ..datasets.video import VideoReader
 from .codecs import CODECS, Clip
-from ..pipeline import psnr_from_mse
-from .detection_eval import Survival, masked_mse, roi_mask
+from ..metrics import luma, masked_sse, ms_ssim_mean, psnr_from_mse
+from .detection_eval import Survival, roi_mask
 from .jsonfile import write_json
 
 log = logging.getLogger(__name__)
@@ -37,28 +37,6 @@ def load_clip(path: str, frames: int | None) -> Clip:
 
         raise InputError(f"{path} has no frames")
     return Clip(Path(path).stem, imgs, pts, tb, fps, str(path))
-
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def ms_ssim_mean(orig: list[np.ndarray], dec: list[np.ndarray], max_frames: int = 24) -> float | None:
-    import torch
-    from pytorch_msssim import ms_ssim
-
-    h, w = orig[0].shape[:2]
-    if min(h, w) < 161:
-        return None  # five scales need at least 161 pixels per side
-    idx = np.linspace(0, len(orig) - 1, min(max_frames, len(orig))).round().astype(int)
-    vals = []
-    with torch.inference_mode():
-        for i in idx:
-            # torch.tensor copies: the frames may be read-only views (decoded buffers)
-            a = torch.tensor(orig[i], dtype=torch.float32).permute(2, 0, 1)[None]
-            b = torch.tensor(dec[i], dtype=torch.float32).permute(2, 0, 1)[None]
-            vals.append(float(ms_ssim(a, b, data_range=255.0)))
-    return float(np.mean(vals))
 
 
 def measure(clip: Clip, enc, ref_dets: list | None, detector=None) -> dict:
@@ -86,9 +64,9 @@ def measure(clip: Clip, enc, ref_dets: list | None, detector=None) -> dict:
         for orig, d, dets in zip(clip.frames, dec, ref_dets):
             surv.add(dets, [x for x in detector.detect(d) if x.score >= 0.4])
             m = roi_mask(dets, (h, w))
-            s, c = masked_mse(orig, d, m)
+            s, c = masked_sse(orig, d, m)
             sse_in, cnt_in = sse_in + s, cnt_in + c
-            s, c = masked_mse(orig, d, ~m)
+            s, c = masked_sse(orig, d, ~m)
             sse_out, cnt_out = sse_out + s, cnt_out + c
         point.update(recall=surv.recall if surv.reference else None,
                      precision=surv.precision if surv.decoded else None,
@@ -188,7 +166,7 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
         del c
     tasks = [(str(v), frames, c, s, reference, detector, str(cache)) for v in videos for c, sw in avail for s in sw]
     results = []
-    bar = tqdm(total=len(tasks), unit="point", disable=(progress is False) or None, desc="bench")
+    bar = tqdm(total=len(tasks), unit="point", disable=None if progress is None else not progress, desc="bench")
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as ex:
             for r in ex.map(_run_point, tasks):

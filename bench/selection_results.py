@@ -8,7 +8,6 @@ reference detector (YOLOX-Nano, ONNX) on every frame of both.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -16,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec.container import ContainerReader
 from ..datasets.video import VideoReader
 from ..detection.registry import load_detector
-from ..pipeline import CompressOptions, codec_for, compress, iter_decoded, psnr
+from ..metrics import psnr
+from ..pipeline import CompressOptions, compress, decoded_frames, make_selector
+from . import tool
 from .detection_eval import Survival
 from .jsonfile import write_json
 
@@ -31,19 +31,17 @@ def evaluate(clip: str, reference: str, out_dir: Path, opts: CompressOptions, co
     ref = load_detector(reference)
     surv = Survival()
     psnrs = []
-    with ContainerReader(vsv) as rd, VideoReader(clip) as src:
-        codec = codec_for(rd.header)
-        for orig, dec in zip(src, iter_decoded(rd, codec)):
+    with VideoReader(clip) as src:
+        for orig, dec in zip(src, decoded_frames(vsv)):
             a = [d for d in ref.detect(orig.rgb) if d.score >= conf]
             b = [d for d in ref.detect(dec.rgb) if d.score >= conf]
             surv.add(a, b)
             psnrs.append(psnr(orig.rgb, dec.rgb))
     # Detection cost at 720p on this machine (the backend compress used).
-    from ..detection.selection import build_selector
+    import cv2
 
     with VideoReader(clip) as r:
-        sel = build_selector(opts, r.time_base, r.fps, r.width, r.height)
-        import cv2
+        sel = make_selector(opts, r.time_base)
 
         frames = [cv2.resize(f.rgb, (1280, 720)) for _, f in zip(range(40), r)]
     t0 = time.perf_counter()
@@ -59,13 +57,15 @@ def evaluate(clip: str, reference: str, out_dir: Path, opts: CompressOptions, co
             "encode_seconds": round(s.seconds, 1)}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    ap = tool.parser("selection_results", __doc__, out="bench/results/selection.json")
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--reference", required=True, help="reference detector (e.g. ../shared/models/yolox_nano.onnx)")
     ap.add_argument("--detector", default="auto")
-    ap.add_argument("--out", default="bench/results/selection.json")
-    a = ap.parse_args(argv)
+    return tool.run(ap, _main, argv)
+
+
+def _main(a) -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
@@ -76,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

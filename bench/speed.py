@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -16,13 +15,14 @@ import numpy as np
 import torch
 
 from ..codec import DEFAULT_MODEL
+from . import tool
 from .jsonfile import write_json
 
 
-def cpu_name() -> str:
+def cpu_name(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     """The processor's model name: speeds differ several tenths of a second a frame between machines."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
@@ -31,22 +31,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    ap = tool.parser("speed", __doc__, out="bench/results/speed.json")
     ap.add_argument("--image", required=True)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--yolox", default=None, help="a YOLOX .onnx to time as well")
-    ap.add_argument("--out", default="bench/results/speed.json")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="registry name or weights file")
     ap.add_argument("--codec-only", action="store_true", help="skip the selection and detector timings")
-    a = ap.parse_args(argv)
+    return tool.run(ap, measure, argv)
+
+
+def measure(a) -> None:
     from fractions import Fraction
 
     from ..codec.registry import load_codec
     from ..datasets.images import load_rgb
     from ..detection.motion import MotionDetector
-    from ..detection.policy import RatePolicy
-    from ..detection.selection import Selector
+    from ..rate import RateController, RatePolicy
+    from ..selection.detect import DetectionSelector
 
     frame = cv2.resize(load_rgb(a.image), (1280, 720), interpolation=cv2.INTER_AREA)
     codec = load_codec(a.model)
@@ -69,7 +71,7 @@ def main(argv=None):
                                         "bytes": len(data)}
     if a.codec_only:
         return _write(res, a.out)
-    sel = Selector(MotionDetector(), RatePolicy(), Fraction(1, 10), Fraction(10))
+    sel = DetectionSelector(MotionDetector(), RateController(RatePolicy()), Fraction(1, 10))
     rng = np.random.default_rng(0)
     frames = [np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
               for _ in range(20)]
@@ -106,4 +108,4 @@ def _write(res: dict, out: str) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,7 +17,6 @@ Writes ``bench/results/train_step.json``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -28,8 +27,9 @@ import torch.nn.functional as F
 
 from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, widths
 from ..datasets.images import CropSampler, load_training_arrays
-from ..training.trainer import rd_loss
+from ..training.rd import rd_loss
 from ..training.widen import widen_latent
+from . import tool
 from .jsonfile import write_json
 from .speed import cpu_name
 
@@ -74,14 +74,16 @@ def _step(m, x, form: str, seed: int):
     return loss.item(), g, dt
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    ap = tool.parser("train_step", __doc__, out="bench/results/train_step.json")
     ap.add_argument("data", nargs="+", help="image folders to cut the crops from")
     ap.add_argument("--weights", required=True, help="trained weights (gradients of a random model say little)")
     ap.add_argument("--M", type=int, nargs="+", default=[96, 192], help="latent widths (wider ones are widened)")
     ap.add_argument("--reps", type=int, default=4)
-    ap.add_argument("--out", default="bench/results/train_step.json")
-    a = ap.parse_args(argv)
+    return tool.run(ap, _main, argv)
+
+
+def _main(a) -> None:
     st = torch.load(a.weights, map_location="cpu", weights_only=True)
     st = st.get("model", st)
     sampler = CropSampler(load_training_arrays(a.data), 256, np.random.default_rng(0), 1.0)
@@ -118,4 +120,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

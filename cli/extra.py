@@ -7,11 +7,12 @@ import os
 
 from ..codec import DEFAULT_MODEL
 from ..errors import InputError, VidsieveError
+from .args import add_selection_args, duration, options_from_args, positive, size
 
 COMMANDS: dict = {}
 
 
-def add_commands(sub, add_selection_args, duration, size, positive, quality) -> None:
+def add_commands(sub) -> None:
     t = sub.add_parser("train", help="train or fine-tune the variable-rate codec",
                        description="Train the codec on folders of images and videos (frames are sampled from "
                                    "videos), or fine-tune the shipped model on one camera's footage.")
@@ -103,7 +104,6 @@ def add_commands(sub, add_selection_args, duration, size, positive, quality) -> 
 
 def cmd_ingest(a) -> int:
     from ..ingest.live import Ingester, IngestOptions, status
-    from .main import options_from_args
 
     if a.status:
         print(json.dumps(status(a.status), indent=2))
@@ -111,8 +111,8 @@ def cmd_ingest(a) -> int:
     if not a.url or not a.out_dir:
         raise VidsieveError("ingest needs URL and --out-dir (or --status DIR)")
     copts = options_from_args(a)
-    copts.segment_seconds = min(30.0, a.segment_seconds or 60.0)  # activity segments within a file
-    opts = IngestOptions(segment_seconds=a.segment_seconds or 60.0, keep_days=a.keep_days, max_disk=a.max_disk,
+    opts = IngestOptions(segment_seconds=a.segment_seconds or IngestOptions.segment_seconds, keep_days=a.keep_days,
+                         max_disk=a.max_disk,
                          fsync_interval=a.fsync_interval, max_reconnects=a.max_reconnects,
                          run_seconds=a.run_seconds, compress=copts)
     return Ingester(a.url, a.out_dir, opts).run()
@@ -120,57 +120,12 @@ def cmd_ingest(a) -> int:
 
 def cmd_train(a) -> int:
     from ..training.export import export
-    from ..training.trainer import (
-        FINETUNE_LR,
-        FINETUNE_STEPS,
-        TrainConfig,
-        Trainer,
-        budget_spent,
-    )
+    from ..training.launch import TrainRequest, kept_line, prepare_run
 
-    if not a.data and not a.resume:
-        raise InputError("--data is required: folders (or files) of images and videos to train on")
-    for d in (a.data or []) + (a.val or []):
-        if not os.path.exists(d):
-            raise InputError(f"training data not found: {d}")
-    if a.restart_schedule and not a.resume:
-        raise InputError("--restart-schedule goes with --resume CKPT")
-    try:
-        if a.resume:
-            if not os.path.exists(a.resume):
-                raise InputError(f"checkpoint not found: {a.resume}")
-            restart = a.restart_schedule
-            over = {"threads": a.threads or None, "steps": a.steps, "compile": a.compile or None,
-                    "data": list(a.data) if a.data else None, "val_data": list(a.val) if a.val else None}
-            if restart:
-                if not (a.max_time or a.steps):
-                    raise InputError("--restart-schedule needs --max-time or --steps: the length of the new cycle")
-                over.update(lr=a.lr, budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0)
-            # Read before building: a refused resume should not first load all the training data.
-            cfg, st = Trainer.read_checkpoint(a.resume, restart, **over)
-            if budget_spent(cfg, float(st["elapsed"])):
-                raise InputError(f"{a.resume} already ran its whole {cfg.budget_s:g}-second schedule; to go on "
-                                 "training it, add --restart-schedule --max-time T (or --finetune from it)")
-            t = Trainer.from_checkpoint(cfg, st, a.out)
-        else:
-            init = None
-            fine = a.finetune is not None
-            if fine:
-                from ..codec.models import widths
-                from ..codec.zoo import load_weights
-
-                init = load_weights(a.finetune)[0]
-            cfg = TrainConfig(data=list(a.data), arch=a.arch, N=a.N, M=a.M,
-                              patch=a.patch or TrainConfig.patch, batch=a.batch or TrainConfig.batch,
-                              lr=a.lr or (FINETUNE_LR if fine else TrainConfig.lr),
-                              steps=a.steps or (FINETUNE_STEPS if fine else TrainConfig.steps), threads=a.threads,
-                              budget_s=float(a.max_time) if a.max_time and not a.steps else 0.0,
-                              val_data=list(a.val or []), compile=a.compile, keep_best=fine)
-            if init is not None:
-                cfg.N, cfg.M = widths(init)
-            t = Trainer(cfg, a.out, init_weights=init)
-    except ValueError as exc:
-        raise VidsieveError(str(exc)) from None
+    t = prepare_run(TrainRequest(out=a.out, data=a.data, val=a.val, resume=a.resume,
+                                 restart_schedule=a.restart_schedule, finetune=a.finetune, arch=a.arch, N=a.N, M=a.M,
+                                 patch=a.patch, batch=a.batch, lr=a.lr, steps=a.steps, max_time=a.max_time,
+                                 threads=a.threads, compile=a.compile))
     t.run(max_time=a.max_time, progress=None if not a.quiet else False)
     if not a.quiet:
         print(f"step {t.step}, {t.elapsed / 3600:.2f} h: checkpoint {a.out}")
@@ -183,18 +138,6 @@ def cmd_train(a) -> int:
         if not a.quiet:
             print(f"exported {w}")
     return 0
-
-
-def kept_line(best: dict | None) -> str:
-    """What a fine-tuning run keeps, in one line."""
-    if best is None:
-        return "no held-out images or video: the last weights are kept, unchecked"
-    if best["step"] == best["anchor_step"]:
-        return ("no step beat the starting weights on the held-out data: they are what the checkpoint "
-                "exports, unchanged")
-    bd = "" if best["bd_rate"] is None else f", BD-rate {best['bd_rate']:+.1f}%"
-    return (f"kept step {best['step']}: held-out rate-distortion loss {best['loss_change']:+.1f}%{bd} "
-            "against the starting weights")
 
 
 def cmd_bench(a) -> int:
@@ -210,9 +153,13 @@ def cmd_bench(a) -> int:
     except ValueError as exc:
         raise VidsieveError(str(exc)) from None
     if not a.quiet:
+        from ..bench.report import bd_summary
+
         bd = doc["bd_rate"]
-        print(f"BD-rate vs {bd['anchor']} ({bd['metric']}): " +
-              ", ".join(f"{k} {'n/a' if v is None else f'{v:+.1f}%'}" for k, v in bd["mean"].items()))
+        if bd is None:
+            print("no BD-rate: x265, the anchor, was not among the codecs")
+        else:
+            print(f"BD-rate vs {bd['anchor']} ({bd['metric']}): " + bd_summary(bd["mean"]))
         print(f"report: {os.path.join(a.out, 'report.md')}")
     return 0
 
@@ -225,7 +172,8 @@ def cmd_bench_image(a) -> int:
     doc = run_image_bench(a.folder, a.out, a.model, zoo=not a.no_zoo, reference_dir=a.reference, limit=a.limit,
                           progress=None if not a.quiet else False)
     if not a.quiet:
-        print("BD-rate vs JPEG (PSNR-RGB, pchip): " + ", ".join(
-            f"{k} {'n/a' if v is None else f'{v:+.1f}%'}" for k, v in doc["bd_rate_vs_jpeg_psnr_pchip"].items()))
+        from ..bench.report import bd_summary
+
+        print("BD-rate vs JPEG (PSNR-RGB, pchip): " + bd_summary(doc["bd_rate_vs_jpeg_psnr_pchip"]))
         print(f"results: {os.path.join(a.out, 'image_results.json')}")
     return 0

@@ -12,93 +12,14 @@ import logging
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..codec import DEFAULT_MODEL
 from ..errors import VidsieveError
-
-if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
-    from ..pipeline import CompressOptions
+from . import extra
+from .args import add_selection_args, options_from_args, positive
 
 log = logging.getLogger("vidsieve")
-
-
-def _quality(s: str) -> float:
-    try:
-        q = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not 1.0 <= q <= 8.0:
-        raise argparse.ArgumentTypeError("quality runs from 1 (smallest) to 8 (best)")
-    return q
-
-
-def _positive(kind):
-    def parse(s):
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError("must be positive")
-        return v
-    return parse
-
-
-def _duration(s: str) -> float:
-    """Seconds from '90', '90s', '15m', '2h'."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if s and s[-1].lower() in units:
-            return float(s[:-1]) * units[s[-1].lower()]
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {s!r} (e.g. 90, 15m, 2h)") from None
-
-
-def _size(s: str) -> int:
-    """Bytes from '500M', '20G', '1T', '1048576'."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = s.strip().lower().rstrip("ib").rstrip("b") if s else s
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError(f"not a size: {s!r} (e.g. 500M, 20G)") from None
-
-
-def add_selection_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("frame selection and rate (see docs/SELECTION.md)")
-    g.add_argument("--keep-all", action="store_true",
-                   help="encode every frame at --quality (no detection); for benchmarks")
-    g.add_argument("--quality", type=_quality, default=None,
-                   help="fixed quality 1 (smallest) .. 8 (best), fractions allowed; "
-                        "with detection it is the quality of active segments")
-    g.add_argument("--detector", default="auto",
-                   help="auto | motion | yolo11n.pt | path to .pt/.onnx (ultralytics or YOLOX layout) "
-                        "(default: auto = ultralytics yolo11n.pt when available, else motion)")
-    g.add_argument("--detector-format", choices=["ultralytics", "yolox", "motion"], default=None,
-                   help="override the backend guessed from --detector")
-    g.add_argument("--detect-size", type=_positive(int), default=None,
-                   help="detector input size in pixels (default: 320 for ultralytics/motion, 416 for YOLOX)")
-    g.add_argument("--detect-every", type=_positive(int), default=1,
-                   help="run the detector on every k-th frame only (default: 1)")
-    g.add_argument("--classes", default=None,
-                   help="comma-separated classes of interest (default: person,bicycle,car,motorcycle,bus,truck)")
-    g.add_argument("--sensitivity", type=_positive(float), default=None,
-                   help="keep-threshold scale: higher keeps more frames (default: 1.0)")
-    g.add_argument("--max-gap", type=_positive(float), default=4.0,
-                   help="keep a frame at least every this many seconds (default: 4)")
-    g.add_argument("--segment-seconds", type=_positive(float), default=None,
-                   help="longest segment in seconds (default: 30; for ingest, the length of each file: 60)")
-    g.add_argument("--policy", choices=["evidence", "balanced", "archive"], default="balanced",
-                   help="quality preset for active and idle segments (default: balanced)")
-    g.add_argument("--class-weight", action="append", default=[], metavar="CLASS=W",
-                   help="quality bonus for a class, e.g. person=1.0 car=0.5 (repeatable)")
-    g.add_argument("--target-kbps", type=_positive(float), default=None,
-                   help="choose per-segment qualities so the file lands near this rate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="video file, URL or image")
     c.add_argument("-o", "--output", required=True, help="output .vsv path")
     c.add_argument("--model", default=None, help=f"codec: registry name or weights .pth (default: {DEFAULT_MODEL})")
-    c.add_argument("--max-frames", type=_positive(int), default=None, help="stop after this many frames")
+    c.add_argument("--max-frames", type=positive(int), default=None, help="stop after this many frames")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_selection_args(c)
 
@@ -143,8 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--recover", action="store_true", help="read past damaged records")
 
-    from . import extra
-    extra.add_commands(sub, add_selection_args, _duration, _size, _positive, _quality)
+    extra.add_commands(sub)
     # -q/-v also after the command name (`vidsieve decompress x.vsv -o y.mp4 --quiet`).
     for sp in sub.choices.values():
         g = sp.add_mutually_exclusive_group()
@@ -152,28 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="print debug logs and tracebacks")
     return p
-
-
-def options_from_args(a) -> CompressOptions:
-    from ..pipeline import CompressOptions
-
-    weights = {}
-    for item in getattr(a, "class_weight", []) or []:
-        if "=" not in item:
-            raise VidsieveError(f"--class-weight wants CLASS=WEIGHT, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            weights[k.strip()] = float(v)
-        except ValueError:
-            raise VidsieveError(f"--class-weight {item!r}: weight is not a number") from None
-    return CompressOptions(
-        quality=a.quality, keep_all=a.keep_all, model=getattr(a, "model", None) or DEFAULT_MODEL,
-        detector=a.detector, detector_format=a.detector_format, detect_size=a.detect_size,
-        detect_every=a.detect_every,
-        classes=tuple(c.strip() for c in a.classes.split(",") if c.strip()) if a.classes else None,
-        sensitivity=a.sensitivity, max_gap=a.max_gap, segment_seconds=a.segment_seconds or 30.0,
-        policy=a.policy,
-        class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None))
 
 
 def cmd_compress(a) -> int:
@@ -254,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     os.environ.setdefault("YOLO_VERBOSE", "False")
-    from . import extra
-
     handler = COMMANDS.get(a.command) or extra.COMMANDS[a.command]
     try:
         return handler(a)

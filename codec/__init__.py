@@ -4,6 +4,6 @@ This package's ``__init__`` imports nothing heavy, so the CLI and the pipeline c
 name the default model without loading torch."""
 
 #: The registry name ``compress``, ``ingest`` and the benchmarks use unless told otherwise:
-#: the 64/192 model, 19 % fewer bits than the 64/96 on Kodak and, since session 22's
-#: speed-ups, inside the 1.0 s budget for a 720p frame on two cores (docs/TRAINING.md).
+#: the 64/192 model, 19 % fewer bits than the 64/96 on Kodak, 0.84 to 0.91 s for a 720p
+#: frame on two cores (docs/TRAINING.md).
 DEFAULT_MODEL = "vidsieve-hyperprior-wide"

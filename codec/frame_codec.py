@@ -5,11 +5,7 @@ beyond) are padded by edge replication to a multiple of 64 (the total
 down-sampling of a hyperprior: 16 in ``g_a`` times 4 in ``h_a``) and cropped
 back after decoding.
 
-Payload layout (little-endian; see docs/FORMAT.md)::
-
-    u8  version (1 or 2)  u16 width   u16 height   f32 quality
-    u16 latent_h          u16 latent_w              u8  n_strings
-    u32 length * n_strings, then the strings themselves
+The bytes of one frame are laid out by :mod:`.payload`.
 
 The encoder returns the reconstruction the decoder will produce, bit for bit
 on the same machine and to float rounding on any other (see :mod:`.models`
@@ -20,7 +16,6 @@ the PSNR the user gets.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,13 +25,10 @@ import torch.nn.functional as F
 
 from ..errors import FormatError
 from .models import check_quality
+from .payload import HYPER_STRIDE, PAYLOAD_VERSION, Payload, pack, unpack
 
-PAD = 64
-_HEAD = struct.Struct("<BHHfHHB")
-#: 2: the latent's scales come from the exact, machine-independent hyper-synthesis
-#: (``GainedMeanScaleHyperprior.hyper_synthesis``); 1: from the float one (still read).
-PAYLOAD_VERSION = 2
-PAYLOAD_VERSIONS = (1, 2)
+#: Frames are padded to a multiple of this: the hyperprior's total down-sampling.
+PAD = HYPER_STRIDE
 MAX_SIDE = 65535
 
 
@@ -91,45 +83,6 @@ def pad(x: torch.Tensor, multiple: int = PAD) -> torch.Tensor:
     return x
 
 
-def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes],
-         version: int = PAYLOAD_VERSION) -> bytes:
-    head = _HEAD.pack(version, width, height, float(quality), latent_hw[0], latent_hw[1], len(strings))
-    return head + struct.pack(f"<{len(strings)}I", *map(len, strings)) + b"".join(strings)
-
-
-@dataclass
-class Payload:
-    version: int
-    width: int
-    height: int
-    quality: float
-    latent_hw: tuple[int, int]
-    strings: list[bytes]
-
-
-def unpack(data: bytes, latent_stride: int = PAD) -> Payload:
-    if len(data) < _HEAD.size:
-        raise FormatError("frame payload too short")
-    ver, w, h, q, lh, lw, n = _HEAD.unpack_from(data)
-    if ver not in PAYLOAD_VERSIONS:
-        raise FormatError(f"unknown frame payload version {ver}")
-    if not (w and h) or n == 0 or n > 4:
-        raise FormatError("frame payload header is invalid")
-    if (lh, lw) != (-(-h // latent_stride), -(-w // latent_stride)):
-        raise FormatError("frame payload latent size does not match the frame size")
-    off = _HEAD.size + 4 * n
-    if len(data) < off:
-        raise FormatError("frame payload too short")
-    lens = struct.unpack_from(f"<{n}I", data, _HEAD.size)
-    if off + sum(lens) != len(data):
-        raise FormatError("frame payload lengths do not add up")
-    strings = []
-    for ln in lens:
-        strings.append(bytes(data[off : off + ln]))
-        off += ln
-    return Payload(ver, w, h, q, (lh, lw), strings)
-
-
 @dataclass
 class Encoded:
     data: bytes
@@ -162,6 +115,18 @@ class FrameCodec:
 
     def decode_batch(self, payloads: Sequence[bytes]) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def stream_encoder(self):
+        """A :class:`~.stream.StreamEncoder` for one stream of frames coded with this codec."""
+        from .stream import IntraStreamEncoder
+
+        return IntraStreamEncoder(self)
+
+    def stream_decoder(self):
+        """The :class:`~.stream.StreamDecoder` matching :meth:`stream_encoder`."""
+        from .stream import IntraStreamDecoder
+
+        return IntraStreamDecoder(self)
 
 
 class GainedCodec(FrameCodec):
@@ -205,17 +170,32 @@ class GainedCodec(FrameCodec):
         return out
 
     @torch.inference_mode()
+    def decode_latent(self, data: bytes) -> torch.Tensor:
+        """The dequantised latent a payload holds (what the synthesis receives)."""
+        symbols, means = self._symbols(unpack(data))
+        return self.model.gaussian_conditional.dequantize(symbols, means)
+
+    @torch.inference_mode()
+    def decode_symbols(self, data: bytes) -> torch.Tensor:
+        """The latent's integer symbols, ``round(y - means)``: for version 2 payloads the same on every machine."""
+        return self._symbols(unpack(data))[0]
+
+    def _symbols(self, p: Payload) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(p.strings) != 2:
+            raise FormatError("frame payload has the wrong number of streams for this model")
+        check_quality(p.quality)
+        try:
+            return self.model.decode_symbols(p.strings, p.latent_hw, exact=p.version >= 2)
+        except OverflowError:
+            raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
+
+    @torch.inference_mode()
     def decode_batch(self, payloads):
         frames = []
         for data in payloads:
             p = unpack(data)
-            if len(p.strings) != 2:
-                raise FormatError("frame payload has the wrong number of streams for this model")
-            check_quality(p.quality)
-            try:
-                y_hat = self.model.decode_latent(p.strings, p.latent_hw, exact=p.version >= 2)
-            except OverflowError:
-                raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
+            symbols, means = self._symbols(p)
+            y_hat = self.model.gaussian_conditional.dequantize(symbols, means)
             frames.append(to_uint8(self.model.synthesis(y_hat, p.quality), p.height, p.width))
         return frames
 

@@ -14,7 +14,7 @@ from a scale that differs by one ulp between encoder and decoder corrupts the
 rANS stream. So the hyper path runs one frame at a time in both (CPU
 convolutions can round differently for different batch shapes), and the scales
 come from a fixed-point form of h_s whose result does not depend on the machine
-(:class:`~.layers.ExactHyperSynthesis`).
+(:class:`~.entropy.ExactHyperSynthesis`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 from compressai.models import MeanScaleHyperprior
 from compressai.ops import quantize_ste
 
-from .layers import ExactHyperSynthesis, PolyphaseDeconv, freeze_gdn
+from .entropy import ExactHyperSynthesis, LatentCoder
+from .layers import PolyphaseDeconv, freeze_gdn
 
 #: Rate-distortion trade-offs (MSE, images in [0, 1], loss = lambda * 255^2 * MSE + bpp)
 #: from CompressAI's training table, one per quality level 1..8.
@@ -73,8 +73,8 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, M))
         # Built from the trained h_s on first use (by for_inference, or by a coding call).
         self._exact_h_s: ExactHyperSynthesis | None = None
-        # The entropy coder's tables as Python lists, held once the model is for inference only.
-        self._coder_tables: tuple[list, list, list] | None = None
+        # The latent's entropy coder, its tables converted once the model is for inference only.
+        self._latent_coder: LatentCoder | None = None
 
     @classmethod
     def from_state_dict(cls, state: dict) -> GainedMeanScaleHyperprior:
@@ -125,7 +125,7 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     def hyper_synthesis(self, z_hat: torch.Tensor, exact: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and means of the latent's entropy model from the decoded hyper latent.
 
-        ``exact`` computes the scales in fixed point (:class:`~.layers.ExactHyperSynthesis`),
+        ``exact`` computes the scales in fixed point (:class:`~.entropy.ExactHyperSynthesis`),
         the same on every machine, so a stream decodes wherever it was made; without it,
         CompressAI's float ``h_s`` (frame payloads of version 1, which decode reliably
         only on a machine that computes exactly as the encoder's did)."""
@@ -135,6 +135,16 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         if self._exact_h_s is None:
             self._exact_h_s = ExactHyperSynthesis(self.h_s, self.M)
         return self._exact_h_s(z_hat)
+
+    def latent_coder(self) -> LatentCoder:
+        """The entropy coder of ``y`` (tables converted once for a model at inference, else built per call)."""
+        if self._latent_coder is not None:
+            return self._latent_coder
+        return LatentCoder(self.gaussian_conditional)
+
+    def scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
+        """The entropy coder's table index for every predicted scale (:meth:`.entropy.LatentCoder.indexes`)."""
+        return self.latent_coder().indexes(scales)
 
     @torch.inference_mode()
     def code_latent(self, y: torch.Tensor, exact: bool = True) -> tuple[list[bytes], tuple[int, int], torch.Tensor]:
@@ -150,46 +160,22 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         shape = tuple(z.shape[-2:])
         z_hat = self.entropy_bottleneck.decompress(z_strings, shape)
         scales_hat, means_hat = self.hyper_synthesis(z_hat, exact)
-        indexes = self.scale_indexes(scales_hat)
-        gc = self.gaussian_conditional
-        symbols = gc.quantize(y, "symbols", means_hat)
-        y_string = gc.entropy_coder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
-                                                        *self.coder_tables())
-        y_hat = gc.quantize(y, "dequantize", means_hat)
+        y_string, y_hat = self.latent_coder().encode(y, scales_hat, means_hat)
         return [y_string, z_strings[0]], shape, y_hat
 
-    def coder_tables(self) -> tuple[list, list, list]:
-        """The latent's CDF tables, their lengths and offsets, as the rANS coder takes them."""
-        if self._coder_tables is not None:
-            return self._coder_tables
-        gc = self.gaussian_conditional
-        return (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
-                gc._offset.reshape(-1).int().tolist())
-
-    def scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
-        """The entropy coder's table index for every predicted scale: the same integers as
-        ``GaussianConditional.build_indexes``, which walks the whole tensor once per table
-        entry (63 passes: 0.1 to 0.2 s for a 720p frame's 192-channel latent on two
-        cores, a fifth of the frame's budget); one binary search per element costs a
-        tenth of that. Exact comparisons either way, so streams coded with either decode
-        with the other."""
-        gc = self.gaussian_conditional
-        table = gc.scale_table[:-1].to(scales.dtype)
-        # bucketize counts the table entries strictly below each scale; build_indexes
-        # starts at the last index and subtracts one for each entry at or above it.
-        return torch.bucketize(gc.lower_bound_scale(scales), table).to(torch.int32)
+    @torch.inference_mode()
+    def decode_symbols(self, strings: Sequence[bytes], shape: tuple[int, int],
+                       exact: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent's integer symbols (``round(y - means)``: the same on every machine with ``exact``) and
+        its means (float32, which may differ in their last bit between machines)."""
+        z_hat = self.entropy_bottleneck.decompress([strings[1]], shape)
+        scales_hat, means_hat = self.hyper_synthesis(z_hat, exact)
+        return self.latent_coder().decode_symbols(strings[0], scales_hat), means_hat
 
     @torch.inference_mode()
     def decode_latent(self, strings: Sequence[bytes], shape: tuple[int, int], exact: bool = True) -> torch.Tensor:
-        z_hat = self.entropy_bottleneck.decompress([strings[1]], shape)
-        scales_hat, means_hat = self.hyper_synthesis(z_hat, exact)
-        indexes = self.scale_indexes(scales_hat)
-        gc = self.gaussian_conditional
-        values = gc.entropy_coder.decode_with_indexes(strings[0], indexes.reshape(-1).tolist(), *self.coder_tables())
-        # What GaussianConditional.decompress computes, but its torch.tensor(list) of the
-        # decoded symbols takes ~65 ms for a 720p frame's 192-channel latent; numpy, 19 ms.
-        symbols = torch.from_numpy(np.array(values, dtype=np.int32)).reshape(indexes.shape)
-        return gc.dequantize(symbols, means_hat)
+        symbols, means = self.decode_symbols(strings, shape, exact)
+        return self.gaussian_conditional.dequantize(symbols, means)
 
     @torch.inference_mode()
     def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
@@ -214,6 +200,5 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         if isinstance(self.g_s[-1], nn.ConvTranspose2d):
             self.g_s[-1] = PolyphaseDeconv(self.g_s[-1])
         self._exact_h_s = ExactHyperSynthesis(self.h_s, self.M)
-        self._coder_tables = None
-        self._coder_tables = self.coder_tables()
+        self._latent_coder = LatentCoder(self.gaussian_conditional)
         return self.transforms_channels_last()

@@ -110,7 +110,16 @@ class VideoReader:
             log.warning("stopped reading %s after %d frames: %s", self.source, index, _reason(exc))
 
     def frame_count_hint(self) -> int:
-        return int(self.stream.frames or 0)
+        """Frames the file says it holds: the stream's count where the container keeps one (MP4), else its
+        duration times its rate (Matroska, AVI); 0 when neither is known (live streams)."""
+        if self._still:
+            return 1
+        if self.stream.frames:
+            return int(self.stream.frames)
+        if "://" in self.source:
+            return 0
+        duration = self.duration_hint()
+        return max(0, round(duration * float(self.fps))) if duration else 0
 
     def duration_hint(self) -> float | None:
         if self.stream.duration and self.time_base:

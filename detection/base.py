@@ -1,8 +1,8 @@
-"""Plain data shared by detectors, the change score, selection and the rate policy."""
+"""What every detector backend gives: boxes with a class and a score, in full-frame pixels."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,51 +32,6 @@ class Detection:
     def area(self) -> float:
         x1, y1, x2, y2 = self.box
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-
-@dataclass
-class Segment:
-    """A run of frames coded at one quality."""
-
-    index: int
-    start_pts: int
-    end_pts: int
-    quality: float
-    active: bool
-    frames: int = 0
-    kept: int = 0
-    classes: dict[str, int] = field(default_factory=dict)  # class -> max simultaneous count
-    first_event_pts: int | None = None
-    last_event_pts: int | None = None
-
-    def to_json(self, time_base) -> dict:
-        def sec(p):
-            return None if p is None else round(float(p * time_base), 4)
-        return {
-            "index": self.index, "start_pts": self.start_pts, "end_pts": self.end_pts,
-            "start_s": sec(self.start_pts), "end_s": sec(self.end_pts),
-            "quality": round(self.quality, 3), "active": self.active,
-            "frames": self.frames, "kept": self.kept, "classes": dict(self.classes),
-            "event_start_s": sec(self.first_event_pts), "event_end_s": sec(self.last_event_pts),
-        }
-
-
-@dataclass
-class FrameDecision:
-    keep: bool
-    quality: float
-    reason: str = ""
-    score: float = 0.0
-    detections: list[Detection] = field(default_factory=list)
-    closed: list[Segment] = field(default_factory=list)  # segments that ended before this frame
-
-
-def iou(a: tuple, b: tuple) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
 
 
 def iou_matrix(a: list[tuple], b: list[tuple]) -> np.ndarray:

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
@@ -30,9 +30,12 @@ from typing import Callable
 from ..datasets.video import VideoReader
 from ..errors import InputError
 from ..pipeline import CompressOptions, Compressor, load_codec, make_selector
+from ..rate import LagGuard
 
 log = logging.getLogger(__name__)
 INDEX = "segments.jsonl"
+#: The longest activity segment (one quality, one entry of the event index) inside a file.
+ACTIVITY_SEGMENT_SECONDS = 30.0
 
 
 @dataclass
@@ -72,11 +75,13 @@ class Ingester:
         self.out = Path(out_dir)
         self.opts = opts
         self.emit = emit or (lambda d: print(json.dumps(d), flush=True))
+        # Activity segments inside a file: never longer than the file, nor than ACTIVITY_SEGMENT_SECONDS.
+        self.compress_opts = replace(opts.compress, segment_seconds=min(ACTIVITY_SEGMENT_SECONDS, opts.segment_seconds))
         self.codec = load_codec(opts.compress.model)
         self.stop = False
         self.comp: Compressor | None = None
         self.seg_info: dict = {}
-        self.degrade = 0  # 0 normal, 1 fewer frames, 2 lower quality, 3 fewer analyses, 4 skipping
+        self.guard = LagGuard(opts.lag_soft, opts.lag_hard)
         self.lag = 0.0
         self.max_lag = 0.0
         self.selector = None
@@ -142,12 +147,12 @@ class Ingester:
             time.sleep(min(0.2, end - time.monotonic()))
 
     def _consume(self, reader: VideoReader, gap_since: float | None, t_start: float) -> None:
-        self.selector = make_selector(self.opts.compress, reader)
+        self.selector = make_selector(self.compress_opts, reader.time_base)
+        self.selector.degrade(self.guard.level)
         self.conn_utc = None  # wall-clock UTC of this connection's first frame
         tb = reader.time_base
         wall0 = stream0 = None
         pace = self.opts.realtime_files and "://" not in self.url
-        base_detect_every = getattr(getattr(self.selector, "cfg", None), "detect_every", 1)
         for frame in reader:
             if self.stop:
                 raise _Stop
@@ -164,48 +169,26 @@ class Ingester:
                     now = time.monotonic()
             self.lag = max(0.0, (now - wall0) - (t_s - stream0))
             self.max_lag = max(self.max_lag, self.lag)
-            self._adapt(base_detect_every)
+            if self.guard.update(self.lag):
+                log.warning("lag %.1f s: %s", self.lag, LagGuard.WORDS[self.guard.level])
+                self.selector.degrade(self.guard.level)
             if self.comp is None or t_s - self.seg_info["start_s"] >= self.opts.segment_seconds:
                 self._close_segment()
                 self._open_segment(reader, frame.rgb.shape, t_s, gap_since)
                 gap_since = None
-            if self.degrade >= 4 and not self._must_keep():
-                self.comp._skipped.append(frame.pts)  # too far behind: represent it by the last kept frame
-                self.comp.summary.frames += 1
-                self.comp.last_pts = frame.pts
+            if self.guard.level >= LagGuard.SKIPPING and not self._must_keep():
+                self.comp.skip(frame.pts)  # too far behind: represent it by the last kept frame
                 continue
             self.comp.push(frame.rgb, frame.pts)
 
     def _must_keep(self) -> bool:
         """Even when skipping, keep the first frame of a file and one every max-gap seconds."""
-        if self.comp is None or self.comp.summary.kept == 0:
+        if self.comp is None or self.comp.kept == 0:
             return True
-        sel = self.selector
-        last = getattr(sel, "last_kept_pts", None)
+        last = self.selector.last_kept_pts
         if last is None or self.comp.last_pts is None:
             return False
-        gap = getattr(getattr(sel, "cfg", None), "max_gap", 4.0)
-        return float((self.comp.last_pts - last) * self.comp.tb) >= gap
-
-    def _adapt(self, base_detect_every: int) -> None:
-        """Degrade in order when behind; recover one step at a time when caught up."""
-        sel = self.selector
-        want = self.degrade
-        if self.lag > self.opts.lag_hard:
-            want = 4
-        elif self.lag > self.opts.lag_soft:
-            want = min(3, self.degrade + 1) if self.degrade < 3 else 3
-        elif self.lag < self.opts.lag_soft / 4 and self.degrade > 0:
-            want = self.degrade - 1
-        if want == self.degrade:
-            return
-        log.warning("lag %.1f s: %s", self.lag, ["back to normal", "keeping fewer frames", "lowering quality",
-                                                  "analysing fewer frames", "skipping frames"][want])
-        self.degrade = want
-        if hasattr(sel, "cfg"):
-            sel.cfg.sensitivity = (self.opts.compress.sensitivity or 1.0) * (0.5 if want >= 1 else 1.0)
-            sel.policy.offset = -1.5 if want >= 2 else 0.0
-            sel.cfg.detect_every = base_detect_every * (3 if want >= 3 else 1)
+        return float((self.comp.last_pts - last) * self.comp.tb) >= self.compress_opts.max_gap
 
     def _open_segment(self, reader: VideoReader, shape, t_s: float, gap_since: float | None) -> None:
         # Named by stream time from the connection's start, so a backlog drained fast
@@ -227,13 +210,13 @@ class Ingester:
         if self.comp is None:
             return
         comp, self.comp = self.comp, None
-        if comp.summary.frames == 0:
+        if comp.frames == 0:
             comp.abort()
             return
         s = comp.close(seconds=time.monotonic() - self.seg_info["wall0"])
         classes = {}
         active = False
-        for seg in getattr(comp, "written_segments", []):
+        for seg in comp.segments:
             active |= seg.get("active", False)
             for k, v in seg.get("classes", {}).items():
                 classes[k] = max(classes.get(k, 0), v)

@@ -17,4 +17,15 @@ if ! .venv/bin/python -m pip install -q -e ".[test]" > .venv/setup.log 2>&1; the
     echo "vidsieve: set-up failed; the full log is .venv/setup.log" >&2
     exit 1
 fi
+# ultralytics asks for opencv-python, which installs the same cv2 module as the headless build
+# vidsieve pins; two packages writing one module clash, so keep the headless one alone.
+if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then
+    .venv/bin/python -m pip uninstall -q -y opencv-python >> .venv/setup.log 2>&1
+    headless=$(sed -n 's/.*"\(opencv-python-headless==[^"]*\)".*/\1/p' pyproject.toml)
+    if ! .venv/bin/python -m pip install -q --force-reinstall --no-deps "$headless" >> .venv/setup.log 2>&1; then
+        tail -30 .venv/setup.log >&2
+        echo "vidsieve: set-up failed; the full log is .venv/setup.log" >&2
+        exit 1
+    fi
+fi
 echo "$want" > "$stamp"

@@ -74,3 +74,25 @@ def codec():
     from vidsieve.codec.registry import load_codec
 
     return load_codec()
+
+
+def source_frame(width: int, height: int, seed: int) -> np.ndarray:
+    """A deterministic test picture: walls and tiles over a gradient, fixed texture (no sensor noise)."""
+    from vidsieve.datasets.synthetic import background
+
+    return background(width, height, seed).astype(np.uint8)
+
+
+def source_frames(width: int, height: int, count: int) -> list[np.ndarray]:
+    """A deterministic little scene: a still background, a striped box crossing it from frame 3 to 8."""
+    from vidsieve.datasets.synthetic import render
+
+    scene = Scene(width=width, height=height, frames=count, noise=0.0, movers=[Mover(3, 9, (500, 250), 0.4)])
+    return [rgb for _, rgb in render(scene)]
+
+
+def symbols_sha256(symbols) -> str:
+    """Checksum of a decoded latent's integer symbols (int32, C order): exact on every machine."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(symbols.cpu().numpy(), dtype=np.int32).tobytes()).hexdigest()

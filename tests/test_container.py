@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from vidsieve.codec.container import (REC_SEGMENT, ContainerReader, ContainerWriter, CorruptRecordWarning,
+from vidsieve.container import (REC_SEGMENT, ContainerReader, ContainerWriter, CorruptRecordWarning,
                                       FrameRecord, Header, IndexRecord, JsonRecord, SkipRecord, TruncatedWarning)
 from vidsieve.errors import FormatError
 

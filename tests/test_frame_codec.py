@@ -4,11 +4,12 @@ import sys
 
 import numpy as np
 import pytest
-from vidsieve.codec.frame_codec import as_rgb, pack, pad, to_tensor, to_uint8, unpack
-from vidsieve.codec.layers import ExactHyperSynthesis
+from vidsieve.codec.frame_codec import as_rgb, pad, to_tensor, to_uint8
+from vidsieve.codec.payload import pack, unpack
+from vidsieve.codec.entropy import ExactHyperSynthesis
 from vidsieve.datasets.synthetic import background
 from vidsieve.errors import FormatError
-from vidsieve.pipeline import psnr
+from vidsieve.metrics import psnr
 
 
 def scene(h, w, seed=0):

@@ -16,7 +16,8 @@ from vidsieve.codec import DEFAULT_MODEL
 from vidsieve.codec.models import LAMBDAS
 from vidsieve.codec.zoo import load_shipped
 from vidsieve.datasets.synthetic import background
-from vidsieve.pipeline import psnr
+from vidsieve.metrics import psnr
+from vidsieve.training.rd import quality_lambda
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +34,16 @@ def image():
 
 def rd_cost(point: dict, quality: float) -> float:
     mse = 255**2 / 10 ** (point["psnr_rgb"] / 10)
-    return gap.quality_lambda(quality) * mse + point["bpp"]
+    return quality_lambda(quality) * mse + point["bpp"]
 
 
 def test_quality_lambdas_are_the_training_table_between_levels():
-    assert [gap.quality_lambda(q) for q in range(1, 9)] == pytest.approx(LAMBDAS, rel=1e-12)
-    lams = [gap.quality_lambda(q) for q in np.linspace(1, 8, 29)]
+    assert [quality_lambda(q) for q in range(1, 9)] == pytest.approx(LAMBDAS, rel=1e-12)
+    lams = [quality_lambda(q) for q in np.linspace(1, 8, 29)]
     assert lams == sorted(lams) and len(set(lams)) == len(lams)
-    assert gap.quality_lambda(2.5) == pytest.approx((LAMBDAS[1] * LAMBDAS[2]) ** 0.5)
+    assert quality_lambda(2.5) == pytest.approx((LAMBDAS[1] * LAMBDAS[2]) ** 0.5)
     with pytest.raises(ValueError):
-        gap.quality_lambda(9)
+        quality_lambda(9)
 
 
 def test_coded_point_is_the_products_bitstream(measured, codec, image):
@@ -98,19 +99,20 @@ def test_cli_writes_json_and_refuses_bad_input(tmp_path, image):
     assert_clean_error(_gap(d, "--refine", "0", "--ceiling", "0"), "b.png")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--refine", "-1"], "--refine"),
-    (["--model", "none.pth"], "none.pth"),
-    (["--qualities", "0.5"], "quality"),
-    (["--model", "junk.pth"], "not a PyTorch weights file"),
-    (["--model", "bogus"], "bogus"),
+@pytest.mark.parametrize("args, needle, code", [
+    (["--refine", "-1"], "--refine", 2),
+    (["--model", "none.pth"], "none.pth", 4),
+    (["--qualities", "0.5"], "quality", 2),
+    (["--model", "junk.pth"], "not a PyTorch weights file", 4),
+    (["--model", "bogus"], "bogus", 4),
 ])
-def test_bad_options_are_one_line_errors(tmp_path, capsys, image, args, needle):
+def test_bad_options_are_one_line_errors(tmp_path, capsys, image, args, needle, code):
+    """The exit codes are the CLI's: 2 for bad input, 4 for weights that cannot be loaded."""
     from PIL import Image
 
     Image.fromarray(image).save(tmp_path / "a.png")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     args = [str(tmp_path / a) if a.endswith(".pth") else a for a in args]
-    assert gap.main([str(tmp_path / "a.png"), *args]) == 2
+    assert gap.main([str(tmp_path / "a.png"), *args]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vidsieve: error") and needle in err[0], err

@@ -14,6 +14,7 @@ from conftest import assert_clean_error
 from vidsieve.bench import heldout
 from vidsieve.codec.zoo import load_shipped
 from vidsieve.datasets.synthetic import background
+from vidsieve.training.rd import likelihood_point
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_likelihood_rate_matches_the_bitstream(shipped):
     img = background(256, 320, seed=7).astype(np.uint8)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
     for q in (2.0, 7.0):
-        est = heldout.likelihood_point(model, img, q)["bpp"] * img.shape[0] * img.shape[1]
+        est = likelihood_point(model, img, q)["bpp"] * img.shape[0] * img.shape[1]
         strings, _, _ = model.code_latent(model.analysis(x, [q]))
         real = 8 * sum(len(s) for s in strings)
         assert real == pytest.approx(est, rel=0.03), (q, real, est)

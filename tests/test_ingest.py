@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from conftest import assert_clean_error, run_cli
-from vidsieve.codec.container import ContainerReader, FrameRecord, SkipRecord
+from vidsieve.container import ContainerReader, FrameRecord, SkipRecord
 from vidsieve.ingest.live import enforce_retention
 
 HERE = Path(__file__).resolve().parent

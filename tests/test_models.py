@@ -4,12 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compressai.layers import GDN
-from vidsieve.codec.layers import (
-    ExactHyperSynthesis,
-    FrozenGDN,
-    IntegerConv,
-    PolyphaseDeconv,
-)
+from vidsieve.codec.entropy import ExactHyperSynthesis, IntegerConv
+from vidsieve.codec.layers import FrozenGDN, PolyphaseDeconv
 from vidsieve.codec.models import GainedMeanScaleHyperprior
 from vidsieve.codec.registry import load_codec
 from vidsieve.codec.zoo import load_shipped

@@ -4,20 +4,21 @@ import json
 from fractions import Fraction
 
 import numpy as np
-import pytest
 
 from conftest import YOLOX, need_shared, run_cli
 from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
 from vidsieve.detection.base import Detection
 from vidsieve.detection.motion import MotionDetector
-from vidsieve.detection.policy import RatePolicy
-from vidsieve.detection.score import change_score, small_luma
-from vidsieve.detection.selection import SelectionConfig, Selector
+from vidsieve.rate import RateController, RatePolicy
+from vidsieve.selection.base import Selector
+from vidsieve.selection.detect import DetectionSelector, SelectionConfig
+from vidsieve.selection.keepall import KeepAllSelector
+from vidsieve.selection.score import change_score, small_luma
 
 
 def select(scene, **cfg):
-    sel = Selector(MotionDetector(), RatePolicy(), Fraction(1, scene.fps), Fraction(scene.fps),
-                   SelectionConfig(**cfg))
+    tb = Fraction(1, scene.fps)
+    sel = DetectionSelector(MotionDetector(), RateController(RatePolicy(), time_base=tb), tb, SelectionConfig(**cfg))
     decisions = [sel.decide(rgb, i) for i, rgb in render(scene)]
     return decisions, sel
 
@@ -98,15 +99,31 @@ def test_score_terms():
     assert change_score([], [], other, luma, (240, 320)).scene_cut
 
 
-def test_policy_presets_and_class_weights():
-    p = RatePolicy("evidence")
-    assert p.segment_quality(True, {"person"}) > p.segment_quality(True, {"car"}) > p.segment_quality(False)
-    assert RatePolicy("archive").segment_quality(True) < RatePolicy("balanced").segment_quality(True)
-    q = RatePolicy("balanced", class_weights={"car": 2.0})
-    assert q.segment_quality(True, {"car"}) > q.segment_quality(True, {"person"})
-    assert RatePolicy("balanced", quality=7).segment_quality(True) == 7
-    with pytest.raises(ValueError):
-        RatePolicy("nope")
+def test_both_selectors_implement_the_interface_and_report_segments():
+    scene = Scene(width=160, height=120, frames=30, noise=1.0, movers=[Mover(10, 20, (450, 110), 0.5)])
+    detect = select(scene, max_gap=100)[1]
+    keep = KeepAllSelector(3.0, Fraction(1, 10), segment_seconds=1.0)
+    decisions = [keep.decide(rgb, i) for i, rgb in render(scene)]
+    for sel in (detect, keep):
+        assert isinstance(sel, Selector)
+        assert sel.describe()["name"] == sel.name
+    assert detect.detector_name == "motion" and keep.detector_name == "none"
+    # Keep-all: every frame kept at its quality, a new segment every second (10 frames).
+    assert all(d.keep and d.quality == 3.0 for d in decisions)
+    assert [i for i, d in enumerate(decisions) if d.new_segment] == [0, 10, 20]
+    assert [len(d.closed) for d in decisions].count(1) == 2 and keep.last_kept_pts == 29
+    assert [s.frames for s in keep.finish()] == [10]
+
+
+def test_lag_guard_degrades_selection_and_comes_back():
+    from vidsieve.rate import LagGuard
+
+    scene = Scene(width=160, height=120, frames=4, noise=1.0)
+    _, sel = select(scene, max_gap=100, detect_every=2, sensitivity=1.5)
+    sel.degrade(LagGuard.FEWER_ANALYSES)
+    assert sel.cfg.detect_every == 6 and sel.cfg.sensitivity == 0.75 and sel.rate.offset < 0
+    sel.degrade(0)
+    assert sel.cfg.detect_every == 2 and sel.cfg.sensitivity == 1.5 and sel.rate.offset == 0
 
 
 def test_cli_segments_in_info_and_target_kbps(tmp_path):

@@ -281,7 +281,7 @@ def test_widening_at_full_scale_with_one_prior_scale():
 
 
 def test_rate_waiver_weighs_only_the_new_channels_bits(image_dir, tmp_path, monkeypatch):
-    from vidsieve.training.trainer import rd_loss
+    from vidsieve.training.rd import rd_loss
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32)

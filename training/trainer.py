@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, likelihood_bits
+from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior
 from ..datasets.images import CropSampler, TensorCropSampler, collect_files, load_training_arrays
+from .rd import likelihood_curve, quality_lambda, rd_loss, rd_objective
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +101,6 @@ def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0, base: float | None 
 def budget_spent(cfg: TrainConfig, elapsed: float) -> bool:
     """Whether a schedule fitted to a time budget has run all of it (never, for a step schedule)."""
     return cfg.budget_s > 0 and cycle_fraction(cfg, 0, elapsed) >= 1.0
-
-
-def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor, waive: tuple[int, float] | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss, bits per pixel and MSE per item.
-
-    ``waive = (c, w)`` weighs the bits of latent channels ``c`` onwards by ``w``
-    in the loss (a widened model's new channels, ``TrainConfig.new_rate_ramp``);
-    the bpp returned counts every bit in full."""
-    n, _, h, w = x.shape
-    bpp = likelihood_bits(out["likelihoods"]) / (h * w)
-    rate = bpp
-    if waive is not None and waive[1] < 1.0:
-        c, weight = waive
-        new_bits = likelihood_bits({"y": out["likelihoods"]["y"][:, c:]}) / (h * w)
-        rate = bpp - (1.0 - weight) * new_bits
-    mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
-    loss = (lambdas * 255**2 * mse + rate).mean()
-    return loss, bpp.detach(), mse.detach()
 
 
 class Trainer:
@@ -358,7 +339,6 @@ class Trainer:
         return self._evaluate(qualities, size)
 
     def _evaluate(self, qualities, size: int) -> dict:
-        res = {}
         crops = []
         for a in self.val:
             h, w = a.shape[:2]
@@ -366,17 +346,11 @@ class Trainer:
             if min(ch, cw) < 64:
                 continue
             y, x = (h - ch) // 2, (w - cw) // 2
-            crops.append(torch.from_numpy(a[y : y + ch, x : x + cw].copy()).permute(2, 0, 1).float() / 255)
-        for q in qualities:
-            bpps, psnrs = [], []
-            for c in crops:
-                c = c.to(self.device)
-                out = self.model(c[None], torch.tensor([float(q)], device=self.device))
-                _, bpp, mse = rd_loss(out, c[None], torch.tensor([0.0], device=self.device))
-                bpps.append(bpp.item())
-                psnrs.append(-10 * math.log10(max(mse.item(), 1e-10)))
-            res[f"q{q}"] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
-        return res
+            crops.append(a[y : y + ch, x : x + cw])
+        if not crops:
+            return {}
+        return {f"q{p['quality']:g}": {"bpp": p["bpp"], "psnr": p["psnr_rgb"]}
+                for p in likelihood_curve(self.model, crops, qualities)}
 
     def check_best(self) -> dict:
         """The held-out check for ``keep_best``: evaluates the model now, records it, and
@@ -394,7 +368,7 @@ class Trainer:
             return {}
 
         def loss(v: dict, q: str) -> float:
-            return LAMBDAS[int(float(q[1:])) - 1] * 255**2 * 10 ** (-v["psnr"] / 10) + v["bpp"]
+            return rd_objective(10 ** (-v["psnr"] / 10), v["bpp"], quality_lambda(float(q[1:])))
 
         curve = [{"kbps": v["bpp"], "psnr_rgb": v["psnr"]} for v in ev.values()]
         if self.best is None:
@@ -427,7 +401,7 @@ class Trainer:
         t0 = time.monotonic()
         start_elapsed = self.elapsed
         last_ck = t0
-        bar = tqdm(total=stop_step, initial=self.step, disable=not progress, unit="step",
+        bar = tqdm(total=stop_step, initial=self.step, disable=None if progress is None else not progress, unit="step",
                    dynamic_ncols=True, mininterval=2.0)
         ema = None
         checked = -1  # the step the held-out check last saw (keep_best)

@@ -1,6 +1,6 @@
-"""Frame selection and segmentation: which frames to keep, and where segments start.
+"""Detection-driven frame selection and segmentation: which frames to keep, and where segments start.
 
-The :class:`Selector` is fed frames in order and answers, for each, whether to
+The :class:`DetectionSelector` is fed frames in order and answers, for each, whether to
 keep it and at which quality. It keeps a frame when the change score against
 the last kept frame passes the threshold, when ``max_gap`` seconds passed, at a
 scene cut, and at the start of every segment (so each segment, and every seek
@@ -10,14 +10,15 @@ point, starts with a frame that stands alone). The first frame is always kept.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable
 
 import numpy as np
 
-from .base import DEFAULT_CLASSES, Detection, Detector, FrameDecision, Segment
-from .policy import FeedbackController, RatePolicy
+from ..detection.base import DEFAULT_CLASSES, Detection, Detector
+from ..rate import LagGuard, RateController, RatePolicy
+from .base import FrameDecision, Segment
 from .score import ChangeScore, ScoreConfig, change_score, small_luma
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,30 @@ class SelectionConfig:
     upgrade_step: float = 0.25  # start a new segment when the wanted quality rises by this much
 
 
-class Selector:
+class DetectionSelector:
+    """The :class:`~.base.Selector` that runs a detector and scores change against the last kept frame.
+
+    Args:
+        detector: the backend (:mod:`vidsieve.detection.registry`).
+        rate: the owner of segment qualities and of their offset.
+        time_base: of the pts it is given.
+        cfg: thresholds and segment rules.
+        score_cfg: the change score's weights.
+    """
+
     name = "detect"
 
-    def __init__(self, detector: Detector, policy: RatePolicy, time_base: Fraction, fps: Fraction,
-                 cfg: SelectionConfig = SelectionConfig(), score_cfg: ScoreConfig = ScoreConfig(),
-                 rate_target_kbps: float | None = None):
+    def __init__(self, detector: Detector, rate: RateController, time_base: Fraction,
+                 cfg: SelectionConfig | None = None, score_cfg: ScoreConfig | None = None):
         self.detector = detector
-        self.detector_name = getattr(detector, "name", type(detector).__name__)
-        self.policy = policy
+        self.detector_name = detector.name
+        self.rate = rate
         self.tb = time_base
-        self.fps = fps
-        self.cfg = cfg
-        self.score_cfg = score_cfg
-        self.classes = set(cfg.classes) | {"motion"}
-        self.target_kbps = rate_target_kbps
-        self.feedback = FeedbackController()
+        # Copies: the lag guard changes them for this selector alone.
+        self.cfg = replace(cfg) if cfg is not None else SelectionConfig()
+        self.base_cfg = replace(self.cfg)
+        self.score_cfg = score_cfg or ScoreConfig()
+        self.classes = set(self.cfg.classes) | {"motion"}
         self.index = 0
         self.segment: Segment | None = None
         self.segments = 0
@@ -59,24 +68,19 @@ class Selector:
         self.last_active_pts: int | None = None
         self.dets: list[Detection] = []
         self.last_score = ChangeScore()
-        # Rate control bookkeeping (target kbps, one pass): bits spent vs. the budget so far.
-        self.bits = 0
-        self.first_pts: int | None = None
-        self.plan_bits: list[float] | None = None  # planned bits per segment (two-pass)
 
     def describe(self) -> dict:
-        return {"name": self.name, "detector": self.detector_name, "policy": self.policy.preset,
+        return {"name": self.name, "detector": self.detector_name, "policy": self.rate.policy.preset,
                 "sensitivity": self.cfg.sensitivity, "max_gap": self.cfg.max_gap,
                 "segment_seconds": self.cfg.segment_seconds, "detect_every": self.cfg.detect_every,
-                "classes": sorted(self.cfg.classes), "target_kbps": self.target_kbps}
+                "classes": sorted(self.cfg.classes), "target_kbps": self.rate.target_kbps}
 
     def _seconds(self, a: int, b: int) -> float:
         return float((a - b) * self.tb)
 
     def decide(self, rgb: np.ndarray, pts: int) -> FrameDecision:
         cfg = self.cfg
-        if self.first_pts is None:
-            self.first_pts = pts
+        self.rate.start(pts)
         if self.index % cfg.detect_every == 0:
             self.dets = [d for d in self.detector.detect(rgb) if d.cls in self.classes]
         self.index += 1
@@ -101,18 +105,20 @@ class Selector:
         self.last_score = sc
 
         closed = []
-        want = self.policy.segment_quality(active, present)
+        want = self.rate.segment_quality(active, present)
         seg = self.segment
+        opened = False
         if (seg is None or seg.active != active or reason == "scene-cut"
                 or self._seconds(pts, seg.start_pts) >= cfg.segment_seconds
                 or want >= seg.quality + cfg.upgrade_step):
             if seg is not None:
                 closed.append(seg)
-                self._rate_feedback(pts)
-                want = self.policy.segment_quality(active, present)
+                self.rate.segment_closed(pts, self.segments)
+                want = self.rate.segment_quality(active, present)
             self.segment = seg = Segment(index=self.segments, start_pts=pts, end_pts=pts, quality=want,
-                                         active=active)
+                                         active=active, base_quality=self.rate.policy.base(active, present))
             self.segments += 1
+            opened = True
             if not keep:
                 keep, reason = True, "segment"
         seg.end_pts = pts
@@ -132,39 +138,34 @@ class Selector:
             self.ref_luma = luma
             self.last_kept_pts = pts
         return FrameDecision(keep=keep, quality=seg.quality, reason=reason, score=sc.total, detections=dets,
-                             closed=closed)
+                             closed=closed, segment=seg, new_segment=opened)
 
-    def on_rate(self, bits: int, pixels: int, quality: float) -> None:
-        self.bits += bits
+    def on_coded(self, bits: int) -> None:
+        self.rate.on_coded(bits)
 
-    def _rate_feedback(self, pts: int) -> None:
-        if not self.target_kbps or self.first_pts is None:
-            return
-        if self.plan_bits is not None:
-            # Two-pass: hold the spend to the plan, which already favours activity.
-            planned = sum(self.plan_bits[: self.segments])
-        else:
-            # One pass (live): the budget accrues evenly with time.
-            elapsed = self._seconds(pts, self.first_pts)
-            if elapsed <= 0:
-                return
-            planned = self.target_kbps * 1000 * elapsed
-        self.policy.offset += self.feedback.correction(self.bits, planned)
-        self.policy.offset = max(-7.0, min(7.0, self.policy.offset))
+    def degrade(self, level: int) -> None:
+        base = self.base_cfg
+        self.cfg.sensitivity = base.sensitivity * (0.5 if level >= LagGuard.FEWER_FRAMES else 1.0)
+        self.cfg.detect_every = base.detect_every * (3 if level >= LagGuard.FEWER_ANALYSES else 1)
+        self.rate.degrade(level)
 
     def finish(self) -> list[Segment]:
         s, self.segment = self.segment, None
         return [s] if s else []
 
 
-def build_selector(opts, time_base: Fraction, fps: Fraction, width: int, height: int,
-                   duration_s: float | None = None, log_fn: Callable[[str], None] | None = None,
-                   detector: Detector | None = None) -> Selector:
-    from .registry import load_detector
+def build_selector(opts, time_base: Fraction, log_fn: Callable[[str], None] | None = None,
+                   detector: Detector | None = None, plan=None) -> DetectionSelector:
+    """The detection-driven selector ``opts`` (:class:`vidsieve.pipeline.options.CompressOptions`) describe,
+    its rate controller started from ``plan`` (:class:`vidsieve.pipeline.plan.RatePlan`) when given."""
+    from ..detection.registry import load_detector
 
     classes = tuple(opts.classes) if opts.classes else DEFAULT_CLASSES
     det = detector or load_detector(opts.detector, opts.detector_format, opts.detect_size, classes, log_fn)
     policy = RatePolicy(preset=opts.policy, quality=opts.quality, class_weights=opts.class_weights or {})
     cfg = SelectionConfig(sensitivity=opts.sensitivity or 1.0, max_gap=opts.max_gap,
                           segment_seconds=opts.segment_seconds, detect_every=opts.detect_every, classes=classes)
-    return Selector(det, policy, time_base, fps, cfg, rate_target_kbps=opts.target_kbps)
+    rate = RateController(policy, opts.target_kbps, time_base)
+    if plan is not None:
+        rate.set_plan(plan.offset, plan.segment_bits)
+    return DetectionSelector(det, rate, time_base, cfg)

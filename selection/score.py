@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .base import Detection, iou_matrix
+from ..detection.base import Detection, iou_matrix
 
 
 @dataclass

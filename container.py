@@ -31,7 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..errors import FormatError, OutputError
+from .errors import FormatError, OutputError
 
 MAGIC = b"\x89VSV\r\n\x1a\n"
 VERSION = 1
@@ -472,8 +472,3 @@ class ContainerReader:
 
     def __exit__(self, *_):
         self.close()
-
-
-def is_vsv(data: bytes | BinaryIO) -> bool:
-    head = data[:8] if isinstance(data, (bytes, bytearray)) else data.read(8)
-    return head == MAGIC

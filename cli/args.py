@@ -1,0 +1,113 @@
+"""Argument types and option groups shared by the ``vidsieve`` subcommands.
+
+Nothing here imports the pipeline at module level, so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ..codec import DEFAULT_MODEL
+from ..errors import VidsieveError
+
+if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
+    from ..pipeline import CompressOptions
+
+
+def quality(s: str) -> float:
+    try:
+        q = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not 1.0 <= q <= 8.0:
+        raise argparse.ArgumentTypeError("quality runs from 1 (smallest) to 8 (best)")
+    return q
+
+
+def positive(kind):
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return v
+    return parse
+
+
+def duration(s: str) -> float:
+    """Seconds from '90', '90s', '15m', '2h'."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if s and s[-1].lower() in units:
+            return float(s[:-1]) * units[s[-1].lower()]
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {s!r} (e.g. 90, 15m, 2h)") from None
+
+
+def size(s: str) -> int:
+    """Bytes from '500M', '20G', '1T', '1048576'."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = s.strip().lower().rstrip("ib").rstrip("b") if s else s
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a size: {s!r} (e.g. 500M, 20G)") from None
+
+
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("frame selection and rate (see docs/SELECTION.md)")
+    g.add_argument("--keep-all", action="store_true",
+                   help="encode every frame at --quality (no detection); for benchmarks")
+    g.add_argument("--quality", type=quality, default=None,
+                   help="fixed quality 1 (smallest) .. 8 (best), fractions allowed; "
+                        "with detection it is the quality of active segments")
+    g.add_argument("--detector", default="auto",
+                   help="auto | motion | yolo11n.pt | path to .pt/.onnx (ultralytics or YOLOX layout) "
+                        "(default: auto = ultralytics yolo11n.pt when available, else motion)")
+    g.add_argument("--detector-format", choices=["ultralytics", "yolox", "motion"], default=None,
+                   help="override the backend guessed from --detector")
+    g.add_argument("--detect-size", type=positive(int), default=None,
+                   help="detector input size in pixels (default: 320 for ultralytics/motion, 416 for YOLOX)")
+    g.add_argument("--detect-every", type=positive(int), default=1,
+                   help="run the detector on every k-th frame only (default: 1)")
+    g.add_argument("--classes", default=None,
+                   help="comma-separated classes of interest (default: person,bicycle,car,motorcycle,bus,truck)")
+    g.add_argument("--sensitivity", type=positive(float), default=None,
+                   help="keep-threshold scale: higher keeps more frames (default: 1.0)")
+    g.add_argument("--max-gap", type=positive(float), default=4.0,
+                   help="keep a frame at least every this many seconds (default: 4)")
+    g.add_argument("--segment-seconds", type=positive(float), default=None,
+                   help="longest segment in seconds (default: 30; for ingest, the length of each file: 60)")
+    g.add_argument("--policy", choices=["evidence", "balanced", "archive"], default="balanced",
+                   help="quality preset for active and idle segments (default: balanced)")
+    g.add_argument("--class-weight", action="append", default=[], metavar="CLASS=W",
+                   help="quality bonus for a class, e.g. person=1.0 car=0.5 (repeatable)")
+    g.add_argument("--target-kbps", type=positive(float), default=None,
+                   help="choose per-segment qualities so the file lands near this rate")
+
+
+def options_from_args(a) -> CompressOptions:
+    from ..pipeline import CompressOptions
+
+    weights = {}
+    for item in getattr(a, "class_weight", []) or []:
+        if "=" not in item:
+            raise VidsieveError(f"--class-weight wants CLASS=WEIGHT, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            weights[k.strip()] = float(v)
+        except ValueError:
+            raise VidsieveError(f"--class-weight {item!r}: weight is not a number") from None
+    return CompressOptions(
+        quality=a.quality, keep_all=a.keep_all, model=getattr(a, "model", None) or DEFAULT_MODEL,
+        detector=a.detector, detector_format=a.detector_format, detect_size=a.detect_size,
+        detect_every=a.detect_every,
+        classes=tuple(c.strip() for c in a.classes.split(",") if c.strip()) if a.classes else None,
+        sensitivity=a.sensitivity, max_gap=a.max_gap, segment_seconds=a.segment_seconds or 30.0,
+        policy=a.policy,
+        class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None))

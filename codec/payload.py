@@ -1,0 +1,68 @@
+"""The bytes of one coded frame: a versioned header and the entropy coder's strings.
+
+Layout (little-endian; docs/FORMAT.md)::
+
+    u8  version (1 or 2)  u16 width   u16 height   f32 quality
+    u16 latent_h          u16 latent_w              u8  n_strings
+    u32 length * n_strings, then the strings themselves
+
+Versions: 2, the latent's scales come from the exact, machine-independent
+hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
+(CompressAI zoo models, and a fallback for hyper latents out of the exact
+range; still read). Every length is checked against the bytes present before
+anything is sliced.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import FormatError
+
+#: The hyperprior's total down-sampling (16 in ``g_a`` times 4 in ``h_a``): the stored latent shape is the
+#: frame's size divided by it, rounded up.
+HYPER_STRIDE = 64
+_HEAD = struct.Struct("<BHHfHHB")
+PAYLOAD_VERSION = 2
+PAYLOAD_VERSIONS = (1, 2)
+
+
+def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes],
+         version: int = PAYLOAD_VERSION) -> bytes:
+    head = _HEAD.pack(version, width, height, float(quality), latent_hw[0], latent_hw[1], len(strings))
+    return head + struct.pack(f"<{len(strings)}I", *map(len, strings)) + b"".join(strings)
+
+
+@dataclass
+class Payload:
+    version: int
+    width: int
+    height: int
+    quality: float
+    latent_hw: tuple[int, int]
+    strings: list[bytes]
+
+
+def unpack(data: bytes, latent_stride: int = HYPER_STRIDE) -> Payload:
+    if len(data) < _HEAD.size:
+        raise FormatError("frame payload too short")
+    ver, w, h, q, lh, lw, n = _HEAD.unpack_from(data)
+    if ver not in PAYLOAD_VERSIONS:
+        raise FormatError(f"unknown frame payload version {ver}")
+    if not (w and h) or n == 0 or n > 4:
+        raise FormatError("frame payload header is invalid")
+    if (lh, lw) != (-(-h // latent_stride), -(-w // latent_stride)):
+        raise FormatError("frame payload latent size does not match the frame size")
+    off = _HEAD.size + 4 * n
+    if len(data) < off:
+        raise FormatError("frame payload too short")
+    lens = struct.unpack_from(f"<{n}I", data, _HEAD.size)
+    if off + sum(lens) != len(data):
+        raise FormatError("frame payload lengths do not add up")
+    strings = []
+    for ln in lens:
+        strings.append(bytes(data[off : off + ln]))
+        off += ln
+    return Payload(ver, w, h, q, (lh, lw), strings)

@@ -1,0 +1,192 @@
+"""The decompress road: container reader -> stream decoder -> hold-fill of dropped frames -> writer.
+
+Dropped frames repeat the last decoded one, so the output has the input's
+frame count and timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+
+from ..container import ContainerReader, CorruptRecordWarning, FrameRecord, Header, SkipRecord, TruncatedWarning
+from ..datasets.video import VideoWriter
+from ..errors import FormatError, ModelError, OutputError
+from .encoder import load_codec
+from .paths import check_output_path
+
+if TYPE_CHECKING:
+    from ..codec.frame_codec import FrameCodec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodedFrame:
+    rgb: np.ndarray
+    pts: int
+    kept: bool
+
+
+def codec_for(header: Header, model: str | None = None) -> "FrameCodec":
+    """The codec a file's header names, checked against its weights hash (``model`` overrides the name)."""
+    if model is None and header.model.startswith("file:"):
+        raise ModelError(f"this file was coded with the weights file {header.model[5:]} "
+                         f"(sha256 {header.weights_sha256[:12]}...); pass --model with that file")
+    codec = load_codec(model or header.model)
+    if model is None and codec.weights_sha256 != header.weights_sha256:
+        raise ModelError(f"this file was coded with {header.model} weights {header.weights_sha256[:12]}..., "
+                         f"but the installed weights are {codec.weights_sha256[:12]}...; pass --model with "
+                         f"the original weights file")
+    return codec
+
+
+def iter_decoded(reader: ContainerReader, codec: "FrameCodec") -> Iterable[DecodedFrame]:
+    """Frames in display order: kept frames decoded, skipped pts hold the last kept frame."""
+    stream = codec.stream_decoder()
+    last = None
+    for rec in reader.records():
+        if isinstance(rec, FrameRecord):
+            try:
+                last = stream.decode(rec.payload, rec.pts, rec.intra, None if rec.intra else rec.ref_pts)
+            except FormatError as exc:
+                raise FormatError(f"{reader.path}: bad frame payload at byte {rec.offset}: {exc}") from None
+            yield DecodedFrame(last, rec.pts, True)
+        elif isinstance(rec, SkipRecord):
+            if last is None:
+                continue  # skipped frames before any kept one (only after recovery)
+            for p in rec.pts:
+                yield DecodedFrame(last, p, False)
+
+
+def decoded_frames(path: str | os.PathLike, model: str | None = None) -> Iterator[DecodedFrame]:
+    """Every frame a ``.vsv`` file represents, in display order (the file's own codec unless ``model``)."""
+    with ContainerReader(path) as reader:
+        yield from iter_decoded(reader, codec_for(reader.header, model))
+
+
+def frame_total(path: str | os.PathLike, recover: bool = False) -> int | None:
+    """How many frames a file represents, from its records alone (no decoding: a fraction of a second
+    for an hour of video); None when the file is damaged beyond what ``recover`` reads past."""
+    n = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with ContainerReader(path, recover=recover) as reader:
+                for rec in reader.records():
+                    if isinstance(rec, FrameRecord):
+                        n += 1
+                    elif isinstance(rec, SkipRecord):
+                        n += len(rec.pts)
+        except FormatError:
+            return None
+    return n
+
+
+@dataclass
+class DecompressSummary:
+    output: str
+    frames: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    truncated_at: int | None = None
+    damaged: list = field(default_factory=list)
+
+    def line(self) -> str:
+        extra = ""
+        if self.truncated_at is not None:
+            extra += f" | input cut off at byte {self.truncated_at}"
+        if self.damaged:
+            extra += f" | skipped {len(self.damaged)} damaged region(s)"
+        return (f"{self.output}: {self.frames} frames ({self.kept} decoded, {self.frames - self.kept} held) "
+                f"in {self.seconds:.1f} s{extra}")
+
+
+def decompress(input: str | os.PathLike, output: str | os.PathLike, lossless: bool = False, recover: bool = False,
+               model: str | None = None, progress: bool | None = None) -> DecompressSummary:
+    """Decode a ``.vsv`` into a video file (.mp4/.mkv) or a folder of PNG frames (``DIR/``)."""
+    from tqdm import tqdm
+
+    t0 = time.monotonic()
+    out = Path(output)
+    to_dir = str(output).endswith(("/", os.sep)) or out.is_dir()
+    if not to_dir and out.suffix.lower() not in (".mp4", ".mkv", ".mov", ".avi"):
+        raise OutputError(f"output must be .mp4, .mkv or a folder ending in '/': {output}")
+    if lossless and not to_dir and out.suffix.lower() != ".mkv":
+        raise OutputError("--lossless writes FFV1, which needs a .mkv output")
+    check_output_path(out, is_dir=to_dir)
+    summary = DecompressSummary(output=str(output))
+    with ContainerReader(input, recover=recover) as reader:
+        codec = codec_for(reader.header, model)
+        h = reader.header
+        if to_dir:
+            tmpdir = out.with_name(f".{out.name}.part")
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            tmpdir.mkdir(parents=True)
+            writer = PngFolderWriter(tmpdir, h.time_base)
+        else:
+            writer = VideoWriter(out, h.width, h.height, h.time_base, h.fps, codec="ffv1" if lossless else "h264")
+        total = frame_total(input, recover) if progress is not False else None
+        bar = tqdm(total=total, unit="frame", disable=None if progress is None else not progress, desc="decompress", leave=False)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for df in iter_decoded(reader, codec):
+                    writer.write(df.rgb, df.pts)
+                    summary.frames += 1
+                    summary.kept += int(df.kept)
+                    bar.update(1)
+            for w in caught:
+                if issubclass(w.category, (TruncatedWarning, CorruptRecordWarning)):
+                    log.warning("%s", w.message)
+            if summary.frames == 0:
+                raise FormatError(f"{input} holds no complete frame")
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            bar.close()
+        if to_dir:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmpdir, out)
+        summary.truncated_at = reader.truncated_at
+        summary.damaged = reader.damaged
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+class PngFolderWriter:
+    """Decoded frames as numbered PNGs and a ``timestamps.csv``, in a folder that is renamed into place when complete."""
+
+    def __init__(self, folder: Path, time_base: Fraction):
+        import cv2
+
+        self._cv2 = cv2
+        self.folder = folder
+        self.tb = time_base
+        self.rows = ["index,pts,seconds"]
+        self.count = 0
+
+    def write(self, rgb: np.ndarray, pts: int) -> None:
+        path = self.folder / f"frame_{self.count:06d}.png"
+        if not self._cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1])):
+            raise OutputError(f"cannot write {path}")
+        self.rows.append(f"{self.count},{pts},{float(pts * self.tb):.6f}")
+        self.count += 1
+
+    def close(self) -> None:
+        (self.folder / "timestamps.csv").write_text("\n".join(self.rows) + "\n")
+
+    def abort(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,254 @@
+"""The compress road: source -> selector -> stream encoder -> container.
+
+:class:`Compressor` owns the road for one output file; :func:`compress` drives it
+over a file, URL or image, and live ingest (:mod:`vidsieve.ingest.live`) over a
+stream, both through its public methods.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from ..container import REC_META, ContainerWriter, Header
+from ..datasets.video import VideoReader
+from ..errors import InputError, ModelError
+from ..metrics import psnr
+from ..selection.base import FrameDecision, Segment, Selector
+from .options import CompressOptions, make_selector
+from .paths import check_output_path
+
+if TYPE_CHECKING:
+    from ..codec.frame_codec import FrameCodec
+
+
+@dataclass
+class CompressSummary:
+    output: str
+    frames: int = 0
+    kept: int = 0
+    dropped: int = 0
+    segments: int = 0
+    bytes: int = 0
+    frame_bytes: int = 0
+    duration_s: float = 0.0
+    kbps: float = 0.0
+    bpp: float = 0.0  # bits per pixel of the coded (kept) frames
+    psnr_kept: float = 0.0  # mean PSNR-RGB of the kept frames against the input
+    seconds: float = 0.0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    detector: str = ""
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.kept / self.frames if self.frames else 0.0
+
+    def line(self) -> str:
+        return (f"{self.output}: {self.frames} frames, kept {self.kept} ({100 * self.kept_fraction:.1f}%), "
+                f"dropped {self.dropped}, {self.segments} segments | {self.bytes / 1024:.1f} KiB, "
+                f"{self.kbps:.1f} kbps, {self.bpp:.4f} bpp, PSNR {self.psnr_kept:.2f} dB (kept frames) | "
+                f"{self.seconds:.1f} s, {self.fps:.2f} fps")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kept_fraction"] = round(self.kept_fraction, 5)
+        return d
+
+
+class Compressor:
+    """Owns the compress road for one output: selector -> stream encoder -> container.
+
+    Feed it frames with :meth:`push` (or :meth:`skip` for frames a live source had
+    no time to analyse); :meth:`close` finishes the container (index, rename to
+    the final name), :meth:`abort` drops it.
+
+    Args:
+        output: the ``.vsv`` to write.
+        codec: the frame codec; its :meth:`~vidsieve.codec.frame_codec.FrameCodec.stream_encoder` codes the frames.
+        selector: decides which frames to code and at which quality.
+        width, height, fps, time_base: of the source.
+        metadata: stored in the header.
+        atomic: write under a temporary name until :meth:`close`.
+        fsync_interval: seconds between fsyncs (None: only at close).
+        skip_flush_s: longest time dropped frames wait before their record is written.
+    """
+
+    def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
+                 fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
+                 fsync_interval: float | None = None, skip_flush_s: float = 1.0):
+        self.selector = selector
+        self.stream = codec.stream_encoder()
+        self.tb = time_base
+        self.fps = fps
+        header = Header(width=width, height=height, fps=fps, time_base=time_base, model=codec.name,
+                        weights_sha256=codec.weights_sha256, metadata=metadata or {})
+        self.writer = ContainerWriter(output, header, atomic=atomic, fsync_interval=fsync_interval)
+        self.summary = CompressSummary(output=str(output), width=width, height=height,
+                                       detector=selector.detector_name)
+        self._skipped: list[int] = []
+        self._skip_flush = skip_flush_s
+        self._last_skip_flush = time.monotonic()
+        self._psnr_sum = 0.0
+        self._pixels = 0
+        self.first_pts: int | None = None
+        self.last_pts: int | None = None
+        self.segments: list[dict] = []  # the segments written so far, as stored
+
+    @property
+    def frames(self) -> int:
+        """Frames represented so far (coded, dropped and skipped)."""
+        return self.summary.frames
+
+    @property
+    def kept(self) -> int:
+        return self.summary.kept
+
+    @property
+    def bytes_written(self) -> int:
+        return self.writer.bytes_written
+
+    def push(self, rgb: np.ndarray, pts: int) -> FrameDecision:
+        """One source frame: the selector decides, a kept frame is coded and written."""
+        d = self.selector.decide(rgb, pts)
+        for seg in d.closed:
+            self._write_segment(seg)
+        if d.keep:
+            self._flush_skips()
+            enc = self.stream.encode(rgb, d.quality, pts)
+            self.writer.write_frame(pts, d.quality, enc.data, ref_pts=enc.ref_pts)
+            self.summary.kept += 1
+            self._psnr_sum += psnr(rgb, enc.recon)
+            self._pixels += rgb.shape[0] * rgb.shape[1]
+            self.selector.on_coded(len(enc.data) * 8)
+            self._count(pts)
+        else:
+            self.skip(pts)
+        return d
+
+    def skip(self, pts: int) -> None:
+        """A frame represented by the last coded one (dropped by the selector, or never analysed)."""
+        self._skipped.append(pts)
+        if time.monotonic() - self._last_skip_flush >= self._skip_flush:
+            self._flush_skips()
+        self._count(pts)
+
+    def _count(self, pts: int) -> None:
+        self.summary.frames += 1
+        if self.first_pts is None:
+            self.first_pts = pts
+        self.last_pts = pts
+
+    def mark_gap(self, start_pts: int | None, end_pts: int | None, reason: str) -> None:
+        self._flush_skips()
+        self.writer.write_gap({"start_pts": start_pts, "end_pts": end_pts, "reason": reason,
+                               "wall_time": time.time()})
+
+    def _flush_skips(self) -> None:
+        if self._skipped:
+            self.writer.write_skip(self._skipped)
+            self._skipped = []
+        self._last_skip_flush = time.monotonic()
+
+    def _write_segment(self, seg: Segment) -> None:
+        self._flush_skips()
+        d = seg.to_json(self.tb)
+        self.writer.write_segment(d)
+        self.segments.append(d)
+        self.summary.segments += 1
+
+    def close(self, seconds: float | None = None) -> CompressSummary:
+        for seg in self.selector.finish():
+            self._write_segment(seg)
+        self._flush_skips()
+        s = self.summary
+        s.dropped = s.frames - s.kept
+        if self.first_pts is not None:
+            s.duration_s = float((self.last_pts - self.first_pts) * self.tb) + float(1 / self.fps)
+        s.frame_bytes = self.writer.frame_bytes
+        s.psnr_kept = self._psnr_sum / s.kept if s.kept else 0.0
+        s.bpp = s.frame_bytes * 8 / self._pixels if self._pixels else 0.0
+        # Size and rate are only known after the index is written; `info` computes them from the file.
+        meta = {"summary": {k: v for k, v in s.to_json().items()
+                            if k not in ("output", "seconds", "fps", "bytes", "kbps", "detector")}}
+        self.writer.write_json(REC_META, meta)
+        self.writer.close()
+        s.bytes = Path(s.output).stat().st_size
+        s.kbps = s.bytes * 8 / 1000 / s.duration_s if s.duration_s > 0 else 0.0
+        if seconds is not None:
+            s.seconds = seconds
+            s.fps = s.frames / seconds if seconds > 0 else 0.0
+        return s
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def load_codec(name: str) -> "FrameCodec":
+    from ..codec.registry import load_codec as load
+
+    return load(name)
+
+
+def compress(input: str | os.PathLike, output: str | os.PathLike, opts: CompressOptions | None = None,
+             progress: bool | None = None, codec: "FrameCodec | None" = None,
+             log_fn: Callable[[str], None] | None = None) -> CompressSummary:
+    """Compress a video file, URL or still image into a ``.vsv`` container.
+
+    Args:
+        input: file, URL or image.
+        output: the ``.vsv`` to write (appears only when complete).
+        opts: what to do (defaults: detection-driven selection, the default model).
+        progress: a progress bar on stderr (None: when stderr is a terminal).
+        codec: a loaded frame codec (default: ``opts.model``).
+        log_fn: receives one-line notes for the user (detector chosen, rate plan).
+    """
+    from tqdm import tqdm
+
+    opts = opts or CompressOptions()
+    check_output_path(output)
+    t0 = time.monotonic()
+    codec = codec or load_codec(opts.model)
+    if opts.quality is not None and not codec.variable_rate and opts.quality != int(opts.quality):
+        raise ModelError(f"{codec.name} is fixed-rate: use an integer --quality")
+    plan = None
+    if opts.target_kbps and not opts.keep_all and "://" not in str(input):
+        from .plan import plan_target
+
+        plan = plan_target(input, opts, codec, log_fn)
+    with VideoReader(input, options=opts.input_options) as reader:
+        selector = make_selector(opts, reader.time_base, log_fn, plan=plan)
+        meta = {"source": os.path.basename(str(input)), "selector": selector.describe()}
+        comp = None
+        total = reader.frame_count_hint() or None
+        if opts.max_frames:
+            total = min(total or opts.max_frames, opts.max_frames)
+        bar = tqdm(total=total, unit="frame", disable=None if progress is None else not progress, dynamic_ncols=True,
+                   desc="compress", leave=False)
+        try:
+            for frame in reader:
+                if comp is None:
+                    h, w = frame.rgb.shape[:2]
+                    comp = Compressor(output, codec, selector, w, h, reader.fps, reader.time_base, meta)
+                comp.push(frame.rgb, frame.pts)
+                bar.update(1)
+                if bar.n % 10 == 0:
+                    bar.set_postfix(kept=f"{comp.kept}/{comp.frames}", kib=f"{comp.bytes_written / 1024:.0f}")
+                if opts.max_frames and comp.frames >= opts.max_frames:
+                    break
+        except BaseException:
+            if comp is not None:
+                comp.abort()
+            raise
+        finally:
+            bar.close()
+        if comp is None:
+            raise InputError(f"{input} has no video frames")
+        return comp.close(seconds=time.monotonic() - t0)

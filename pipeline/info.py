@@ -1,0 +1,71 @@
+"""``vidsieve info``: everything a user or program wants to know about a ``.vsv`` file."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ..container import REC_GAP, REC_META, REC_SEGMENT, ContainerReader, FrameRecord, IndexRecord, JsonRecord, SkipRecord
+from ..errors import FormatError
+
+
+def info(path: str | os.PathLike, recover: bool = False) -> dict:
+    """Everything a user or program wants to know about a ``.vsv`` file."""
+    with ContainerReader(path, recover=recover) as reader:
+        h = reader.header
+        frames = kept = payload = 0
+        segments, gaps, meta = [], [], {}
+        first = last = None
+        index_entries = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                for rec in reader.records():
+                    if isinstance(rec, FrameRecord):
+                        kept += 1
+                        frames += 1
+                        payload += len(rec.payload)
+                        first = rec.pts if first is None else min(first, rec.pts)
+                        last = rec.pts if last is None else max(last, rec.pts)
+                    elif isinstance(rec, SkipRecord):
+                        frames += len(rec.pts)
+                        if rec.pts:
+                            last = max(last if last is not None else rec.pts[-1], max(rec.pts))
+                    elif isinstance(rec, JsonRecord):
+                        if rec.kind == REC_SEGMENT:
+                            segments.append(rec.data)
+                        elif rec.kind == REC_GAP:
+                            gaps.append(rec.data)
+                        elif rec.kind == REC_META:
+                            meta.update(rec.data)
+                    elif isinstance(rec, IndexRecord):
+                        index_entries = len(rec.entries)
+                error = None
+            except FormatError as exc:
+                error = str(exc)
+        size = reader.size
+        duration = float((last - first) * h.time_base + 1 / h.fps) if first is not None else 0.0
+        if error:
+            integrity = "corrupt"
+        elif reader.damaged:
+            integrity = "recovered"
+        elif reader.truncated_at is not None:
+            integrity = "truncated"
+        elif reader.has_index:
+            integrity = "complete"
+        else:
+            integrity = "unfinished"
+        return {
+            "file": str(path),
+            "header": h.to_json(),
+            "frames": frames, "kept": kept, "dropped": frames - kept,
+            "duration_s": round(duration, 4),
+            "bytes": size, "frame_bytes": payload,
+            "kbps": round(size * 8 / 1000 / duration, 3) if duration > 0 else 0.0,
+            "segments": segments, "gaps": gaps, "summary": meta.get("summary"),
+            "integrity": integrity, "error": error,
+            "truncated_at": reader.truncated_at,
+            "damaged": [{"offset": o, "reason": r} for o, r in reader.damaged],
+            "index_entries": index_entries,
+            "warnings": [str(w.message) for w in caught],
+        }

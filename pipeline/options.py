@@ -1,0 +1,47 @@
+"""What a compress run is asked to do, and the selector that follows from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable
+
+from ..codec import DEFAULT_MODEL
+
+#: Quality of every frame with ``keep_all`` when none is given.
+KEEP_ALL_QUALITY = 4.0
+
+
+@dataclass
+class CompressOptions:
+    quality: float | None = None  # None: the policy decides (KEEP_ALL_QUALITY with keep_all)
+    keep_all: bool = False
+    model: str = DEFAULT_MODEL
+    detector: str = "auto"
+    detector_format: str | None = None
+    detect_size: int | None = None
+    detect_every: int = 1
+    classes: tuple[str, ...] | None = None
+    sensitivity: float | None = None
+    max_gap: float = 4.0
+    segment_seconds: float = 30.0
+    policy: str = "balanced"
+    class_weights: dict | None = None
+    target_kbps: float | None = None
+    max_frames: int | None = None
+    input_options: dict = field(default_factory=dict)
+
+
+def make_selector(opts: CompressOptions, time_base: Fraction, log_fn: Callable[[str], None] | None = None,
+                  plan=None):
+    """The :class:`~vidsieve.selection.base.Selector` these options describe (loads the detector).
+
+    ``plan`` (:class:`~.plan.RatePlan`) starts its rate controller from a first pass's plan."""
+    if opts.keep_all:
+        from ..selection.keepall import KeepAllSelector
+
+        q = KEEP_ALL_QUALITY if opts.quality is None else opts.quality
+        return KeepAllSelector(q, time_base, opts.segment_seconds)
+    from ..selection.detect import build_selector
+
+    return build_selector(opts, time_base, log_fn=log_fn, plan=plan)

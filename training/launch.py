@@ -1,0 +1,95 @@
+"""How a ``vidsieve train`` run starts: a new run, a fine-tune, a resume or a warm restart.
+
+The CLI passes what the user asked for; :func:`prepare_run` decides which kind of
+run that is, checks it makes sense before any data is loaded, and returns the
+:class:`~.trainer.Trainer` to run. :func:`kept_line` says in one line what a
+fine-tuning run kept.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import InputError, VidsieveError
+
+
+@dataclass
+class TrainRequest:
+    """What the user asked for (every field None or False when not given)."""
+
+    out: str
+    data: list[str] | None = None
+    val: list[str] | None = None
+    resume: str | None = None
+    restart_schedule: bool = False
+    finetune: str | None = None  # weights file or shipped model name
+    arch: str = "vidsieve-hyperprior"
+    N: int = 64
+    M: int = 96
+    patch: int | None = None
+    batch: int | None = None
+    lr: float | None = None
+    steps: int | None = None
+    max_time: float | None = None  # seconds
+    threads: int = 0
+    compile: bool = False
+
+
+def prepare_run(r: TrainRequest):
+    """The trainer for this request; :class:`InputError` for a request that cannot run."""
+    from .trainer import FINETUNE_LR, FINETUNE_STEPS, TrainConfig, Trainer, budget_spent
+
+    if not r.data and not r.resume:
+        raise InputError("--data is required: folders (or files) of images and videos to train on")
+    for d in (r.data or []) + (r.val or []):
+        if not os.path.exists(d):
+            raise InputError(f"training data not found: {d}")
+    if r.restart_schedule and not r.resume:
+        raise InputError("--restart-schedule goes with --resume CKPT")
+    budget = float(r.max_time) if r.max_time and not r.steps else 0.0
+    try:
+        if r.resume:
+            if not os.path.exists(r.resume):
+                raise InputError(f"checkpoint not found: {r.resume}")
+            over = {"threads": r.threads or None, "steps": r.steps, "compile": r.compile or None,
+                    "data": list(r.data) if r.data else None, "val_data": list(r.val) if r.val else None}
+            if r.restart_schedule:
+                if not (r.max_time or r.steps):
+                    raise InputError("--restart-schedule needs --max-time or --steps: the length of the new cycle")
+                over.update(lr=r.lr, budget_s=budget)
+            # Read before building: a refused resume should not first load all the training data.
+            cfg, st = Trainer.read_checkpoint(r.resume, r.restart_schedule, **over)
+            if budget_spent(cfg, float(st["elapsed"])):
+                raise InputError(f"{r.resume} already ran its whole {cfg.budget_s:g}-second schedule; to go on "
+                                 "training it, add --restart-schedule --max-time T (or --finetune from it)")
+            return Trainer.from_checkpoint(cfg, st, r.out)
+        init = None
+        fine = r.finetune is not None
+        N, M = r.N, r.M
+        if fine:
+            from ..codec.models import widths
+            from ..codec.zoo import load_weights
+
+            init = load_weights(r.finetune)[0]
+            N, M = widths(init)
+        cfg = TrainConfig(data=list(r.data), arch=r.arch, N=N, M=M,
+                          patch=r.patch or TrainConfig.patch, batch=r.batch or TrainConfig.batch,
+                          lr=r.lr or (FINETUNE_LR if fine else TrainConfig.lr),
+                          steps=r.steps or (FINETUNE_STEPS if fine else TrainConfig.steps), threads=r.threads,
+                          budget_s=budget, val_data=list(r.val or []), compile=r.compile, keep_best=fine)
+        return Trainer(cfg, r.out, init_weights=init)
+    except ValueError as exc:
+        raise VidsieveError(str(exc)) from None
+
+
+def kept_line(best: dict | None) -> str:
+    """What a fine-tuning run keeps, in one line."""
+    if best is None:
+        return "no held-out images or video: the last weights are kept, unchecked"
+    if best["step"] == best["anchor_step"]:
+        return ("no step beat the starting weights on the held-out data: they are what the checkpoint "
+                "exports, unchanged")
+    bd = "" if best["bd_rate"] is None else f", BD-rate {best['bd_rate']:+.1f}%"
+    return (f"kept step {best['step']}: held-out rate-distortion loss {best['loss_change']:+.1f}%{bd} "
+            "against the starting weights")
