@@ -1,6 +1,8 @@
 """Live ingestion over a real TCP stream on loopback."""
 
 import json
+
+import pytest
 import os
 import signal
 import socket
@@ -219,3 +221,52 @@ def test_segment_names_never_collide(tmp_path):
     first.write_bytes(b"done")
     (first.parent / ".04.05-1.vsv.part").write_bytes(b"live")
     assert segment_path(tmp_path, t).name == "04.05-2.vsv"
+
+
+def test_target_kbps_holds_through_a_degradation_and_back(tmp_path, monkeypatch):
+    """The lag guard lowers quality on top of what --target-kbps needs and, caught up again, gives back
+    only its own part: the rate controller's correction survives (the guard used to overwrite it)."""
+    from vidsieve.datasets.synthetic import Mover, Scene, write_scene
+    from vidsieve.ingest.live import Ingester, IngestOptions
+    from vidsieve.pipeline import CompressOptions
+    from vidsieve.rate import LagGuard
+
+    scene = Scene(width=128, height=96, frames=150, noise=2.0,
+                  movers=[Mover(i, i + 12, (450, 110), 0.5, direction=1 - 2 * (k % 2)) for k, i in
+                          enumerate(range(0, 140, 14))])
+    src = write_scene(scene, tmp_path / "busy.mkv")
+    levels = [0] * 40 + [1, 2] + [2] * 38 + [1, 0] + [0] * 70  # behind from frame 40 to 81, then caught up
+    seen = []
+
+    def scripted_update(self, lag):
+        want = levels[min(len(seen), len(levels) - 1)]
+        seen.append(want)
+        changed, self.level = want != self.level, want
+        return changed
+
+    monkeypatch.setattr(LagGuard, "update", scripted_update)
+    copts = CompressOptions(detector="motion", sensitivity=50.0, max_gap=0.1, target_kbps=40.0)
+    ing = Ingester(str(src), tmp_path / "out", IngestOptions(segment_seconds=60, realtime_files=False,
+                                                             compress=copts), emit=lambda d: None)
+    ing.compress_opts.segment_seconds = 1.0  # a rate correction every second
+    offsets = []  # (guard level, target's offset, offset in force) after each frame
+    open_segment = Ingester._open_segment
+
+    def watched_open_segment(self, *a, **k):
+        open_segment(self, *a, **k)
+        push = self.comp.push
+
+        def push_and_watch(rgb, pts):
+            d = push(rgb, pts)
+            offsets.append((self.guard.level, self.selector.rate.target_offset, self.selector.rate.offset))
+            return d
+        self.comp.push = push_and_watch
+
+    monkeypatch.setattr(Ingester, "_open_segment", watched_open_segment)
+    assert ing.run() == 0
+    degraded = [o for lvl, t, o in offsets if lvl >= LagGuard.LOWER_QUALITY]
+    assert degraded and all(o == pytest.approx(t - 1.5) for lvl, t, o in offsets if lvl >= 2)
+    after = offsets[-1]
+    assert after[0] == 0 and after[2] == after[1] != 0  # back to the target's own offset, which is not zero
+    line = json.loads((tmp_path / "out" / "segments.jsonl").read_text().splitlines()[-1])
+    assert abs(line["kbps"] - 40.0) / 40.0 < 0.25, line["kbps"]
