@@ -114,15 +114,20 @@ class Header:
     weights_sha256: str
     created: float = field(default_factory=time.time)
     metadata: dict = field(default_factory=dict)
+    #: How the frame payloads depend on each other, for the decoder (opaque here; empty: each stands alone).
+    stream: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "width": self.width, "height": self.height,
             "fps": [self.fps.numerator, self.fps.denominator],
             "time_base": [self.time_base.numerator, self.time_base.denominator],
             "model": self.model, "weights_sha256": self.weights_sha256,
             "created": self.created, "metadata": self.metadata,
         }
+        if self.stream:
+            d["stream"] = self.stream
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Header":
@@ -131,7 +136,8 @@ class Header:
                     fps=Fraction(int(d["fps"][0]), int(d["fps"][1])),
                     time_base=Fraction(int(d["time_base"][0]), int(d["time_base"][1])),
                     model=str(d["model"]), weights_sha256=str(d["weights_sha256"]),
-                    created=float(d.get("created", 0.0)), metadata=dict(d.get("metadata") or {}))
+                    created=float(d.get("created", 0.0)), metadata=dict(d.get("metadata") or {}),
+                    stream=dict(d.get("stream") or {}))
         except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError) as exc:
             raise FormatError(f"invalid .vsv header: {exc}") from None
         if not (0 < h.width <= 65536 and 0 < h.height <= 65536):

@@ -174,11 +174,13 @@ class Jpeg(BenchCodec):
 
 
 class Vidsieve(BenchCodec):
-    """Our pipeline: detection-driven selection + the learned codec (``quality`` = active quality)."""
+    """Our pipeline: detection-driven selection + the learned codec, frames predicted from the ones
+    before them (``quality`` = active quality)."""
 
     name = "vidsieve"
     settings = ["quality=1", "quality=2.5", "quality=4", "quality=5.5", "quality=7", "quality=8"]
     keep_all = False
+    predict = True
 
     def __init__(self, detector: str = "auto", model: str | None = None):
         self.detector, self.model = detector, model
@@ -187,7 +189,7 @@ class Vidsieve(BenchCodec):
         from ..pipeline import CompressOptions, compress, decoded_frames
 
         opts = CompressOptions(quality=_value(setting), keep_all=self.keep_all, detector=self.detector,
-                               max_frames=len(clip.frames))
+                               max_frames=len(clip.frames), predict=self.predict)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -202,8 +204,18 @@ class Vidsieve(BenchCodec):
 
 
 class VidsieveKeepAll(Vidsieve):
+    """Every frame coded, predicted from the ones before it (no selection)."""
+
     name = "vidsieve-keepall"
     keep_all = True
 
 
-CODECS = {c.name: c for c in (Vidsieve, VidsieveKeepAll, X265, X265LowDelay, X264, X264LowDelay, Jpeg, SvtAv1)}
+class VidsieveIntra(Vidsieve):
+    """Selection, and every kept frame coded alone: what vidsieve did before predicted frames."""
+
+    name = "vidsieve-intra"
+    predict = False
+
+
+CODECS = {c.name: c for c in (Vidsieve, VidsieveKeepAll, VidsieveIntra, X265, X265LowDelay, X264, X264LowDelay,
+                              Jpeg, SvtAv1)}

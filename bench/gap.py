@@ -43,7 +43,8 @@ from .bdrate import bd_rate
 from .heldout import load_images, load_model
 from . import tool
 from .jsonfile import write_json
-from ..training.rd import quality_lambda, rd_objective
+from ..codec.models import quality_lambda
+from ..training.rd import rd_objective
 
 DEFAULT_QUALITIES = (1.0, 4.0, 8.0)
 #: The quality whose latent starts the search for the synthesis's ceiling (any would do).

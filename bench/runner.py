@@ -81,9 +81,11 @@ def _code_version(codec_name: str) -> str:
         from ..codec import DEFAULT_MODEL
         from ..codec.zoo import MANIFEST
 
-        # Cached points of our codec are only good for the weights that made them.
+        # Cached points of our codec are only good for the weights that made them (intra and conditional).
         try:
-            v += ":" + json.loads(MANIFEST.read_text())["models"][DEFAULT_MODEL]["sha256"][:16]
+            manifest = json.loads(MANIFEST.read_text())
+            v += ":" + manifest["models"][DEFAULT_MODEL]["sha256"][:16]
+            v += "".join(":" + e["sha256"][:16] for e in manifest.get("conditional", {}).values())
         except Exception:
             pass
     return v
@@ -92,7 +94,7 @@ def _code_version(codec_name: str) -> str:
 def cache_key(clip_path: str, frames: int | None, codec: str, setting: str, reference: str | None) -> str:
     st = os.stat(clip_path)
     raw = json.dumps([os.path.abspath(clip_path), st.st_size, int(st.st_mtime), frames, codec, setting,
-                      _code_version(codec), reference, "point-v1"])
+                      _code_version(codec), reference, "point-v2"])
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 

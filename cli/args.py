@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..codec import DEFAULT_MODEL
+from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
 from ..errors import VidsieveError
 
 if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
@@ -89,6 +89,12 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="quality bonus for a class, e.g. person=1.0 car=0.5 (repeatable)")
     g.add_argument("--target-kbps", type=positive(float), default=None,
                    help="choose per-segment qualities so the file lands near this rate")
+    c = p.add_argument_group("coding")
+    c.add_argument("--intra-period", type=positive(float), default=DEFAULT_INTRA_PERIOD, metavar="SECONDS",
+                   help="a frame coded alone at least this often, the rest predicted from the frames before "
+                        f"them: seek points, and where reading resumes after damage (default: {DEFAULT_INTRA_PERIOD:g})")
+    c.add_argument("--intra-only", action="store_true",
+                   help="code every frame alone (larger files; each frame decodes by itself)")
 
 
 def options_from_args(a) -> CompressOptions:
@@ -110,4 +116,5 @@ def options_from_args(a) -> CompressOptions:
         classes=tuple(c.strip() for c in a.classes.split(",") if c.strip()) if a.classes else None,
         sensitivity=a.sensitivity, max_gap=a.max_gap, segment_seconds=a.segment_seconds or 30.0,
         policy=a.policy,
-        class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None))
+        class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None),
+        intra_period=a.intra_period, predict=not a.intra_only)

@@ -51,6 +51,12 @@ def add_commands(sub) -> None:
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the transforms: 1.2-1.6x faster steps on a CPU after a minute of "
                         "compiling (needs a C++ compiler); worth it for runs longer than a few minutes")
+    t.add_argument("--inter", action="store_true",
+                   help="train the conditional entropy model of predicted frames (video only; the intra model "
+                        "stays frozen, its latents are cached: minutes on a CPU); with --finetune, start from "
+                        "shipped conditional weights (a name such as vidsieve-inter-wide, or a .pth)")
+    t.add_argument("--intra", default=None, metavar="MODEL",
+                   help=f"with --inter: the intra model it is for (default: {DEFAULT_MODEL})")
     t.add_argument("--export", default=None, metavar="DIR",
                    help="when done, write DIR/NAME.pth and DIR/manifest.json for the registry (NAME: "
                         "vidsieve-hyperprior-wide for N 64 / M 192, else vidsieve-hyperprior)")
@@ -62,7 +68,7 @@ def add_commands(sub) -> None:
     b.add_argument("videos", nargs="+")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--codecs", default=None,
-                   help="comma-separated (default: all): vidsieve,vidsieve-keepall,x265,x265-lowdelay,x264,"
+                   help="comma-separated (default: all): vidsieve,vidsieve-keepall,vidsieve-intra,x265,x265-lowdelay,x264,"
                         "x264-lowdelay,jpeg,svtav1")
     b.add_argument("--frames", type=positive(int), default=None, help="use only the first N frames of each clip")
     b.add_argument("--points", type=positive(int), default=5, help="rate points per codec (default 5)")
@@ -125,8 +131,20 @@ def cmd_train(a) -> int:
     t = prepare_run(TrainRequest(out=a.out, data=a.data, val=a.val, resume=a.resume,
                                  restart_schedule=a.restart_schedule, finetune=a.finetune, arch=a.arch, N=a.N, M=a.M,
                                  patch=a.patch, batch=a.batch, lr=a.lr, steps=a.steps, max_time=a.max_time,
-                                 threads=a.threads, compile=a.compile))
+                                 threads=a.threads, compile=a.compile, inter=a.inter, intra=a.intra))
     t.run(max_time=a.max_time, progress=None if not a.quiet else False)
+    if a.inter:
+        if not a.quiet:
+            last = t.history[-1]["bpp"] if t.history else None
+            print(f"step {t.step}, {t.elapsed / 60:.1f} min: checkpoint {a.out}" +
+                  ("" if last is None else f" (training rate {last:.4f} bpp of predicted frames)"))
+        if a.export:
+            from ..training.inter import export_inter
+
+            w = export_inter(a.out, a.export)
+            if not a.quiet:
+                print(f"exported {w}")
+        return 0
     if not a.quiet:
         print(f"step {t.step}, {t.elapsed / 3600:.2f} h: checkpoint {a.out}")
         if t.history:

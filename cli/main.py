@@ -108,6 +108,14 @@ def format_info(d: dict) -> str:
         f"size:        {d['bytes']} bytes ({d['frame_bytes']} in frames), {d['kbps']:.1f} kbps",
         f"integrity:   {d['integrity']}" + (f" ({d['error']})" if d["error"] else ""),
     ]
+    g = d["gop"]
+    if d["stream"] == "predictive":
+        share = "" if g["skipped_block_share"] is None else \
+            f", {100 * g['skipped_block_share']:.1f}% of their blocks copied from a reference"
+        lines.append(f"coding:      {g['intra']} intra frames (seek points), {g['predicted']} predicted{share}; "
+                     f"longest group {g['longest']} frames")
+    else:
+        lines.append("coding:      every frame alone")
     if d["truncated_at"] is not None:
         lines.append(f"             cut off at byte {d['truncated_at']}")
     for dmg in d["damaged"]:

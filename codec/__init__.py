@@ -7,3 +7,6 @@ name the default model without loading torch."""
 #: the 64/192 model, 19 % fewer bits than the 64/96 on Kodak, 0.84 to 0.91 s for a 720p
 #: frame on two cores (docs/TRAINING.md).
 DEFAULT_MODEL = "vidsieve-hyperprior-wide"
+
+#: Seconds between intra frames of predicted streams: seek points, and where a reader resumes after damage.
+DEFAULT_INTRA_PERIOD = 10.0

@@ -22,6 +22,54 @@ from torch import nn
 from .layers import phase_taps
 
 
+def encode_symbols(symbols, alphabet: int) -> bytes:
+    """Small integers in ``[0, alphabet)`` (block modes, flags) under their own frequencies.
+
+    The frequencies travel first, one byte per value (scaled to at most 255; zero only for
+    values absent from ``symbols``), then the rANS string; a few bytes for a frame's flags."""
+    from compressai._CXX import pmf_to_quantized_cdf
+    from compressai.ans import RansEncoder
+
+    sym = np.asarray(symbols, dtype=np.int64).reshape(-1)
+    if alphabet > 255 or (sym.size and (sym.min() < 0 or sym.max() >= alphabet)):
+        raise ValueError("symbols out of their alphabet")
+    counts = np.bincount(sym, minlength=alphabet).astype(np.float64)
+    freq = np.where(counts > 0, np.maximum(1, np.round(255 * counts / max(counts.max(), 1))), 0).astype(np.uint8)
+    if np.count_nonzero(freq) <= 1:
+        return bytes(freq)  # one value throughout (or none): the frequencies say it all
+    cdf = _symbol_cdf(freq, pmf_to_quantized_cdf)
+    string = RansEncoder().encode_with_indexes(sym.tolist(), [0] * sym.size, [cdf], [len(cdf)], [0])
+    return bytes(freq) + string
+
+
+def decode_symbols(data: bytes, count: int, alphabet: int) -> np.ndarray:
+    """The ``count`` symbols :func:`encode_symbols` wrote; ``ValueError`` for data that cannot hold them."""
+    from compressai._CXX import pmf_to_quantized_cdf
+    from compressai.ans import RansDecoder
+
+    if len(data) < alphabet:
+        raise ValueError("symbol string too short")
+    freq = np.frombuffer(data[:alphabet], dtype=np.uint8)
+    if count and not freq.any():
+        raise ValueError("symbol string has no frequencies")
+    if np.count_nonzero(freq) == 1:
+        if len(data) != alphabet:
+            raise ValueError("symbol string is longer than its one value needs")
+        return np.full(count, int(np.flatnonzero(freq)[0]), dtype=np.int64)
+    cdf = _symbol_cdf(freq, pmf_to_quantized_cdf)
+    out = np.array(RansDecoder().decode_with_indexes(bytes(data[alphabet:]), [0] * count, [cdf], [len(cdf)], [0]),
+                   dtype=np.int64)
+    if out.size and (out.min() < 0 or out.max() >= alphabet or not freq[out].all()):
+        raise ValueError("symbol string decodes outside its alphabet")
+    return out
+
+
+def _symbol_cdf(freq: np.ndarray, to_cdf) -> list[int]:
+    # A tail entry after the alphabet, as CompressAI's coder expects; it is never coded.
+    pmf = np.append(freq.astype(np.float64), 0.5)
+    return to_cdf((pmf / pmf.sum()).tolist(), 16)
+
+
 class LatentCoder:
     """rANS coding of a latent's symbols, each under the Gaussian entropy model its scale selects.
 
@@ -50,13 +98,19 @@ class LatentCoder:
     def encode(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> tuple[bytes, torch.Tensor]:
         """The rANS string of ``round(y - means)``, and the latent the decoder will rebuild from it."""
         symbols = self.gc.quantize(y, "symbols", means)
-        string = self.gc.entropy_coder.encode_with_indexes(symbols.reshape(-1).tolist(),
-                                                          self.indexes(scales).reshape(-1).tolist(), *self.tables)
-        return string, self.gc.dequantize(symbols, means)
+        return self.encode_indexed(symbols, self.indexes(scales)), self.gc.dequantize(symbols, means)
+
+    def encode_indexed(self, symbols: torch.Tensor, indexes: torch.Tensor) -> bytes:
+        """The rANS string of integer ``symbols``, each under the table its index names."""
+        return self.gc.entropy_coder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
+                                                        *self.tables)
 
     def decode_symbols(self, string: bytes, scales: torch.Tensor) -> torch.Tensor:
         """The integer symbols (``round(y - means)``) of a string, shaped like ``scales``."""
-        indexes = self.indexes(scales)
+        return self.decode_indexed(string, self.indexes(scales))
+
+    def decode_indexed(self, string: bytes, indexes: torch.Tensor) -> torch.Tensor:
+        """The integer symbols of a string whose table indexes are ``indexes`` (shaped like them)."""
         values = self.gc.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).tolist(), *self.tables)
         # numpy: torch.tensor(list) of a 720p frame's 0.74 M symbols takes 65 ms, numpy 19 ms.
         return torch.from_numpy(np.array(values, dtype=np.int32)).reshape(indexes.shape)
@@ -138,84 +192,133 @@ class IntegerConv:
         return F.pixel_shuffle(out.permute(2, 0, 1, 3, 4).reshape(1, cout * phases * phases, h, w), phases)
 
 
-class ExactHyperSynthesis:
-    """A trained hyper-synthesis transform whose scale output is the same on every machine.
+class FixedPointNet:
+    """A trained stack of convolutions and (leaky) ReLUs computed in fixed point: the same on every machine.
 
-    The decoder must pick the entropy model of every latent element from the scale
-    it predicts exactly as the encoder did: a scale that lands one rounding error on
-    the other side of a scale-table boundary selects another table and the rest of
-    the stream decodes as garbage. Float convolutions round differently with the
-    thread count, the instruction set and the library, and over the ~4 * 10^5 scales
-    of a 720p frame one of them crossing a boundary is no rare event (measured:
-    a textured 720p frame coded with two threads decoded as noise with one or
-    three). Ballé, Johnston, Minnen, "Integer Networks
-    for Data Compression with Latent-Variable Models" (ICLR 2019) fix it with
-    integer arithmetic; here the trained float weights are used in fixed point:
-    activations with ``ACT_BITS`` fractional bits, weights with ``WEIGHT_BITS``, each
-    held as an integer in float64. Every product and partial sum of a convolution
-    is then an integer below 2**53, so any summation order gives the same exact
-    result; the activation's negative slope is one IEEE multiplication, and the
-    rescaling between layers a division by a power of two and a floor.
+    Float convolutions round differently with the thread count, the instruction set
+    and the library. Ballé, Johnston and Minnen, "Integer Networks for Data
+    Compression with Latent-Variable Models" (ICLR 2019) make entropy-model
+    parameters reproducible with integer arithmetic; here the trained float weights
+    are used in fixed point: activations with ``ACT_BITS`` fractional bits, weights
+    with ``WEIGHT_BITS``, each held as an integer in float64. Every product and
+    partial sum of a convolution is then an integer below 2**53, so any summation
+    order gives the same exact result; a leaky slope is one IEEE multiplication and
+    the rescaling between layers a division by a power of two and a floor. The
+    object holds the weights as they were when it was built: for trained models at
+    inference.
 
-    Only the scales need this. The means half of the last layer runs in float32 on
-    the exact hidden activations: a mean that differs in its last bit moves a
-    reconstruction by as much, and the stream stays in step. The object holds the
-    weights as they were when it was built: for trained models at inference.
+    Args:
+        layers: ``nn.Conv2d`` / ``nn.ConvTranspose2d`` / ``nn.LeakyReLU`` / ``nn.ReLU`` modules in order,
+            ending in a convolution.
+        rows: the output channels of the last convolution to compute (default: all).
     """
 
     ACT_BITS = 16
     WEIGHT_BITS = 16
     LIMIT = 2.0**52
 
-    def __init__(self, h_s: nn.Sequential, scale_channels: int):
+    def __init__(self, layers, rows: slice | None = None):
         self.steps: list[tuple] = []
-        convs = [m for m in h_s if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-        if not convs or type(convs[-1]) is not nn.Conv2d:
-            raise TypeError("ExactHyperSynthesis needs a hyper-synthesis that ends in a convolution")
-        for m in h_s:
+        layers = list(layers)
+        convs = [m for m in layers if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        if not convs or layers[-1] is not convs[-1]:
+            raise TypeError(f"{type(self).__name__} needs layers that end in a convolution")
+        for m in layers:
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 w, b = m.weight.detach().double(), m.bias.detach().double()
-                if m is convs[-1]:
-                    # The means' part stays float32 (see above).
-                    self.means = (m.weight.detach()[scale_channels:].clone(), m.bias.detach()[scale_channels:].clone(),
-                                  m.stride, m.padding)
-                    w, b = w[:scale_channels], b[:scale_channels]
-                w_int = torch.round(w * 2.0**self.WEIGHT_BITS)
-                b_int = torch.round(b * 2.0 ** (self.ACT_BITS + self.WEIGHT_BITS))
-                per_out = (0, 2, 3) if isinstance(m, nn.ConvTranspose2d) else (1, 2, 3)
-                # Integer sums of integers below 2**53: exact, whatever the order.
-                l1 = float(w_int.abs().sum(per_out).max())
-                self.steps.append(("conv", IntegerConv(m, w_int, b_int), l1, float(b_int.abs().max())))
+                if m is convs[-1] and rows is not None:
+                    w, b = (w[rows], b[rows]) if isinstance(m, nn.Conv2d) else (w[:, rows], b[rows])
+                self.steps.append(("conv", *self.integer_conv(m, w, b)))
             elif isinstance(m, nn.LeakyReLU):
                 self.steps.append(("leaky", float(m.negative_slope)))
             elif isinstance(m, nn.ReLU):
                 self.steps.append(("leaky", 0.0))
             else:
-                raise TypeError(f"ExactHyperSynthesis cannot compute {type(m).__name__}")
+                raise TypeError(f"{type(self).__name__} cannot compute {type(m).__name__}")
 
-    def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scales (float64, exact) and means (float32) for a decoded hyper latent.
+    @classmethod
+    def integer_conv(cls, m: nn.Conv2d | nn.ConvTranspose2d, w: torch.Tensor, b: torch.Tensor) -> tuple:
+        """The layer with integer weights, and the bounds its sums are checked against."""
+        w_int = torch.round(w * 2.0**cls.WEIGHT_BITS)
+        b_int = torch.round(b * 2.0 ** (cls.ACT_BITS + cls.WEIGHT_BITS))
+        per_out = (0, 2, 3) if isinstance(m, nn.ConvTranspose2d) else (1, 2, 3)
+        # Integer sums of integers below 2**53: exact, whatever the order.
+        l1 = float(w_int.abs().sum(per_out).max())
+        return IntegerConv(m, w_int, b_int), l1, float(b_int.abs().max())
 
-        Raises ``OverflowError`` when a sum could pass 2**52 (a hyper latent thousands
-        of times larger than any a trained model produces)."""
-        x = torch.round(z_hat.double() * 2.0**self.ACT_BITS)
-        wide = False  # whether x is at the scale of a layer's sums (ACT_BITS + WEIGHT_BITS)
+    def to_fixed(self, x: torch.Tensor) -> torch.Tensor:
+        """A float input in the fixed point the first layer takes (exact for inputs that are)."""
+        return torch.round(x.double() * 2.0**self.ACT_BITS)
+
+    def conv(self, step: tuple, x: torch.Tensor) -> torch.Tensor:
+        """One convolution on fixed-point activations; its sums at the scale ``ACT_BITS + WEIGHT_BITS``.
+
+        Raises ``OverflowError`` when a sum could pass 2**52 (an input thousands of times
+        larger than any a trained model produces)."""
+        _, conv, l1, b_max = step
+        if float(x.abs().max()) * l1 + b_max >= self.LIMIT:
+            raise OverflowError(f"input out of the range {type(self).__name__} can compute exactly")
+        return conv(x)
+
+    def run(self, x: torch.Tensor, wide: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last convolution's sums (scale ``ACT_BITS + WEIGHT_BITS``) for fixed-point input ``x``
+        (at that scale too with ``wide``: another net's sums), and that convolution's own input."""
         hidden = x
         for step in self.steps:
             if step[0] == "leaky":
                 slope = step[1]
                 x = torch.where(x >= 0, x, x * slope)
                 continue
-            _, conv, l1, b_max = step
             if wide:
                 x = torch.floor(x * 2.0**-self.WEIGHT_BITS)
-                wide = False
-            if float(x.abs().max()) * l1 + b_max >= self.LIMIT:
-                raise OverflowError("hyper latent out of the range the exact hyper-synthesis can compute")
             hidden = x
-            x = conv(x)
+            x = self.conv(step, x)
             wide = True
-        scales = x * 2.0 ** -(self.ACT_BITS + self.WEIGHT_BITS)
+        return x, hidden
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The output (float64, exact) for a float input, which is first put in fixed point."""
+        return self.run(self.to_fixed(x))[0] * 2.0 ** -(self.ACT_BITS + self.WEIGHT_BITS)
+
+
+class ExactHyperSynthesis(FixedPointNet):
+    """A trained hyper-synthesis transform whose scale output is the same on every machine.
+
+    The decoder must pick the entropy model of every latent element from the scale
+    it predicts exactly as the encoder did: a scale that lands one rounding error on
+    the other side of a scale-table boundary selects another table and the rest of
+    the stream decodes as garbage; over the ~4 * 10^5 scales of a 720p frame one of
+    them crossing a boundary is no rare event (measured: a textured 720p frame coded
+    with two threads decoded as noise with one or three). So the scales are computed
+    in fixed point (:class:`FixedPointNet`).
+
+    The means may be exact too (``exact_means``: what a stream whose latents are
+    references for predicted frames needs, since the next frame's entropy model reads
+    them) or float32 on the exact hidden activations (frame payloads of version 2: a
+    mean that differs in its last bit moves a reconstruction by as much, and the
+    stream stays in step).
+    """
+
+    def __init__(self, h_s: nn.Sequential, scale_channels: int):
+        super().__init__(h_s, rows=slice(0, scale_channels))
+        last = list(h_s)[-1]
+        if type(last) is not nn.Conv2d:
+            raise TypeError("ExactHyperSynthesis needs a hyper-synthesis that ends in a convolution")
+        w, b = last.weight.detach(), last.bias.detach()
+        self.means = (w[scale_channels:].clone(), b[scale_channels:].clone(), last.stride, last.padding)
+        self.exact_means = self.integer_conv(last, w[scale_channels:].double(), b[scale_channels:].double())
+
+    def __call__(self, z_hat: torch.Tensor, exact_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales (float64, exact) and means (float64 and exact with ``exact_means``, else float32)
+        for a decoded hyper latent.
+
+        Raises ``OverflowError`` when a sum could pass 2**52 (a hyper latent thousands
+        of times larger than any a trained model produces)."""
+        x, hidden = self.run(self.to_fixed(z_hat))
+        unit = 2.0 ** -(self.ACT_BITS + self.WEIGHT_BITS)
+        scales = x * unit
+        if exact_means:
+            return scales, self.conv(("conv", *self.exact_means), hidden) * unit
         w, b, stride, padding = self.means
         means = F.conv2d((hidden * 2.0**-self.ACT_BITS).float(), w, b, stride, padding)
         return scales, means

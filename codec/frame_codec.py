@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import FormatError
 from .models import check_quality
-from .payload import HYPER_STRIDE, PAYLOAD_VERSION, Payload, pack, unpack
+from .payload import HYPER_STRIDE, INTRA_EXACT, PAYLOAD_VERSION, PREDICTED, Payload, pack, unpack
 
 #: Frames are padded to a multiple of this: the hyperprior's total down-sampling.
 PAD = HYPER_STRIDE
@@ -116,18 +116,6 @@ class FrameCodec:
     def decode_batch(self, payloads: Sequence[bytes]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def stream_encoder(self):
-        """A :class:`~.stream.StreamEncoder` for one stream of frames coded with this codec."""
-        from .stream import IntraStreamEncoder
-
-        return IntraStreamEncoder(self)
-
-    def stream_decoder(self):
-        """The :class:`~.stream.StreamDecoder` matching :meth:`stream_encoder`."""
-        from .stream import IntraStreamDecoder
-
-        return IntraStreamDecoder(self)
-
 
 class GainedCodec(FrameCodec):
     """Codec around :class:`~.models.GainedMeanScaleHyperprior` (continuous quality)."""
@@ -173,7 +161,7 @@ class GainedCodec(FrameCodec):
     def decode_latent(self, data: bytes) -> torch.Tensor:
         """The dequantised latent a payload holds (what the synthesis receives)."""
         symbols, means = self._symbols(unpack(data))
-        return self.model.gaussian_conditional.dequantize(symbols, means)
+        return (symbols.to(means.dtype) + means).float()
 
     @torch.inference_mode()
     def decode_symbols(self, data: bytes) -> torch.Tensor:
@@ -181,11 +169,14 @@ class GainedCodec(FrameCodec):
         return self._symbols(unpack(data))[0]
 
     def _symbols(self, p: Payload) -> tuple[torch.Tensor, torch.Tensor]:
+        if p.version == PREDICTED:
+            raise FormatError("a predicted frame decodes only in its stream, after the frames it refers to")
         if len(p.strings) != 2:
             raise FormatError("frame payload has the wrong number of streams for this model")
         check_quality(p.quality)
         try:
-            return self.model.decode_symbols(p.strings, p.latent_hw, exact=p.version >= 2)
+            return self.model.decode_symbols(p.strings, p.latent_hw, exact=p.version >= 2,
+                                             exact_means=p.version == INTRA_EXACT)
         except OverflowError:
             raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
 
@@ -195,7 +186,7 @@ class GainedCodec(FrameCodec):
         for data in payloads:
             p = unpack(data)
             symbols, means = self._symbols(p)
-            y_hat = self.model.gaussian_conditional.dequantize(symbols, means)
+            y_hat = (symbols.to(means.dtype) + means).float()
             frames.append(to_uint8(self.model.synthesis(y_hat, p.quality), p.height, p.width))
         return frames
 

@@ -44,6 +44,15 @@ def check_quality(quality: float) -> float:
     return q
 
 
+def quality_lambda(quality: float) -> float:
+    """The rate-distortion trade-off a (fractional) quality stands for: the
+    training table's lambdas interpolated geometrically, as the gains are."""
+    t = check_quality(quality) - 1.0
+    lo = min(int(t), len(LAMBDAS) - 2)
+    f = t - lo
+    return math.exp((1 - f) * math.log(LAMBDAS[lo]) + f * math.log(LAMBDAS[lo + 1]))
+
+
 def widths(state: dict) -> tuple[int, int]:
     """``(N, M)`` of a :class:`GainedMeanScaleHyperprior` state dict: its transform and latent channels."""
     return state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
@@ -122,19 +131,22 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         y = self.g_a(x.contiguous(memory_format=torch.channels_last)) * gain
         return y.contiguous()
 
-    def hyper_synthesis(self, z_hat: torch.Tensor, exact: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def hyper_synthesis(self, z_hat: torch.Tensor, exact: bool = True,
+                        exact_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and means of the latent's entropy model from the decoded hyper latent.
 
         ``exact`` computes the scales in fixed point (:class:`~.entropy.ExactHyperSynthesis`),
         the same on every machine, so a stream decodes wherever it was made; without it,
         CompressAI's float ``h_s`` (frame payloads of version 1, which decode reliably
-        only on a machine that computes exactly as the encoder's did)."""
+        only on a machine that computes exactly as the encoder's did). ``exact_means``
+        computes the means in fixed point too (float64): latents that predicted frames
+        refer to must be the same on every machine."""
         if not exact:
             scales, means = self.h_s(z_hat).chunk(2, 1)
             return scales, means
         if self._exact_h_s is None:
             self._exact_h_s = ExactHyperSynthesis(self.h_s, self.M)
-        return self._exact_h_s(z_hat)
+        return self._exact_h_s(z_hat, exact_means)
 
     def latent_coder(self) -> LatentCoder:
         """The entropy coder of ``y`` (tables converted once for a model at inference, else built per call)."""
@@ -164,12 +176,13 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return [y_string, z_strings[0]], shape, y_hat
 
     @torch.inference_mode()
-    def decode_symbols(self, strings: Sequence[bytes], shape: tuple[int, int],
-                       exact: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_symbols(self, strings: Sequence[bytes], shape: tuple[int, int], exact: bool = True,
+                       exact_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The latent's integer symbols (``round(y - means)``: the same on every machine with ``exact``) and
-        its means (float32, which may differ in their last bit between machines)."""
+        its means (float32, which may differ in their last bit between machines; float64 and exact with
+        ``exact_means``)."""
         z_hat = self.entropy_bottleneck.decompress([strings[1]], shape)
-        scales_hat, means_hat = self.hyper_synthesis(z_hat, exact)
+        scales_hat, means_hat = self.hyper_synthesis(z_hat, exact, exact_means)
         return self.latent_coder().decode_symbols(strings[0], scales_hat), means_hat
 
     @torch.inference_mode()

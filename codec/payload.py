@@ -9,7 +9,10 @@ Layout (little-endian; docs/FORMAT.md)::
 Versions: 2, the latent's scales come from the exact, machine-independent
 hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
 (CompressAI zoo models, and a fallback for hyper latents out of the exact
-range; still read). Every length is checked against the bytes present before
+range; still read); 3, an intra frame of a predicted stream, whose means are
+exact too (its latent is a reference); 4, a predicted frame (strings: block
+modes, the coded difference, its hyper latent, background updates;
+:mod:`.predictive`). Every length is checked against the bytes present before
 anything is sliced.
 """
 
@@ -26,7 +29,9 @@ from ..errors import FormatError
 HYPER_STRIDE = 64
 _HEAD = struct.Struct("<BHHfHHB")
 PAYLOAD_VERSION = 2
-PAYLOAD_VERSIONS = (1, 2)
+#: An intra frame with exact means, and a predicted frame (:mod:`.predictive`).
+INTRA_EXACT, PREDICTED = 3, 4
+PAYLOAD_VERSIONS = (1, 2, INTRA_EXACT, PREDICTED)
 
 
 def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes],

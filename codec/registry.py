@@ -90,3 +90,35 @@ def load_codec(name: str = DEFAULT_MODEL, quality: float | None = None, pretrain
         state, sha = load_weights(name)
         return gained_from_state(state, f"file:{Path(name).name}", sha)
     raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+
+
+def conditional_weights(name: str) -> tuple[dict, str]:
+    """State dict and sha256 of a conditional entropy model: a shipped one by name, or a ``.pth`` /
+    training checkpoint."""
+    from .zoo import load_shipped
+
+    if name.endswith(WEIGHTS_SUFFIXES):
+        return load_weights(name)
+    state, entry = load_shipped(name, section="conditional")
+    return state, entry["sha256"]
+
+
+def load_conditional(codec: FrameCodec, name: str | None = None):
+    """``(model, name, sha256)`` of the conditional entropy model that codes predicted frames for
+    ``codec``: ``name`` (a shipped name or a weights file), else the one shipped for its weights;
+    None when there is none."""
+    from .conditional import ConditionalEntropyModel
+    from .zoo import shipped_conditional_for
+
+    if name is None:
+        name = shipped_conditional_for(codec.weights_sha256)
+        if name is None:
+            return None
+    state, sha = conditional_weights(name)
+    try:
+        model = ConditionalEntropyModel(state["ref.0.weight"].shape[1], state["ref.0.weight"].shape[0],
+                                        state["h_a.4.weight"].shape[0])
+        model.load_state_dict(state)
+    except (KeyError, RuntimeError) as exc:
+        raise ModelError(f"{name} is not a conditional entropy model's weights: {str(exc).splitlines()[0]}") from None
+    return model, name, sha

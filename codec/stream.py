@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import DEFAULT_INTRA_PERIOD
 from .frame_codec import FrameCodec
 
 
@@ -36,8 +37,12 @@ class StreamEncoder(Protocol):
     name: str
     weights_sha256: str
 
-    def encode(self, frame: np.ndarray, quality: float, pts: int) -> StreamFrame:
-        ...
+    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False) -> StreamFrame:
+        """One frame. ``boxes``: pixel boxes (x1, y1, x2, y2) of what the detector saw in it (None: unknown);
+        ``intra``: code it alone (a scene cut)."""
+
+    def describe(self) -> dict:
+        """What a decoder needs to know of this coder (stored in the file's header)."""
 
     def reset(self) -> None:
         """Forget every reference: the next frame is coded alone (seek points, recovery)."""
@@ -60,9 +65,12 @@ class IntraStreamEncoder:
         self.codec = codec
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
 
-    def encode(self, frame: np.ndarray, quality: float, pts: int) -> StreamFrame:
+    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False) -> StreamFrame:
         enc = self.codec.encode_batch([frame], [quality])[0]
         return StreamFrame(enc.data, enc.recon)
+
+    def describe(self) -> dict:
+        return {}  # every frame alone: what files without a description are
 
     def reset(self) -> None:
         pass
@@ -84,3 +92,42 @@ class IntraStreamDecoder:
 
     def reset(self) -> None:
         pass
+
+
+def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_INTRA_PERIOD,
+                   predict: bool = True, conditional: str | None = None) -> StreamEncoder:
+    """The stream encoder for ``codec``: predicted frames where a conditional entropy model exists for
+    its weights (``conditional`` names another: a shipped name or a weights file), else intra only."""
+    from .frame_codec import GainedCodec
+    from .registry import load_conditional
+
+    if predict and isinstance(codec, GainedCodec):
+        found = load_conditional(codec, conditional)
+        if found is not None:
+            from .predictive import PredictiveStreamEncoder
+
+            model, name, sha = found
+            return PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha)
+    return IntraStreamEncoder(codec)
+
+
+def stream_decoder(codec: FrameCodec, description: dict | None = None, conditional: str | None = None) -> StreamDecoder:
+    """The decoder of a stream that ``description`` (its header's) says ``codec`` coded; ``conditional``
+    names the conditional model's weights when the file's are not the shipped ones."""
+    from ..errors import ModelError
+    from .frame_codec import GainedCodec
+    from .registry import load_conditional
+
+    description = description or {}
+    if description.get("coder") != "predictive":
+        return IntraStreamDecoder(codec)
+    if not isinstance(codec, GainedCodec):
+        raise ModelError(f"{codec.name} cannot decode predicted frames")
+    found = load_conditional(codec, conditional or description.get("conditional"))
+    want = description.get("conditional_sha256", "")
+    if found is None or (conditional is None and found[2] != want):
+        raise ModelError(f"this file's predicted frames need the conditional model {description.get('conditional')} "
+                         f"(sha256 {want[:12]}...), which is not installed")
+    from .predictive import PredictiveStreamDecoder
+
+    return PredictiveStreamDecoder(codec, found[0])

@@ -46,10 +46,11 @@ def read_manifest(path: Path = MANIFEST) -> dict:
 
 
 @lru_cache(maxsize=None)
-def load_shipped(name: str, manifest_path: str | None = None) -> tuple[dict, dict]:
-    """State dict and manifest entry of a model shipped in ``codec/weights``."""
+def load_shipped(name: str, manifest_path: str | None = None, section: str = "models") -> tuple[dict, dict]:
+    """State dict and manifest entry of a model shipped in ``codec/weights`` (``section``: ``models`` for
+    frame codecs, ``conditional`` for the entropy models of predicted frames)."""
     mpath = Path(manifest_path) if manifest_path else MANIFEST
-    entry = read_manifest(mpath).get("models", {}).get(name)
+    entry = read_manifest(mpath).get(section, {}).get(name)
     if entry is None:
         raise ModelError(f"no shipped weights named {name!r} in {mpath}")
     wpath = mpath.parent / entry["file"]
@@ -60,6 +61,15 @@ def load_shipped(name: str, manifest_path: str | None = None) -> tuple[dict, dic
         raise ModelError(f"weights file {wpath} does not match its sha256 in {mpath} "
                          f"(got {digest[:12]}..., expected {entry['sha256'][:12]}...)")
     return load_state(wpath), entry
+
+
+def shipped_conditional_for(intra_sha256: str, manifest_path: str | None = None) -> str | None:
+    """The name of the shipped conditional entropy model trained for these intra weights, if one is."""
+    mpath = Path(manifest_path) if manifest_path else MANIFEST
+    for name, entry in read_manifest(mpath).get("conditional", {}).items():
+        if entry.get("intra_sha256") == intra_sha256:
+            return name
+    return None
 
 
 def load_state(path: str | os.PathLike) -> dict:

@@ -199,8 +199,10 @@ class Ingester:
         path = segment_path(self.out, start)
         h, w = shape[:2]
         meta = {"source": self.url, "utc_start": start.isoformat(), "ingest": True}
+        copts = self.compress_opts
         self.comp = Compressor(path, self.codec, self.selector, w, h, reader.fps, reader.time_base, meta,
-                               atomic=True, fsync_interval=self.opts.fsync_interval)
+                               atomic=True, fsync_interval=self.opts.fsync_interval,
+                               intra_period=copts.intra_period, predict=copts.predict)
         self.seg_info = {"path": str(path), "start_s": t_s, "utc_start": start.isoformat(),
                          "wall0": time.monotonic()}
         if gap_since is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from ..container import ContainerReader, CorruptRecordWarning, FrameRecord, Header, SkipRecord, TruncatedWarning
+from ..codec.stream import stream_decoder
 from ..datasets.video import VideoWriter
 from ..errors import FormatError, ModelError, OutputError
 from .encoder import load_codec
@@ -50,20 +51,33 @@ def codec_for(header: Header, model: str | None = None) -> "FrameCodec":
     return codec
 
 
-def iter_decoded(reader: ContainerReader, codec: "FrameCodec") -> Iterable[DecodedFrame]:
-    """Frames in display order: kept frames decoded, skipped pts hold the last kept frame."""
-    stream = codec.stream_decoder()
+def iter_decoded(reader: ContainerReader, codec: "FrameCodec", conditional: str | None = None
+                 ) -> Iterable[DecodedFrame]:
+    """Frames in display order: coded frames decoded, skipped pts hold the last decoded frame.
+
+    After damage that ``recover`` read past, predicted frames have lost their references:
+    they hold the last decoded frame too, until the next intra frame."""
+    stream = stream_decoder(codec, reader.header.stream, conditional)
     last = None
+    damaged, lost = 0, False
     for rec in reader.records():
+        if len(reader.damaged) != damaged:
+            damaged, lost = len(reader.damaged), True
+            stream.reset()
         if isinstance(rec, FrameRecord):
+            if lost and not rec.intra:
+                if last is not None:
+                    yield DecodedFrame(last, rec.pts, False)
+                continue
             try:
                 last = stream.decode(rec.payload, rec.pts, rec.intra, None if rec.intra else rec.ref_pts)
             except FormatError as exc:
                 raise FormatError(f"{reader.path}: bad frame payload at byte {rec.offset}: {exc}") from None
+            lost = False
             yield DecodedFrame(last, rec.pts, True)
         elif isinstance(rec, SkipRecord):
             if last is None:
-                continue  # skipped frames before any kept one (only after recovery)
+                continue  # skipped frames before any decoded one (only after recovery)
             for p in rec.pts:
                 yield DecodedFrame(last, p, False)
 

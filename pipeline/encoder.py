@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from ..codec import DEFAULT_INTRA_PERIOD
+from ..codec.stream import stream_encoder
 from ..container import REC_META, ContainerWriter, Header
 from ..datasets.video import VideoReader
 from ..errors import InputError, ModelError
@@ -26,6 +28,9 @@ from .paths import check_output_path
 
 if TYPE_CHECKING:
     from ..codec.frame_codec import FrameCodec
+
+#: Selection reasons after which a frame is coded alone: nothing before it predicts it.
+INTRA_REASONS = ("first", "scene-cut")
 
 
 @dataclass
@@ -83,13 +88,15 @@ class Compressor:
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
                  fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
-                 fsync_interval: float | None = None, skip_flush_s: float = 1.0):
+                 fsync_interval: float | None = None, skip_flush_s: float = 1.0,
+                 intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True):
         self.selector = selector
-        self.stream = codec.stream_encoder()
+        self.stream = stream_encoder(codec, time_base, intra_period, predict)
         self.tb = time_base
         self.fps = fps
         header = Header(width=width, height=height, fps=fps, time_base=time_base, model=codec.name,
-                        weights_sha256=codec.weights_sha256, metadata=metadata or {})
+                        weights_sha256=codec.weights_sha256, metadata=metadata or {}, stream=self.stream.describe())
+        self.last_coded_pts: int | None = None
         self.writer = ContainerWriter(output, header, atomic=atomic, fsync_interval=fsync_interval)
         self.summary = CompressSummary(output=str(output), width=width, height=height,
                                        detector=selector.detector_name)
@@ -122,8 +129,11 @@ class Compressor:
             self._write_segment(seg)
         if d.keep:
             self._flush_skips()
-            enc = self.stream.encode(rgb, d.quality, pts)
-            self.writer.write_frame(pts, d.quality, enc.data, ref_pts=enc.ref_pts)
+            # Boxes tell the stream coder what must not become background; no detector, no boxes to tell.
+            boxes = None if self.selector.detector_name == "none" else [det.box for det in d.detections]
+            enc = self.stream.encode(rgb, d.quality, pts, boxes=boxes, intra=d.reason in INTRA_REASONS)
+            self.writer.write_frame(pts, d.quality, enc.data, ref_pts=None if enc.intra else self.last_coded_pts)
+            self.last_coded_pts = pts
             self.summary.kept += 1
             self._psnr_sum += psnr(rgb, enc.recon)
             self._pixels += rgb.shape[0] * rgb.shape[1]
@@ -236,7 +246,8 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
             for frame in reader:
                 if comp is None:
                     h, w = frame.rgb.shape[:2]
-                    comp = Compressor(output, codec, selector, w, h, reader.fps, reader.time_base, meta)
+                    comp = Compressor(output, codec, selector, w, h, reader.fps, reader.time_base, meta,
+                                      intra_period=opts.intra_period, predict=opts.predict)
                 comp.push(frame.rgb, frame.pts)
                 bar.update(1)
                 if bar.n % 10 == 0:

@@ -6,6 +6,7 @@ import os
 import warnings
 
 from ..container import REC_GAP, REC_META, REC_SEGMENT, ContainerReader, FrameRecord, IndexRecord, JsonRecord, SkipRecord
+from ..codec.predictive import SKIP_BG, SKIP_PREV, block_modes
 from ..errors import FormatError
 
 
@@ -14,6 +15,8 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
     with ContainerReader(path, recover=recover) as reader:
         h = reader.header
         frames = kept = payload = 0
+        gops: list[int] = []  # coded frames per group of pictures (an intra frame and those predicted from it)
+        blocks = skipped = 0
         segments, gaps, meta = [], [], {}
         first = last = None
         index_entries = None
@@ -25,6 +28,13 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
                         kept += 1
                         frames += 1
                         payload += len(rec.payload)
+                        if rec.intra or not gops:
+                            gops.append(0)
+                        gops[-1] += 1
+                        modes = None if rec.intra else block_modes(rec.payload)
+                        if modes is not None:
+                            blocks += modes.size
+                            skipped += int(((modes == SKIP_PREV) | (modes == SKIP_BG)).sum())
                         first = rec.pts if first is None else min(first, rec.pts)
                         last = rec.pts if last is None else max(last, rec.pts)
                     elif isinstance(rec, SkipRecord):
@@ -67,5 +77,9 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
             "truncated_at": reader.truncated_at,
             "damaged": [{"offset": o, "reason": r} for o, r in reader.damaged],
             "index_entries": index_entries,
+            "stream": h.stream.get("coder", "intra"),
+            "gop": {"intra": len(gops) if h.stream else kept, "predicted": kept - (len(gops) if h.stream else kept),
+                    "longest": max(gops, default=0) if h.stream else min(kept, 1),
+                    "skipped_block_share": round(skipped / blocks, 4) if blocks else None},
             "warnings": [str(w.message) for w in caught],
         }

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
-from ..codec import DEFAULT_MODEL
+from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
 
 #: Quality of every frame with ``keep_all`` when none is given.
 KEEP_ALL_QUALITY = 4.0
@@ -30,6 +30,8 @@ class CompressOptions:
     target_kbps: float | None = None
     max_frames: int | None = None
     input_options: dict = field(default_factory=dict)
+    intra_period: float = DEFAULT_INTRA_PERIOD  # seconds between frames coded alone (seek points)
+    predict: bool = True  # predicted frames where the codec has a conditional model; False: every frame alone
 
 
 def make_selector(opts: CompressOptions, time_base: Fraction, log_fn: Callable[[str], None] | None = None,

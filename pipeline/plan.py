@@ -26,6 +26,33 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: Kept frames per segment the first pass codes, at each quality, to learn this footage's rate.
+SAMPLES = 3
+
+
+def sample_bits(codec, frames, qualities, time_base, opts) -> tuple[list[float], list[float] | None]:
+    """Bits of the first frame coded alone, and the mean bits of the next ones predicted (None where
+    frames are not predicted), at each quality: a fresh stream per quality, as the file will have."""
+    from ..codec.stream import stream_encoder
+
+    alone, predicted = [], []
+    for q in qualities:
+        enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict)
+        sizes = [len(enc.encode(f, q, i).data) * 8 for i, f in enumerate(frames)]
+        alone.append(float(sizes[0]))
+        predicted.append(float(np.mean(sizes[1:])) if len(sizes) > 1 else float(sizes[0]))
+    if not enc.describe():  # an intra-only coder: every kept frame costs what a frame alone does
+        return [float(np.mean([a, p])) for a, p in zip(alone, predicted)], None
+    return alone, predicted
+
+
+def intras_between(start: float, end: float, period: float) -> int:
+    """How many multiples of ``period`` seconds (after 0) fall in ``[start, end)``."""
+    if period <= 0:
+        return 0
+    return max(0, int(np.ceil(end / period - 1e-9)) - max(1, int(np.ceil(start / period - 1e-9))))
+
+
 @dataclass
 class RatePlan:
     offset: float  # added to every segment's base quality
@@ -35,9 +62,10 @@ class RatePlan:
 def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
                 log_fn: Callable[[str], None] | None = None) -> RatePlan | None:
     """The offset and per-segment bit plan that meet ``opts.target_kbps`` on this file (None: nothing to plan)."""
-    plans, samples_by_seg = [], []
+    plans, samples_by_seg, spans = [], [], []
     with VideoReader(input, options=opts.input_options) as reader:
         sel = make_selector(opts, reader.time_base)
+        tb = reader.time_base
         cur = None
         first = last = None
         n = 0
@@ -48,34 +76,44 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
                                   base=d.segment.base_quality, frames=0)
                 plans.append(cur)
                 samples_by_seg.append([])
+                spans.append([frame.pts, frame.pts])
             cur.frames += 1
+            spans[-1][1] = frame.pts
             if d.keep:
                 cur.kept += 1
-                # Two frames per segment (its first and one from later on) stand for its content.
-                sl = samples_by_seg[-1]
-                if len(sl) < 2 or cur.kept in (4, 16, 64):
-                    sl[1 if len(sl) == 2 else len(sl):] = [frame.rgb]
+                # Its first kept frames, in order, stand for the segment: the first as coded alone, the
+                # next ones as predicted from the frames before them.
+                if len(samples_by_seg[-1]) < SAMPLES:
+                    samples_by_seg[-1].append(frame.rgb)
             first = frame.pts if first is None else first
             last = frame.pts
             n += 1
             if opts.max_frames and n >= opts.max_frames:
                 break
-        duration = float((last - first) * reader.time_base + 1 / reader.fps) if n else 0.0
+        duration = float((last - first) * tb + 1 / reader.fps) if n else 0.0
     if not plans or duration <= 0:
         return None
     qs = [1.0, 2.5, 4.0, 5.5, 7.0, 8.0] if codec.variable_rate else [1, 2, 3, 4, 5, 6, 7, 8]
+    # Frames coded alone: the first, then one every intra period (none more where frames are predicted).
+    period = opts.intra_period if opts.predict else 0.0
+    intra_at = [float((a - first) * tb) for a, _ in spans]
+    ends = intra_at[1:] + [duration]
     # Measure the segments that spend the most; the rest share their pooled model.
     order = sorted(range(len(plans)), key=lambda i: -plans[i].kept)[:12]
     models: dict[int, RateModel] = {}
     pooled = np.zeros(len(qs))
     for i in order:
         picks = samples_by_seg[i]
-        bpps = []
-        for q in qs:
-            enc = codec.encode_batch(picks, [q] * len(picks), recon=False)
-            bpps.append(sum(len(e.data) * 8 for e in enc) / sum(f.shape[0] * f.shape[1] for f in picks))
+        alone, predicted = sample_bits(codec, picks, qs, tb, opts)
+        p = plans[i]
+        n_alone = p.kept if not period or predicted is None else \
+            min(p.kept, intras_between(intra_at[i], ends[i], period) + (i == 0))
+        n_alone = max(n_alone, 1 if predicted is None else 0)
+        per_frame = [(n_alone * a + (p.kept - n_alone) * (a if predicted is None else b)) / max(p.kept, 1)
+                     for a, b in zip(alone, predicted or alone)]
+        bpps = [b / p.pixels for b in per_frame]
         models[i] = RateModel(qs, bpps)
-        pooled += np.log(np.maximum(bpps, 1e-6)) * plans[i].kept
+        pooled += np.log(np.maximum(bpps, 1e-6)) * p.kept
     weight = sum(plans[i].kept for i in order) or 1
     shared = RateModel(qs, np.exp(pooled / weight))
     for i, p in enumerate(plans):

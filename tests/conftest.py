@@ -96,3 +96,10 @@ def symbols_sha256(symbols) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(symbols.cpu().numpy(), dtype=np.int32).tobytes()).hexdigest()
+
+
+def latent_sha256(latent) -> str:
+    """Checksum of an exact decoded latent (float64, C order)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(latent.cpu().numpy(), dtype=np.float64).tobytes()).hexdigest()

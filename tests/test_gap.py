@@ -17,7 +17,7 @@ from vidsieve.codec.models import LAMBDAS
 from vidsieve.codec.zoo import load_shipped
 from vidsieve.datasets.synthetic import background
 from vidsieve.metrics import psnr
-from vidsieve.training.rd import quality_lambda
+from vidsieve.codec.models import quality_lambda
 
 
 @pytest.fixture(scope="module")

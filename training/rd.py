@@ -9,23 +9,12 @@ weight comparisons) or from real bitstreams (what a user's file holds).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codec.models import LAMBDAS, check_quality, likelihood_bits
+from ..codec.models import likelihood_bits
 from ..metrics import mse as mse_of, psnr_from_mse
-
-
-def quality_lambda(quality: float) -> float:
-    """The rate-distortion trade-off a (fractional) quality stands for: the
-    training table's lambdas interpolated geometrically, as the gains are."""
-    t = check_quality(quality) - 1.0
-    lo = min(int(t), len(LAMBDAS) - 2)
-    f = t - lo
-    return math.exp((1 - f) * math.log(LAMBDAS[lo]) + f * math.log(LAMBDAS[lo + 1]))
 
 
 def rd_objective(mse, bpp, lam):

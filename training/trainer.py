@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior
+from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, quality_lambda
 from ..datasets.images import CropSampler, TensorCropSampler, collect_files, load_training_arrays
-from .rd import likelihood_curve, quality_lambda, rd_loss, rd_objective
+from .rd import likelihood_curve, rd_loss, rd_objective
 
 log = logging.getLogger(__name__)
 

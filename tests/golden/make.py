@@ -1,10 +1,11 @@
 """Writes the golden streams in this folder and the checksums ``test_golden.py`` holds them to.
 
-Run once, with the code and weights a format version ships with; never re-run to make
-a failing golden test pass (that is what the goldens are there to catch). A new payload or
-container version adds new files beside these and keeps the old ones.
+Each golden is written once, with the code and weights its format version ships with; an
+existing one is never rewritten (a failing golden test means a change altered what old files
+mean, which is what the goldens are there to catch). A new payload or stream version adds
+new entries here and the script writes only those.
 
-    .venv/bin/python tests/golden/make.py            # refuses to replace existing goldens
+    .venv/bin/python tests/golden/make.py            # writes the goldens that do not exist yet
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from conftest import source_frame, source_frames, symbols_sha256  # noqa: E402
+from conftest import latent_sha256, source_frame, source_frames, symbols_sha256  # noqa: E402
 
 from vidsieve.codec.registry import load_codec  # noqa: E402
+from vidsieve.codec.stream import stream_decoder  # noqa: E402
+from vidsieve.pipeline import CompressOptions  # noqa: E402
 
 #: (file, model, width, height, quality, source seed)
 FRAMES = [
@@ -32,23 +35,32 @@ FRAMES = [
     ("frame-narrow-q5.bin", "vidsieve-hyperprior", 96, 64, 5.0, 3),
 ]
 
+#: Streams: intra-only ones (written with payload version 2), then predicted ones (versions 3 and 4).
+STREAMS = {
+    "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, predict=False),
+    "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, predict=False),
+    "predicted-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6),
+    "predicted-motion.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6),
+}
+
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
     cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--force", action="store_true", help="replace existing goldens (changes what old files mean)")
-    a = ap.parse_args()
-    if (HERE / "golden.json").exists() and not a.force:
-        print("goldens exist; they are what old files must keep decoding to (use --force only for a new set)")
-        return 2
-    from vidsieve.pipeline import CompressOptions, compress
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    from vidsieve.container import ContainerReader, FrameRecord, SkipRecord
+    from vidsieve.datasets.video import VideoWriter
+    from vidsieve.pipeline import compress
 
-    doc = {"frames": {}, "streams": {}}
+    path = HERE / "golden.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"frames": {}, "streams": {}}
+    added = []
     codecs = {}
     for name, model, w, h, q, seed in FRAMES:
+        if name in doc["frames"]:
+            continue
         codec = codecs.setdefault(model, load_codec(model))
         enc = codec.encode_batch([source_frame(w, h, seed)], [q])[0]
         (HERE / name).write_bytes(enc.data)
@@ -56,38 +68,40 @@ def main() -> int:
         doc["frames"][name] = {"model": model, "weights_sha256": codec.weights_sha256, "width": w, "height": h,
                                "quality": q, "seed": seed, "payload_sha256": hashlib.sha256(enc.data).hexdigest(),
                                "symbols_sha256": symbols_sha256(codec.decode_symbols(enc.data))}
+        added.append(name)
 
-    from vidsieve.datasets.video import VideoWriter
-
-    clip = HERE / "_source.mkv"
-    w = VideoWriter(clip, 96, 64, Fraction(1, 10), Fraction(10), codec="ffv1")
-    for i, rgb in enumerate(source_frames(96, 64, 12)):
-        w.write(rgb, i)
-    w.close()
-    streams = {
-        "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0),
-        "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6),
-    }
-    for name, opts in streams.items():
-        compress(clip, HERE / name, opts, progress=False)
-        codec = codecs["vidsieve-hyperprior-wide"]
-        from vidsieve.container import ContainerReader, FrameRecord, SkipRecord
-
-        frames, pictures = [], {}
-        with ContainerReader(HERE / name) as r:
-            for rec in r.records():
-                if isinstance(rec, FrameRecord):
-                    frames.append({"pts": rec.pts, "kept": True, "quality": rec.quality,
-                                   "symbols_sha256": symbols_sha256(codec.decode_symbols(rec.payload))})
-                    pictures[f"pts{rec.pts}"] = codec.decode(rec.payload)
-                elif isinstance(rec, SkipRecord):
-                    frames.extend({"pts": p, "kept": False} for p in rec.pts)
-        np.savez_compressed(HERE / f"{name}.decoded.npz", **pictures)
-        doc["streams"][name] = {"file_sha256": hashlib.sha256((HERE / name).read_bytes()).hexdigest(),
-                                "frames": frames}
-    clip.unlink()
-    (HERE / "golden.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {len(FRAMES)} frame payloads and {len(streams)} streams to {HERE}")
+    todo = {name: opts for name, opts in STREAMS.items() if name not in doc["streams"]}
+    if todo:
+        clip = HERE / "_source.mkv"
+        w = VideoWriter(clip, 96, 64, Fraction(1, 10), Fraction(10), codec="ffv1")
+        for i, rgb in enumerate(source_frames(96, 64, 12)):
+            w.write(rgb, i)
+        w.close()
+        codec = codecs.setdefault("vidsieve-hyperprior-wide", load_codec("vidsieve-hyperprior-wide"))
+        for name, opts in todo.items():
+            compress(clip, HERE / name, opts, progress=False)
+            frames, pictures = [], {}
+            with ContainerReader(HERE / name) as r:
+                decoder = stream_decoder(codec, r.header.stream)
+                for rec in r.records():
+                    if isinstance(rec, FrameRecord):
+                        rgb = decoder.decode(rec.payload, rec.pts, rec.intra)
+                        f = {"pts": rec.pts, "kept": True, "quality": rec.quality}
+                        if r.header.stream:  # predicted: the exact latent each frame leaves as reference
+                            f["latent_sha256"] = latent_sha256(decoder.latent)
+                        else:
+                            f["symbols_sha256"] = symbols_sha256(codec.decode_symbols(rec.payload))
+                        frames.append(f)
+                        pictures[f"pts{rec.pts}"] = rgb
+                    elif isinstance(rec, SkipRecord):
+                        frames.extend({"pts": p, "kept": False} for p in rec.pts)
+            np.savez_compressed(HERE / f"{name}.decoded.npz", **pictures)
+            doc["streams"][name] = {"file_sha256": hashlib.sha256((HERE / name).read_bytes()).hexdigest(),
+                                    "frames": frames}
+            added.append(name)
+        clip.unlink()
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"added {', '.join(added) or 'nothing'} in {HERE}")
     return 0
 
 

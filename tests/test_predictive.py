@@ -1,0 +1,215 @@
+"""Predicted frames: streams coded against the latents the decoder holds (codec/predictive.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from vidsieve.codec.entropy import decode_symbols, encode_symbols
+from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, unpack
+from vidsieve.codec.predictive import (CODE_BG, CODE_PREV, SKIP_BG, PredictiveStreamDecoder,
+                                       PredictiveStreamEncoder, block_modes, boxes_to_blocks)
+from vidsieve.codec.registry import load_conditional
+from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
+from vidsieve.errors import FormatError
+from vidsieve.metrics import psnr
+
+TB = Fraction(1, 10)
+
+
+@pytest.fixture(scope="module")
+def conditional(codec):
+    found = load_conditional(codec)
+    assert found is not None, "the default codec ships with a conditional entropy model"
+    return found
+
+
+def scene_frames(frames=24, **kw):
+    scene = Scene(width=192, height=128, frames=frames, noise=1.0,
+                  movers=[Mover(6, 14, (450, 140), 0.5)], **kw)
+    return [rgb for _, rgb in render(scene)]
+
+
+def code(codec, conditional, frames, qualities=None, intra_period=10.0, boxes=None):
+    enc = PredictiveStreamEncoder(codec, conditional[0], TB, intra_period, conditional[1], conditional[2])
+    out = []
+    for i, f in enumerate(frames):
+        q = 4.0 if qualities is None else qualities[i]
+        out.append(enc.encode(f, q, i, boxes=None if boxes is None else boxes[i]))
+    return enc, out
+
+
+def test_symbols_round_trip_and_refuse_damage():
+    for sym in ([0] * 50, [0, 1, 3, 3, 2, 0, 1], list(range(4)) * 9, []):
+        data = encode_symbols(np.array(sym, int), 4)
+        assert decode_symbols(data, len(sym), 4).tolist() == sym
+    assert len(encode_symbols(np.zeros(84, int), 4)) == 4  # one value throughout: its frequencies alone
+    with pytest.raises(ValueError):
+        decode_symbols(b"\x00\x00", 3, 4)
+    with pytest.raises(ValueError):
+        encode_symbols(np.array([4]), 4)
+
+
+def test_stream_round_trip_is_exact_and_cheap_where_nothing_moves(codec, conditional):
+    frames = scene_frames()
+    enc, coded = code(codec, conditional, frames)
+    dec = PredictiveStreamDecoder(codec, conditional[0])
+    versions = [unpack(c.data).version for c in coded]
+    assert versions[0] == INTRA_EXACT and set(versions[1:]) == {PREDICTED}
+    for i, c in enumerate(coded):
+        out = dec.decode(c.data, i, c.intra)
+        assert np.array_equal(out, c.recon), i  # the encoder knows what the decoder shows
+        assert psnr(frames[i], out) > 30
+    sizes = [len(c.data) for c in coded]
+    # Before the object enters (frames 1-5) a predicted frame costs its header and block modes: under a
+    # tenth of the intra frame even at this small size (192 x 128: six blocks).
+    assert max(sizes[1:6]) < 0.1 * sizes[0], sizes
+    # While it crosses, blocks are coded, not copied.
+    moving = [block_modes(c.data) for c in coded[7:13]]
+    assert all(((m == CODE_PREV) | (m == CODE_BG)).any() for m in moving)
+    assert enc.stats.predicted == len(frames) - 1 and 0 < enc.stats.skipped < enc.stats.blocks
+
+
+def test_uncovered_background_is_predicted_from_the_background_latent(codec, conditional):
+    """After the object leaves, the blocks it covered are predicted from (or copied off) the background
+    latent, which holds the scene from before it came: cheaper than from the previous frame."""
+    frames = scene_frames(frames=22)
+    grid = (128 // 64, 192 // 64)
+    enc, coded = code(codec, conditional, frames)
+    late = [block_modes(c.data) for c in coded[9:14]]  # the object crosses frames 6 to 13
+    assert any(((m == SKIP_BG) | (m == CODE_BG)).any() for m in late)
+    assert boxes_to_blocks([(70, 10, 90, 40)], grid).tolist() == [[True, True, False], [False, False, False]]
+
+
+def test_quality_changes_without_an_intra_frame(codec, conditional):
+    frames = scene_frames(frames=8)
+    qs = [4.0, 4.0, 4.0, 6.5, 6.5, 2.0, 2.0, 2.0]
+    _, coded = code(codec, conditional, frames, qs)
+    dec = PredictiveStreamDecoder(codec, conditional[0])
+    assert [unpack(c.data).version for c in coded].count(INTRA_EXACT) == 1
+    for i, c in enumerate(coded):
+        assert unpack(c.data).quality == qs[i]
+        assert np.array_equal(dec.decode(c.data, i, c.intra), c.recon)
+
+
+def test_intra_period_and_damage(codec, conditional):
+    frames = scene_frames(frames=12)
+    _, coded = code(codec, conditional, frames, intra_period=0.5)  # every 5 frames at 10 fps
+    assert [c.intra for c in coded] == [i % 5 == 0 for i in range(12)]
+    dec = PredictiveStreamDecoder(codec, conditional[0])
+    with pytest.raises(FormatError, match="no reference"):
+        dec.decode(coded[1].data, 1, False)
+    bad = bytearray(coded[2].data)
+    bad[-3] ^= 0xFF
+    dec.decode(coded[0].data, 0)
+    try:
+        dec.decode(bytes(bad), 2, False)  # damage inside the coded difference: wrong pixels or a clear error
+    except FormatError:
+        pass
+    dec.reset()
+    assert np.array_equal(dec.decode(coded[5].data, 5), coded[5].recon)  # back in step at the next intra frame
+
+
+_DECODE_IN_A_PROCESS = r"""
+import hashlib, sys
+import numpy as np
+from vidsieve.codec.registry import load_codec, load_conditional
+from vidsieve.codec.predictive import PredictiveStreamDecoder
+codec = load_codec()
+dec = PredictiveStreamDecoder(codec, load_conditional(codec)[0])
+h = hashlib.sha256()
+for i, path in enumerate(sys.argv[1:]):
+    out = dec.decode(open(path, "rb").read(), i)
+    h.update(dec.latent.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_references_are_the_same_with_any_thread_count(tmp_path, codec, conditional):
+    """The latents predicted frames refer to are exact: decoders with 1 and 3 threads hold the same bits
+    as the encoder (a float path anywhere in the entropy model would make them drift apart)."""
+    frames = scene_frames(frames=8)
+    enc, coded = code(codec, conditional, frames)
+    paths = []
+    for i, c in enumerate(coded):
+        paths.append(tmp_path / f"{i}.bin")
+        paths[-1].write_bytes(c.data)
+    want = hashlib.sha256()
+    dec = PredictiveStreamDecoder(codec, conditional[0])
+    for i, c in enumerate(coded):
+        dec.decode(c.data, i)
+        want.update(dec.latent.numpy().tobytes())
+    assert torch.equal(dec.latent, enc.refs.prev)
+    for threads in (1, 3):
+        env = dict(os.environ, VIDSIEVE_THREADS=str(threads), PYTHONWARNINGS="ignore")
+        got = subprocess.run([sys.executable, "-c", _DECODE_IN_A_PROCESS, *map(str, paths)], env=env, check=True,
+                             capture_output=True, text=True, timeout=300).stdout.strip()
+        assert got == want.hexdigest(), threads
+
+
+def test_files_with_predicted_frames_seek_recover_and_report(tmp_path):
+    scene = Scene(width=160, height=96, frames=30, noise=1.0, movers=[Mover(5, 25, (450, 150), 0.5)])
+    src = write_scene(scene, tmp_path / "s.mkv")
+    out = tmp_path / "s.vsv"
+    run_cli("compress", src, "-o", out, "--keep-all", "--intra-period", "1", check=True)
+    import json
+
+    d = json.loads(run_cli("info", out, "--json", check=True).stdout)
+    assert d["stream"] == "predictive" and d["gop"]["intra"] == 3 and d["gop"]["predicted"] == 27
+    assert d["index_entries"] == 3 and d["gop"]["skipped_block_share"] is not None
+    text = run_cli("info", out, check=True).stdout
+    assert "3 intra frames" in text
+    # Damage one predicted frame: --recover holds the picture until the next intra frame, keeps the count.
+    from vidsieve.container import ContainerReader, FrameRecord
+
+    with ContainerReader(out) as r:
+        recs = [x for x in r.records() if isinstance(x, FrameRecord)]
+    victim = recs[4]
+    blob = bytearray(out.read_bytes())
+    blob[victim.offset + 30] ^= 0xFF
+    bad = tmp_path / "bad.vsv"
+    bad.write_bytes(bytes(blob))
+    assert run_cli("decompress", bad, "-o", tmp_path / "x.mkv").returncode != 0
+    r = run_cli("decompress", bad, "-o", f"{tmp_path}/frames/", "--recover", check=True)
+    rows = (tmp_path / "frames" / "timestamps.csv").read_text().splitlines()[1:]
+    assert len(rows) == 29  # the damaged frame's record is gone; every other frame is there
+    ok = tmp_path / "ok"
+    run_cli("decompress", out, "-o", f"{ok}/", "--lossless", check=True)
+    import cv2
+
+    a = cv2.imread(str(tmp_path / "frames" / "frame_000009.png"))  # pts 10: the next intra frame
+    b = cv2.imread(str(ok / "frame_000010.png"))
+    assert np.array_equal(a, b)
+
+
+def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):
+    """Tiles around the changed blocks, computed with the synthesis's margin, give what synthesising the
+    whole frame gives (to float rounding in the last level of a few pixels), and nothing else moves."""
+    from vidsieve.codec.frame_codec import pad, to_tensor, to_uint8
+    from vidsieve.codec.predictive import Picture, tiles
+
+    assert tiles(np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], bool)) == [(0, 1, 1, 2), (1, 2, 5, 6)]
+    assert tiles(np.array([[1, 0, 1]], bool)) == [(0, 1, 0, 3)]  # a one-block gap joins
+    m = codec.model
+    frame = scene_frames(frames=1)[0]
+    h, w = 100, 300
+    big = np.ascontiguousarray(np.tile(frame, (1, 2, 1))[:h, :w])
+    y = torch.round(m.analysis(pad(to_tensor(big)), [4.0])).double()
+    pic = Picture()
+    first = pic.synthesise(m, y, 4.0, h, w)
+    y2 = y.clone()
+    y2[..., 0:4, 8:12] += 3.0  # one block (rows 0-63, columns 128-191) changes
+    tiled = pic.synthesise(m, y2, 4.0, h, w)
+    whole = to_uint8(m.synthesis(y2.float(), 4.0), h, w)
+    diff = np.abs(tiled.astype(int) - whole)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+    assert np.array_equal(tiled[:, :64], first[:, :64]) and np.array_equal(tiled[:, 256:], first[:, 256:])
+    assert not np.array_equal(tiled[:64, 128:192], first[:64, 128:192])
