@@ -402,12 +402,15 @@ class ContainerReader:
                 return self.size - _FOOTER.size
         return self.size
 
-    def records(self) -> Iterator[Record]:
-        """Every record in file order (the trailing index included)."""
+    def records(self, start: int | None = None) -> Iterator[Record]:
+        """Every record in file order (the trailing index included), from the record at byte ``start``
+        (an index entry's offset) when given."""
         end_of_records = self._footer_offset()
         saved_size, self.size = self.size, end_of_records
         try:
-            offset = self.data_start
+            offset = self.data_start if start is None else start
+            if not self.data_start <= offset < self.size:
+                raise FormatError(f"{self.path}: no record at byte {offset}")
             while offset < self.size:
                 rec, nxt, err = self._try_record(offset)
                 if err == "eof" and self._resync(offset + 1) < self.size:

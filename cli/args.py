@@ -36,6 +36,16 @@ def positive(kind):
     return parse
 
 
+def nonnegative(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return v
+
+
 def duration(s: str) -> float:
     """Seconds from '90', '90s', '15m', '2h'."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}

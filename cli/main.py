@@ -17,7 +17,7 @@ from .. import __version__
 from ..codec import DEFAULT_MODEL
 from ..errors import VidsieveError
 from . import extra
-from .args import add_selection_args, options_from_args, positive
+from .args import add_selection_args, nonnegative, options_from_args, positive
 
 log = logging.getLogger("vidsieve")
 
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lossless", action="store_true", help="write FFV1 (needs .mkv)")
     d.add_argument("--recover", action="store_true", help="skip damaged records instead of stopping")
     d.add_argument("--model", default=None, help="weights to decode with (default: the one named in the file)")
+    d.add_argument("--start", type=nonnegative, default=None, metavar="SECONDS",
+                   help="begin this far into the file (decoding starts at the seek point before it)")
+    d.add_argument("--duration", type=positive(float), default=None, metavar="SECONDS",
+                   help="write only this much video")
 
     i = sub.add_parser("info", help="show a .vsv file's header, segments, counts and integrity",
                        description="Show a .vsv file's header, segments, frame counts, sizes and integrity.")
@@ -90,7 +94,7 @@ def cmd_decompress(a) -> int:
     from ..pipeline import decompress
 
     s = decompress(a.input, a.output, lossless=a.lossless, recover=a.recover, model=a.model,
-                   progress=None if not a.quiet else False)
+                   progress=None if not a.quiet else False, start_s=a.start, duration_s=a.duration)
     if not a.quiet:
         print(s.line())
     return 0

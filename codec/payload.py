@@ -11,8 +11,8 @@ hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
 (CompressAI zoo models, and a fallback for hyper latents out of the exact
 range; still read); 3, an intra frame of a predicted stream, whose means are
 exact too (its latent is a reference); 4, a predicted frame (strings: block
-modes, the coded difference, its hyper latent, background updates;
-:mod:`.predictive`). Every length is checked against the bytes present before
+modes, the coded difference, its hyper latent, background updates, the
+intra hyper latent and symbols of blocks coded alone; :mod:`.predictive`). Every length is checked against the bytes present before
 anything is sliced.
 """
 
@@ -56,7 +56,7 @@ def unpack(data: bytes, latent_stride: int = HYPER_STRIDE) -> Payload:
     ver, w, h, q, lh, lw, n = _HEAD.unpack_from(data)
     if ver not in PAYLOAD_VERSIONS:
         raise FormatError(f"unknown frame payload version {ver}")
-    if not (w and h) or n == 0 or n > 4:
+    if not (w and h) or n == 0 or n > 6:
         raise FormatError("frame payload header is invalid")
     if (lh, lw) != (-(-h // latent_stride), -(-w // latent_stride)):
         raise FormatError("frame payload latent size does not match the frame size")

@@ -44,9 +44,10 @@ from .stream import StreamFrame
 #: A block is BLOCK x BLOCK latent positions: the hyper latent's grid, 64 x 64 pixels.
 BLOCK = 4
 #: Block modes: copy the previous frame's latent, code the difference from it, copy the background's,
-#: code the difference from it.
-SKIP_PREV, CODE_PREV, SKIP_BG, CODE_BG = 0, 1, 2, 3
-MODES = 4
+#: code the difference from it, code the block alone (the intra model's own entropy model: what is new in
+#: the picture, which no reference holds).
+SKIP_PREV, CODE_PREV, SKIP_BG, CODE_BG, INTRA = 0, 1, 2, 3, 4
+MODES = 5
 #: A box's margin, in pixels, when deciding which blocks the background may take from a frame.
 BOX_MARGIN = 16
 #: The block decisions' distortion weight relative to the quality level's training lambda.
@@ -62,6 +63,7 @@ class PredictionStats:
     blocks: int = 0  # blocks of predicted frames
     skipped: int = 0  # of them, copied from a reference
     from_background: int = 0  # of them, predicted from (or copied from) the background
+    alone: int = 0  # of them, coded with the intra model (new content)
 
 
 class _References:
@@ -154,7 +156,7 @@ class PredictiveStreamEncoder:
         y = g * self.model._gains(torch.tensor([q]))[0]
         if alone:
             return self._intra(y, q, pts, h, w)
-        return self._predicted(y, q, h, w, boxes)
+        return self._predicted(y, q, rgb, boxes)
 
     def _intra(self, y, q, pts, h, w) -> StreamFrame:
         data, y_hat = code_intra_exact(self.model, y, q, h, w)
@@ -164,8 +166,9 @@ class PredictiveStreamEncoder:
         self.picture.clear()
         return StreamFrame(data, self.picture.synthesise(self.model, y_hat, q, h, w))
 
-    def _predicted(self, y: torch.Tensor, q: float, h: int, w: int, boxes) -> StreamFrame:
+    def _predicted(self, y: torch.Tensor, q: float, rgb: np.ndarray, boxes) -> StreamFrame:
         m, cond = self.model, self.cond
+        h, w = rgb.shape[:2]
         prev, bg = self.refs.at_quality(m, q)
         y64 = y.double()
         H, W = y.shape[-2:]
@@ -177,10 +180,23 @@ class PredictiveStreamEncoder:
         def pool(t):  # per-position sums -> per-block sums [hb, wb]
             return F.avg_pool2d(t, BLOCK)[0, 0] * BLOCK * BLOCK
 
+        # What copying the previous latent leaves is known in pixels: the previous picture against this one.
+        # The other modes' distortions are estimated from their latent errors, scaled by how those
+        # estimates compare with the pixels for that mode (the synthesis is not linear).
+        held = self.picture.rgb.astype(np.float64) - rgb
+        pix = np.zeros((grid[0] * BLOCK * 16, grid[1] * BLOCK * 16))
+        pix[:h, :w] = (held * held).sum(2) / 255**2
+        d_held = torch.from_numpy(pix.reshape(grid[0], BLOCK * 16, grid[1], BLOCK * 16).sum((1, 3)))
         costs = []
+        scale = 1.0
         for ref in (prev, bg):
             diff = y64 - ref
             d_skip = pool((weight * diff.square()).sum(1, keepdim=True))
+            if ref is prev:
+                scale = float(d_held.sum() / d_skip.sum().clamp_min(1e-9)) if float(d_held.sum()) > 0 else 1.0
+                scale = min(max(scale, 0.25), 16.0)
+                weight = weight * scale
+                d_skip = d_held
             # What coding the difference would cost and leave, from the float model (the encoder's guess).
             z_hat = torch.round(cond.h_a(diff.float()))
             v, mu = cond.params(z_hat, ref.float())
@@ -190,8 +206,17 @@ class PredictiveStreamEncoder:
             bits = pool(-torch.log2(cond.likelihood.likelihood_lower_bound(lik)).sum(1, keepdim=True).double())
             d_code = pool((weight * (diff - mu - sym).square()).sum(1, keepdim=True))
             costs += [lam * d_skip, lam * d_code + bits + 2.0]  # ~2 bits of hyper latent a block
-        modes = torch.stack(costs).argmin(0)  # [hb, wb], in the order SKIP_PREV, CODE_PREV, SKIP_BG, CODE_BG
-        data, y_hat = code_predicted(m, cond, y64, q, h, w, prev, bg, modes, self._bg_updates(modes, boxes, grid))
+        # Coding the block alone, with the intra model's entropy model (its hyper latent is coded for the
+        # whole frame when any block is: its bits shared among the blocks).
+        alone = IntraBlocks.measure(m, y64)
+        sym = torch.round(y64 - alone.means)
+        lik = m.gaussian_conditional._likelihood(sym.float(), alone.scales.float())
+        bits = pool(-torch.log2(m.gaussian_conditional.likelihood_lower_bound(lik)).sum(1, keepdim=True).double())
+        d_alone = pool((weight * (y64 - alone.means - sym).square()).sum(1, keepdim=True))
+        costs.append(lam * d_alone + bits + 8.0 * len(alone.z_string) / (grid[0] * grid[1]))
+        modes = torch.stack(costs).argmin(0)  # [hb, wb], in the order of the modes' numbers
+        data, y_hat = code_predicted(m, cond, y64, q, h, w, prev, bg, modes, self._bg_updates(modes, boxes, grid),
+                                     alone)
         self._count(modes)
         self._update(y_hat, modes, boxes, grid)
         return StreamFrame(data, self.picture.synthesise(m, y_hat, q, h, w), intra=False)
@@ -214,7 +239,8 @@ class PredictiveStreamEncoder:
         s.predicted += 1
         s.blocks += modes.numel()
         s.skipped += int(((modes == SKIP_PREV) | (modes == SKIP_BG)).sum())
-        s.from_background += int((modes >= SKIP_BG).sum())
+        s.from_background += int(((modes == SKIP_BG) | (modes == CODE_BG)).sum())
+        s.alone += int((modes == INTRA).sum())
 
 
 class Analysis:
@@ -348,14 +374,45 @@ def code_intra_exact(model, y: torch.Tensor, q: float, h: int, w: int) -> tuple[
     return pack(w, h, q, zhw, [y_string, z_strings[0]], INTRA_EXACT), symbols + means
 
 
-def code_predicted(model, cond: ConditionalEntropyModel, y64, q, h, w, prev, bg, modes,
-                   bg_updates) -> tuple[bytes, torch.Tensor]:
-    """A predicted frame: block modes, the coded difference in coded blocks, background updates."""
+class IntraBlocks:
+    """The intra model's entropy model of a frame (exact): for blocks coded alone in a predicted frame."""
+
+    def __init__(self, z_string: bytes, scales: torch.Tensor, means: torch.Tensor):
+        self.z_string, self.scales, self.means = z_string, scales, means
+
+    @classmethod
+    def measure(cls, model, y64: torch.Tensor) -> IntraBlocks:
+        z = model.h_a(y64.float())
+        z_string = model.entropy_bottleneck.compress(z)[0]
+        return cls.decode(model, z_string, tuple(z.shape[-2:]))
+
+    @classmethod
+    def decode(cls, model, z_string: bytes, shape: tuple[int, int]) -> IntraBlocks:
+        z_hat = model.entropy_bottleneck.decompress([z_string], shape)
+        try:
+            scales, means = model.hyper_synthesis(z_hat, exact=True, exact_means=True)
+        except OverflowError:
+            raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
+        return cls(z_string, scales, means)
+
+
+def code_predicted(model, cond: ConditionalEntropyModel, y64, q, h, w, prev, bg, modes, bg_updates,
+                   alone: IntraBlocks) -> tuple[bytes, torch.Tensor]:
+    """A predicted frame: block modes, the coded difference in coded blocks, background updates, and the
+    blocks coded alone."""
     H, W = y64.shape[-2:]
-    ref = torch.where(block_mask((modes >= SKIP_BG), (H, W)), bg, prev)
+    ref = torch.where(block_mask(((modes == SKIP_BG) | (modes == CODE_BG)), (H, W)), bg, prev)
     coded = block_mask((modes == CODE_PREV) | (modes == CODE_BG), (H, W))
-    strings = [encode_symbols(modes.numpy(), MODES), b"", b"", encode_symbols(bg_updates.astype(np.int64), 2)]
+    strings = [encode_symbols(modes.numpy(), MODES), b"", b"", encode_symbols(bg_updates.astype(np.int64), 2),
+               b"", b""]
     y_hat = ref.clone()
+    fresh = block_mask(modes == INTRA, (H, W)).expand_as(ref)
+    if fresh.any():
+        sym = torch.round(y64 - alone.means)
+        coder = model.latent_coder()
+        strings[4] = alone.z_string
+        strings[5] = coder.encode_indexed(sym[fresh].to(torch.int32), coder.indexes(alone.scales)[fresh])
+        y_hat[fresh] = (sym + alone.means)[fresh]
     if coded.any():
         diff = torch.where(coded, y64 - ref, torch.zeros_like(ref))
         z = cond.h_a(diff.float())
@@ -423,7 +480,7 @@ def decode_intra_exact(model, p) -> torch.Tensor:
 
 
 def decode_predicted(model, cond, exact, p, refs: _References):
-    if len(p.strings) != 4:
+    if len(p.strings) != 6:
         raise FormatError("predicted payload has the wrong number of strings")
     prev, bg = refs.at_quality(model, p.quality)
     H, W = prev.shape[-2:]
@@ -435,10 +492,20 @@ def decode_predicted(model, cond, exact, p, refs: _References):
         upd = decode_symbols(p.strings[3], grid[0] * grid[1], 2).reshape(grid).astype(bool)
     except ValueError as exc:
         raise FormatError(f"predicted payload: {exc}") from None
-    ref = torch.where(block_mask(modes >= SKIP_BG, (H, W)), bg, prev)
+    ref = torch.where(block_mask((modes == SKIP_BG) | (modes == CODE_BG), (H, W)), bg, prev)
     coded = block_mask((modes == CODE_PREV) | (modes == CODE_BG), (H, W))
     y_hat = ref.clone()
+    fresh = block_mask(modes == INTRA, (H, W)).expand_as(ref)
+    if fresh.any():
+        if not (p.strings[4] and p.strings[5]):
+            raise FormatError("predicted payload codes blocks alone but carries no symbols for them")
+        alone = IntraBlocks.decode(model, p.strings[4], grid)
+        coder = model.latent_coder()
+        sym = coder.decode_indexed(p.strings[5], coder.indexes(alone.scales)[fresh])
+        y_hat[fresh] = sym.double() + alone.means[fresh]
     if coded.any():
+        if not (p.strings[1] and p.strings[2]):
+            raise FormatError("predicted payload codes blocks but carries no difference")
         z_hat = cond.entropy_bottleneck.decompress([p.strings[2]], ((H + 3) // 4, (W + 3) // 4))
         indexes, mu = exact(z_hat, ref)
         sel = coded.expand_as(ref)
@@ -452,7 +519,7 @@ def block_modes(data: bytes) -> np.ndarray | None:
     p = unpack(data)
     if p.version != PREDICTED:
         return None
-    if len(p.strings) != 4:
+    if len(p.strings) != 6:
         raise FormatError("predicted payload has the wrong number of strings")
     try:
         return decode_symbols(p.strings[0], p.latent_hw[0] * p.latent_hw[1], MODES).reshape(p.latent_hw)

@@ -51,16 +51,28 @@ def codec_for(header: Header, model: str | None = None) -> "FrameCodec":
     return codec
 
 
-def iter_decoded(reader: ContainerReader, codec: "FrameCodec", conditional: str | None = None
-                 ) -> Iterable[DecodedFrame]:
+def iter_decoded(reader: ContainerReader, codec: "FrameCodec", conditional: str | None = None,
+                 start_pts: int | None = None) -> Iterable[DecodedFrame]:
     """Frames in display order: coded frames decoded, skipped pts hold the last decoded frame.
 
     After damage that ``recover`` read past, predicted frames have lost their references:
-    they hold the last decoded frame too, until the next intra frame."""
+    they hold the last decoded frame too, until the next intra frame. ``start_pts`` seeks:
+    decoding starts at the last intra frame at or before it (from the file's index; a file
+    without one is read from its start), and frames before it are decoded but not given."""
     stream = stream_decoder(codec, reader.header.stream, conditional)
+    start = None
+    if start_pts is not None:
+        entries = [e for e in (reader.read_index() or []) if e[0] <= start_pts]
+        start = max(entries)[1] if entries else None
+    for df in _decoded(reader, stream, start):
+        if start_pts is None or df.pts >= start_pts:
+            yield df
+
+
+def _decoded(reader: ContainerReader, stream, start: int | None) -> Iterable[DecodedFrame]:
     last = None
     damaged, lost = 0, False
-    for rec in reader.records():
+    for rec in reader.records(start):
         if len(reader.damaged) != damaged:
             damaged, lost = len(reader.damaged), True
             stream.reset()
@@ -82,10 +94,25 @@ def iter_decoded(reader: ContainerReader, codec: "FrameCodec", conditional: str 
                 yield DecodedFrame(last, p, False)
 
 
-def decoded_frames(path: str | os.PathLike, model: str | None = None) -> Iterator[DecodedFrame]:
-    """Every frame a ``.vsv`` file represents, in display order (the file's own codec unless ``model``)."""
+def decoded_frames(path: str | os.PathLike, model: str | None = None,
+                   start_s: float | None = None) -> Iterator[DecodedFrame]:
+    """Every frame a ``.vsv`` file represents, in display order (the file's own codec unless ``model``),
+    from ``start_s`` seconds into the file when given."""
     with ContainerReader(path) as reader:
-        yield from iter_decoded(reader, codec_for(reader.header, model))
+        yield from iter_decoded(reader, codec_for(reader.header, model), start_pts=_start_pts(reader, start_s))
+
+
+def _start_pts(reader: ContainerReader, start_s: float | None) -> int | None:
+    """The pts ``start_s`` seconds after the file's first frame (None for no start)."""
+    return None if not start_s else _first_pts(reader) + int(round(start_s / reader.header.time_base))
+
+
+def _first_pts(reader: ContainerReader) -> int:
+    """The file's first frame's pts: from its index, else its first frame record."""
+    entries = reader.read_index()
+    if entries:
+        return min(p for p, _ in entries)
+    return next((r.pts for r in reader.records() if isinstance(r, FrameRecord)), 0)
 
 
 def frame_total(path: str | os.PathLike, recover: bool = False) -> int | None:
@@ -126,8 +153,10 @@ class DecompressSummary:
 
 
 def decompress(input: str | os.PathLike, output: str | os.PathLike, lossless: bool = False, recover: bool = False,
-               model: str | None = None, progress: bool | None = None) -> DecompressSummary:
-    """Decode a ``.vsv`` into a video file (.mp4/.mkv) or a folder of PNG frames (``DIR/``)."""
+               model: str | None = None, progress: bool | None = None, start_s: float | None = None,
+               duration_s: float | None = None) -> DecompressSummary:
+    """Decode a ``.vsv`` into a video file (.mp4/.mkv) or a folder of PNG frames (``DIR/``); ``start_s`` and
+    ``duration_s`` cut a stretch out (decoding starts at the intra frame before it, found in the index)."""
     from tqdm import tqdm
 
     t0 = time.monotonic()
@@ -149,12 +178,18 @@ def decompress(input: str | os.PathLike, output: str | os.PathLike, lossless: bo
             writer = PngFolderWriter(tmpdir, h.time_base)
         else:
             writer = VideoWriter(out, h.width, h.height, h.time_base, h.fps, codec="ffv1" if lossless else "h264")
-        total = frame_total(input, recover) if progress is not False else None
+        start_pts = _start_pts(reader, start_s)
+        end_pts = None if duration_s is None else \
+            _first_pts(reader) + int(round(((start_s or 0.0) + duration_s) / h.time_base))
+        cut = start_s is not None or duration_s is not None
+        total = frame_total(input, recover) if progress is not False and not cut else None
         bar = tqdm(total=total, unit="frame", disable=None if progress is None else not progress, desc="decompress", leave=False)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                for df in iter_decoded(reader, codec):
+                for df in iter_decoded(reader, codec, start_pts=start_pts):
+                    if end_pts is not None and df.pts >= end_pts:
+                        break
                     writer.write(df.rgb, df.pts)
                     summary.frames += 1
                     summary.kept += int(df.kept)

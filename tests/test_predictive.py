@@ -15,7 +15,7 @@ import torch
 from conftest import run_cli
 from vidsieve.codec.entropy import decode_symbols, encode_symbols
 from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, unpack
-from vidsieve.codec.predictive import (CODE_BG, CODE_PREV, SKIP_BG, PredictiveStreamDecoder,
+from vidsieve.codec.predictive import (CODE_BG, CODE_PREV, INTRA, SKIP_BG, PredictiveStreamDecoder,
                                        PredictiveStreamEncoder, block_modes, boxes_to_blocks)
 from vidsieve.codec.registry import load_conditional
 from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
@@ -72,9 +72,9 @@ def test_stream_round_trip_is_exact_and_cheap_where_nothing_moves(codec, conditi
     # Before the object enters (frames 1-5) a predicted frame costs its header and block modes: under a
     # tenth of the intra frame even at this small size (192 x 128: six blocks).
     assert max(sizes[1:6]) < 0.1 * sizes[0], sizes
-    # While it crosses, blocks are coded, not copied.
+    # While it crosses, blocks are coded (against a reference, or alone where it brings new content).
     moving = [block_modes(c.data) for c in coded[7:13]]
-    assert all(((m == CODE_PREV) | (m == CODE_BG)).any() for m in moving)
+    assert all(((m == CODE_PREV) | (m == CODE_BG) | (m == INTRA)).any() for m in moving)
     assert enc.stats.predicted == len(frames) - 1 and 0 < enc.stats.skipped < enc.stats.blocks
 
 
@@ -188,6 +188,13 @@ def test_files_with_predicted_frames_seek_recover_and_report(tmp_path):
     a = cv2.imread(str(tmp_path / "frames" / "frame_000009.png"))  # pts 10: the next intra frame
     b = cv2.imread(str(ok / "frame_000010.png"))
     assert np.array_equal(a, b)
+    # Seeking: a stretch from 1.5 s decodes from the intra frame at 1 s and gives the same pictures.
+    run_cli("decompress", out, "-o", f"{tmp_path}/cut/", "--start", "1.5", "--duration", "1", check=True)
+    rows = (tmp_path / "cut" / "timestamps.csv").read_text().splitlines()[1:]
+    assert len(rows) == 10 and rows[0].endswith(",1.500000")
+    for i in range(10):
+        assert np.array_equal(cv2.imread(str(tmp_path / "cut" / f"frame_{i:06d}.png")),
+                              cv2.imread(str(ok / f"frame_{15 + i:06d}.png")))
 
 
 def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):

@@ -526,3 +526,28 @@ def test_train_cli_finetune_says_what_it_kept(site_start, tmp_path):
     assert "no step beat the starting weights on the held-out data" in r.stdout
     shipped = torch.load(tmp_path / "weights" / "vidsieve-hyperprior.pth", weights_only=True)
     assert torch.equal(shipped["g_a.0.weight"], start["g_a.0.weight"])
+
+
+def test_train_inter_exports_a_model_the_stream_coder_uses_and_resumes(tmp_path):
+    """vidsieve train --inter: the conditional model of predicted frames, trained on video with the intra
+    model frozen, exported beside a manifest naming the intra weights it is for, and loadable."""
+    from conftest import assert_clean_error
+    from vidsieve.codec.registry import load_codec, load_conditional
+    from vidsieve.datasets.synthetic import Mover, Scene, write_scene
+
+    data = tmp_path / "video"
+    data.mkdir()
+    write_scene(Scene(width=320, height=256, frames=12, noise=1.5, movers=[Mover(2, 10, (400, 100), 0.5)]),
+                data / "a.mkv")
+    ck, exp = tmp_path / "inter.pth", tmp_path / "exp"
+    r = run_cli("train", "--inter", "--data", data, "--out", ck, "--steps", "20", "--threads", "2", "--export", exp,
+                check=True)
+    assert "step 20" in r.stdout
+    entry = json.loads((exp / "manifest.json").read_text())["conditional"]["vidsieve-inter-wide"]
+    codec = load_codec()
+    assert entry["intra_sha256"] == codec.weights_sha256 and entry["training"]["steps"] == 20
+    model, name, sha = load_conditional(codec, str(exp / "vidsieve-inter-wide.pth"))
+    assert sha == entry["sha256"] and model.M == codec.model.M
+    r = run_cli("train", "--inter", "--resume", ck, "--out", ck, "--steps", "30", check=True)
+    assert "step 30" in r.stdout
+    assert_clean_error(run_cli("train", "--inter", "--data", tmp_path / "none", "--out", ck), "not found")
