@@ -37,7 +37,7 @@ from ..errors import FormatError
 from .conditional import ConditionalEntropyModel, scale_of_level
 from .entropy import decode_symbols, encode_symbols
 from .frame_codec import GainedCodec, as_rgb, pad, to_tensor, to_uint8
-from .models import check_quality, quality_lambda
+from .models import QUALITY_MAX, check_quality, quality_lambda
 from .payload import INTRA_EXACT, PREDICTED, pack, unpack
 from .stream import StreamFrame
 
@@ -52,6 +52,8 @@ MODES = 5
 BOX_MARGIN = 16
 #: The block decisions' distortion weight relative to the quality level's training lambda.
 LAMBDA_SCALE = 1.0
+#: Quality steps an intra frame gets above the stream's quality.
+INTRA_BOOST = 3.0
 
 
 @dataclass
@@ -153,6 +155,9 @@ class PredictiveStreamEncoder:
                and float((pts - self.last_intra_pts) * self.tb) >= self.intra_period - 1e-9)
         alone = intra or due or self.refs.prev is None or self.analysed.shape(rgb) != self.refs.prev.shape[-2:]
         g = self.analysed.analyse(self.model, rgb, whole=alone)
+        if alone:
+            # The frame every predicted one copies from (most blocks, for seconds): worth more bits.
+            q = min(QUALITY_MAX, q + INTRA_BOOST)
         y = g * self.model._gains(torch.tensor([q]))[0]
         if alone:
             return self._intra(y, q, pts, h, w)
