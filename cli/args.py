@@ -105,6 +105,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         f"them: seek points, and where reading resumes after damage (default: {DEFAULT_INTRA_PERIOD:g})")
     c.add_argument("--intra-only", action="store_true",
                    help="code every frame alone (larger files; each frame decodes by itself)")
+    c.add_argument("--hold-dropped", action="store_true",
+                   help="frames selection drops repeat the last coded one (by default, where frames are "
+                        "predicted, they are coded too: a still frame costs a few dozen bytes)")
 
 
 def options_from_args(a) -> CompressOptions:
@@ -127,4 +130,4 @@ def options_from_args(a) -> CompressOptions:
         sensitivity=a.sensitivity, max_gap=a.max_gap, segment_seconds=a.segment_seconds or 30.0,
         policy=a.policy,
         class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None),
-        intra_period=a.intra_period, predict=not a.intra_only)
+        intra_period=a.intra_period, predict=not a.intra_only, code_dropped=not a.hold_dropped)

@@ -54,6 +54,9 @@ BOX_MARGIN = 16
 LAMBDA_SCALE = 1.0
 #: Quality steps an intra frame gets above the stream's quality.
 INTRA_BOOST = 3.0
+#: A block whose copy from the previous frame costs less distortion than this many bits' worth (at the
+#: quality's lambda) is copied without asking any model: when all are, the frame costs no model time.
+STILL_BITS = 8.0
 
 
 @dataclass
@@ -192,6 +195,11 @@ class PredictiveStreamEncoder:
         pix = np.zeros((grid[0] * BLOCK * 16, grid[1] * BLOCK * 16))
         pix[:h, :w] = (held * held).sum(2) / 255**2
         d_held = torch.from_numpy(pix.reshape(grid[0], BLOCK * 16, grid[1], BLOCK * 16).sum((1, 3)))
+        if not bool((lam * d_held > STILL_BITS).any()):
+            # Nothing moved more than a few bits' worth anywhere: every block copies the previous frame,
+            # and no model needs to run.
+            modes = torch.full(grid, SKIP_PREV, dtype=torch.int64)
+            return self._finish(y64, q, h, w, prev, bg, modes, boxes, grid, None)
         costs = []
         scale = 1.0
         for ref in (prev, bg):
@@ -220,8 +228,12 @@ class PredictiveStreamEncoder:
         d_alone = pool((weight * (y64 - alone.means - sym).square()).sum(1, keepdim=True))
         costs.append(lam * d_alone + bits + 8.0 * len(alone.z_string) / (grid[0] * grid[1]))
         modes = torch.stack(costs).argmin(0)  # [hb, wb], in the order of the modes' numbers
-        data, y_hat = code_predicted(m, cond, y64, q, h, w, prev, bg, modes, self._bg_updates(modes, boxes, grid),
-                                     alone)
+        return self._finish(y64, q, h, w, prev, bg, modes, boxes, grid, alone)
+
+    def _finish(self, y64, q, h, w, prev, bg, modes, boxes, grid, alone) -> StreamFrame:
+        m = self.model
+        data, y_hat = code_predicted(m, self.cond, y64, q, h, w, prev, bg, modes,
+                                     self._bg_updates(modes, boxes, grid), alone)
         self._count(modes)
         self._update(y_hat, modes, boxes, grid)
         return StreamFrame(data, self.picture.synthesise(m, y_hat, q, h, w), intra=False)
@@ -380,25 +392,32 @@ def code_intra_exact(model, y: torch.Tensor, q: float, h: int, w: int) -> tuple[
 
 
 class IntraBlocks:
-    """The intra model's entropy model of a frame (exact): for blocks coded alone in a predicted frame."""
+    """The intra model's entropy model of a frame: for blocks coded alone in a predicted frame. The
+    encoder's decision reads the float hyper-synthesis (a guess, fast); what is coded and decoded reads
+    the exact one."""
 
-    def __init__(self, z_string: bytes, scales: torch.Tensor, means: torch.Tensor):
-        self.z_string, self.scales, self.means = z_string, scales, means
+    def __init__(self, z_string: bytes, z_hat: torch.Tensor, scales: torch.Tensor, means: torch.Tensor):
+        self.z_string, self.z_hat, self.scales, self.means = z_string, z_hat, scales, means
 
     @classmethod
     def measure(cls, model, y64: torch.Tensor) -> IntraBlocks:
         z = model.h_a(y64.float())
         z_string = model.entropy_bottleneck.compress(z)[0]
-        return cls.decode(model, z_string, tuple(z.shape[-2:]))
+        z_hat = model.entropy_bottleneck.decompress([z_string], tuple(z.shape[-2:]))
+        scales, means = model.hyper_synthesis(z_hat, exact=False)
+        return cls(z_string, z_hat, scales, means)
 
     @classmethod
     def decode(cls, model, z_string: bytes, shape: tuple[int, int]) -> IntraBlocks:
-        z_hat = model.entropy_bottleneck.decompress([z_string], shape)
+        return cls.exact(model, z_string, model.entropy_bottleneck.decompress([z_string], shape))
+
+    @classmethod
+    def exact(cls, model, z_string: bytes, z_hat: torch.Tensor) -> IntraBlocks:
         try:
             scales, means = model.hyper_synthesis(z_hat, exact=True, exact_means=True)
         except OverflowError:
             raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
-        return cls(z_string, scales, means)
+        return cls(z_string, z_hat, scales, means)
 
 
 def code_predicted(model, cond: ConditionalEntropyModel, y64, q, h, w, prev, bg, modes, bg_updates,
@@ -413,6 +432,7 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64, q, h, w, prev, bg,
     y_hat = ref.clone()
     fresh = block_mask(modes == INTRA, (H, W)).expand_as(ref)
     if fresh.any():
+        alone = IntraBlocks.exact(model, alone.z_string, alone.z_hat)
         sym = torch.round(y64 - alone.means)
         coder = model.latent_coder()
         strings[4] = alone.z_string

@@ -172,6 +172,8 @@ class Ingester:
             if self.guard.update(self.lag):
                 log.warning("lag %.1f s: %s", self.lag, LagGuard.WORDS[self.guard.level])
                 self.selector.degrade(self.guard.level)
+                if self.comp is not None:
+                    self.comp.code_dropped = self.compress_opts.code_dropped and self.guard.level == 0
             if self.comp is None or t_s - self.seg_info["start_s"] >= self.opts.segment_seconds:
                 self._close_segment()
                 self._open_segment(reader, frame.rgb.shape, t_s, gap_since)
@@ -202,7 +204,8 @@ class Ingester:
         copts = self.compress_opts
         self.comp = Compressor(path, self.codec, self.selector, w, h, reader.fps, reader.time_base, meta,
                                atomic=True, fsync_interval=self.opts.fsync_interval,
-                               intra_period=copts.intra_period, predict=copts.predict)
+                               intra_period=copts.intra_period, predict=copts.predict,
+                               code_dropped=copts.code_dropped and self.guard.level == 0)
         self.seg_info = {"path": str(path), "start_s": t_s, "utc_start": start.isoformat(),
                          "wall0": time.monotonic()}
         if gap_since is not None:

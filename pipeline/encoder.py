@@ -84,12 +84,15 @@ class Compressor:
         atomic: write under a temporary name until :meth:`close`.
         fsync_interval: seconds between fsyncs (None: only at close).
         skip_flush_s: longest time dropped frames wait before their record is written.
+        intra_period: seconds between frames coded alone, where frames are predicted.
+        predict: predict frames where the codec has a conditional model (False: every frame alone).
+        code_dropped: where frames are predicted, code the frames the selector drops too.
     """
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
                  fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
                  fsync_interval: float | None = None, skip_flush_s: float = 1.0,
-                 intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True):
+                 intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True):
         self.selector = selector
         self.stream = stream_encoder(codec, time_base, intra_period, predict)
         self.tb = time_base
@@ -97,6 +100,11 @@ class Compressor:
         header = Header(width=width, height=height, fps=fps, time_base=time_base, model=codec.name,
                         weights_sha256=codec.weights_sha256, metadata=metadata or {}, stream=self.stream.describe())
         self.last_coded_pts: int | None = None
+        #: Where frames are predicted, code the frames the selector drops too (copying what did not change
+        #: costs a few dozen bytes, and what did change is worth its bits: docs/SELECTION.md); a live source
+        #: that runs behind turns this off to save the time.
+        self.predicts = bool(self.stream.describe())
+        self.code_dropped = code_dropped
         self.writer = ContainerWriter(output, header, atomic=atomic, fsync_interval=fsync_interval)
         self.summary = CompressSummary(output=str(output), width=width, height=height,
                                        detector=selector.detector_name)
@@ -127,7 +135,7 @@ class Compressor:
         d = self.selector.decide(rgb, pts)
         for seg in d.closed:
             self._write_segment(seg)
-        if d.keep:
+        if d.keep or (self.code_dropped and self.predicts):
             self._flush_skips()
             # Boxes tell the stream coder what must not become background; no detector, no boxes to tell.
             boxes = None if self.selector.detector_name == "none" else [det.box for det in d.detections]
@@ -247,7 +255,8 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
                 if comp is None:
                     h, w = frame.rgb.shape[:2]
                     comp = Compressor(output, codec, selector, w, h, reader.fps, reader.time_base, meta,
-                                      intra_period=opts.intra_period, predict=opts.predict)
+                                      intra_period=opts.intra_period, predict=opts.predict,
+                                      code_dropped=opts.code_dropped)
                 comp.push(frame.rgb, frame.pts)
                 bar.update(1)
                 if bar.n % 10 == 0:

@@ -32,6 +32,7 @@ class CompressOptions:
     input_options: dict = field(default_factory=dict)
     intra_period: float = DEFAULT_INTRA_PERIOD  # seconds between frames coded alone (seek points)
     predict: bool = True  # predicted frames where the codec has a conditional model; False: every frame alone
+    code_dropped: bool = True  # with predicted frames, code the frames selection drops too (False: hold them)
 
 
 def make_selector(opts: CompressOptions, time_base: Fraction, log_fn: Callable[[str], None] | None = None,

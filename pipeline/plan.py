@@ -94,6 +94,11 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
     if not plans or duration <= 0:
         return None
     qs = [1.0, 2.5, 4.0, 5.5, 7.0, 8.0] if codec.variable_rate else [1, 2, 3, 4, 5, 6, 7, 8]
+    from ..codec.stream import stream_encoder
+
+    if opts.code_dropped and stream_encoder(codec, tb, predict=opts.predict).describe():
+        for p in plans:  # predicted streams code the frames selection drops too
+            p.kept = p.frames
     # Frames coded alone: the first, then one every intra period (none more where frames are predicted).
     period = opts.intra_period if opts.predict else 0.0
     intra_at = [float((a - first) * tb) for a, _ in spans]

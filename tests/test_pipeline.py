@@ -34,8 +34,14 @@ def test_compress_summary_is_what_the_file_holds(tmp_path, small_clip, codec):
 
 
 def test_detection_drops_frames_and_holds_the_last_kept_one(tmp_path, small_clip, codec):
+    # By default, where frames are predicted, the frames selection drops are coded too ...
+    s = compress(small_clip, tmp_path / "all.vsv", CompressOptions(detector="motion", max_gap=100), progress=False,
+                 codec=codec)
+    assert s.kept == s.frames == 24 and sum(g["kept"] for g in info(tmp_path / "all.vsv")["segments"]) < 24
+    # ... and --hold-dropped repeats the last coded frame instead.
     out = tmp_path / "m.vsv"
-    s = compress(small_clip, out, CompressOptions(detector="motion", max_gap=100), progress=False, codec=codec)
+    s = compress(small_clip, out, CompressOptions(detector="motion", max_gap=100, code_dropped=False),
+                 progress=False, codec=codec)
     assert s.detector == "motion" and 0 < s.kept < s.frames == 24
     dec = list(decoded_frames(out))
     assert len(dec) == 24 and sum(f.kept for f in dec) == s.kept

@@ -130,7 +130,8 @@ def test_cli_segments_in_info_and_target_kbps(tmp_path):
     scene = Scene(width=192, height=128, frames=80, noise=1.0, movers=[Mover(20, 45, (450, 110), 0.5)])
     src = write_scene(scene, tmp_path / "s.mkv")
     out = tmp_path / "s.vsv"
-    s = json.loads(run_cli("compress", src, "-o", out, "--detector", "motion", "--json", check=True).stdout)
+    s = json.loads(run_cli("compress", src, "-o", out, "--detector", "motion", "--hold-dropped", "--json",
+                           check=True).stdout)
     assert s["kept"] < s["frames"]
     d = json.loads(run_cli("info", out, "--json", check=True).stdout)
     assert d["frames"] == 80 and len(d["segments"]) >= 2
