@@ -409,8 +409,8 @@ class ContainerReader:
         saved_size, self.size = self.size, end_of_records
         try:
             offset = self.data_start if start is None else start
-            if not self.data_start <= offset < self.size:
-                raise FormatError(f"{self.path}: no record at byte {offset}")
+            if start is not None and not self.data_start <= start < self.size:
+                raise FormatError(f"{self.path}: no record at byte {start}")
             while offset < self.size:
                 rec, nxt, err = self._try_record(offset)
                 if err == "eof" and self._resync(offset + 1) < self.size:

@@ -462,6 +462,7 @@ class PredictiveStreamDecoder:
         self.exact = conditional.exact() if conditional is not None else None
         self.refs = _References()
         self.picture = Picture()
+        self.last_pts: int | None = None
 
     @property
     def latent(self) -> torch.Tensor | None:
@@ -484,13 +485,15 @@ class PredictiveStreamDecoder:
             self.refs.set_intra(y_hat, q)
             self.picture.clear()
         else:
-            if self.refs.prev is None:
-                raise FormatError(f"predicted frame at pts {pts} has no reference (its intra frame is missing)")
+            if self.refs.prev is None or (ref_pts is not None and ref_pts != self.last_pts):
+                raise FormatError(f"predicted frame at pts {pts} has no reference (the frame it refers to, "
+                                  f"pts {ref_pts}, was not decoded before it)")
             if self.exact is None:
                 raise FormatError("this stream has predicted frames, and no conditional model is loaded for it")
             y_hat, modes, upd = decode_predicted(self.model, self.cond, self.exact, p, self.refs)
             self.refs.prev = y_hat
             self.refs.bg = torch.where(block_mask(torch.from_numpy(upd), y_hat.shape[-2:]), y_hat, self.refs.bg)
+        self.last_pts = pts
         return self.picture.synthesise(self.model, y_hat, q, p.height, p.width)
 
 

@@ -3,8 +3,9 @@
 A :class:`~.frame_codec.FrameCodec` codes one picture and forgets it. A
 stream encoder codes a sequence and may hold state that its decoder holds too
 (reference latents for predicted frames); each coded frame says whether it
-stands alone (``intra``) and, if not, the pts of the frame it refers to, which
-the container records so readers can seek to and recover at intra frames.
+stands alone (``intra``); a predicted one refers to the frame coded before it,
+whose pts the container records, so readers can seek to and recover at intra
+frames.
 
 :class:`IntraStreamEncoder` / :class:`IntraStreamDecoder` code every frame
 alone, the behaviour every existing file has.
@@ -27,8 +28,7 @@ class StreamFrame:
 
     data: bytes
     recon: np.ndarray | None  # what the stream decoder will output for it
-    intra: bool = True
-    ref_pts: int | None = None  # the frame it is predicted from (None: intra)
+    intra: bool = True  # False: predicted from the frame coded before it
 
 
 class StreamEncoder(Protocol):

@@ -30,20 +30,22 @@ log = logging.getLogger(__name__)
 SAMPLES = 3
 
 
-def sample_bits(codec, frames, qualities, time_base, opts) -> tuple[list[float], list[float] | None]:
-    """Bits of the first frame coded alone, and the mean bits of the next ones predicted (None where
-    frames are not predicted), at each quality: a fresh stream per quality, as the file will have."""
+def sample_bits(codec, frames, qualities, time_base, opts):
+    """At each quality: bits of the first frame coded alone, the mean bits of the next ones predicted
+    (None where frames are not predicted), and the bits of a predicted frame that repeats the last one (what
+    a frame selection drops costs, at least). A fresh stream per quality, as the file will have."""
     from ..codec.stream import stream_encoder
 
-    alone, predicted = [], []
+    alone, predicted, still = [], [], []
     for q in qualities:
         enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict)
         sizes = [len(enc.encode(f, q, i).data) * 8 for i, f in enumerate(frames)]
         alone.append(float(sizes[0]))
         predicted.append(float(np.mean(sizes[1:])) if len(sizes) > 1 else float(sizes[0]))
+        still.append(float(len(enc.encode(frames[-1], q, len(frames)).data) * 8))
     if not enc.describe():  # an intra-only coder: every kept frame costs what a frame alone does
-        return [float(np.mean([a, p])) for a, p in zip(alone, predicted)], None
-    return alone, predicted
+        return [float(np.mean([a, p])) for a, p in zip(alone, predicted)], None, still
+    return alone, predicted, still
 
 
 def intras_between(start: float, end: float, period: float) -> int:
@@ -96,9 +98,7 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
     qs = [1.0, 2.5, 4.0, 5.5, 7.0, 8.0] if codec.variable_rate else [1, 2, 3, 4, 5, 6, 7, 8]
     from ..codec.stream import stream_encoder
 
-    if opts.code_dropped and stream_encoder(codec, tb, predict=opts.predict).describe():
-        for p in plans:  # predicted streams code the frames selection drops too
-            p.kept = p.frames
+    code_dropped = opts.code_dropped and bool(stream_encoder(codec, tb, predict=opts.predict).describe())
     # Frames coded alone: the first, then one every intra period (none more where frames are predicted).
     period = opts.intra_period if opts.predict else 0.0
     intra_at = [float((a - first) * tb) for a, _ in spans]
@@ -109,16 +109,20 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
     pooled = np.zeros(len(qs))
     for i in order:
         picks = samples_by_seg[i]
-        alone, predicted = sample_bits(codec, picks, qs, tb, opts)
+        alone, predicted, still = sample_bits(codec, picks, qs, tb, opts)
         p = plans[i]
         n_alone = p.kept if not period or predicted is None else \
             min(p.kept, intras_between(intra_at[i], ends[i], period) + (i == 0))
         n_alone = max(n_alone, 1 if predicted is None else 0)
-        per_frame = [(n_alone * a + (p.kept - n_alone) * (a if predicted is None else b)) / max(p.kept, 1)
-                     for a, b in zip(alone, predicted or alone)]
-        bpps = [b / p.pixels for b in per_frame]
+        dropped = p.frames - p.kept if code_dropped else 0  # coded as predicted frames, mostly copies
+        totals = [n_alone * a + (p.kept - n_alone) * (a if predicted is None else b) + dropped * c
+                  for a, b, c in zip(alone, predicted or alone, still)]
+        bpps = [t / max(p.kept + dropped, 1) / p.pixels for t in totals]
         models[i] = RateModel(qs, bpps)
         pooled += np.log(np.maximum(bpps, 1e-6)) * p.kept
+    if code_dropped:
+        for p in plans:  # predicted streams code the frames selection drops too
+            p.kept = p.frames
     weight = sum(plans[i].kept for i in order) or 1
     shared = RateModel(qs, np.exp(pooled / weight))
     for i, p in enumerate(plans):

@@ -550,4 +550,11 @@ def test_train_inter_exports_a_model_the_stream_coder_uses_and_resumes(tmp_path)
     assert sha == entry["sha256"] and model.M == codec.model.M
     r = run_cli("train", "--inter", "--resume", ck, "--out", ck, "--steps", "30", check=True)
     assert "step 30" in r.stdout
+    # --finetune adapts given conditional weights to new footage: it starts from them.
+    tuned = tmp_path / "tuned.pth"
+    run_cli("train", "--inter", "--finetune", exp / "vidsieve-inter-wide.pth", "--data", data, "--out", tuned,
+            "--steps", "1", "--lr", "1e-9", check=True)
+    start = torch.load(exp / "vidsieve-inter-wide.pth", weights_only=True)
+    after = torch.load(tuned, weights_only=True)["model"]
+    assert torch.allclose(after["fuse.3.weight"], start["fuse.3.weight"], atol=1e-6)
     assert_clean_error(run_cli("train", "--inter", "--data", tmp_path / "none", "--out", ck), "not found")

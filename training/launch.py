@@ -102,7 +102,8 @@ def prepare_inter_run(r: TrainRequest):
         if r.resume:
             if not os.path.exists(r.resume):
                 raise InputError(f"checkpoint not found: {r.resume}")
-            return InterTrainer.resume(r.resume, r.out, data=list(r.data) if r.data else None, threads=r.threads or None)
+            return InterTrainer.resume(r.resume, r.out, data=list(r.data) if r.data else None,
+                                       threads=r.threads or None, steps=r.steps)
         cfg = InterConfig(data=list(r.data), intra=r.intra or DEFAULT_MODEL, lr=r.lr or InterConfig.lr,
                           steps=r.steps or InterConfig.steps, budget_s=budget, threads=r.threads,
                           batch=r.batch or InterConfig.batch)
