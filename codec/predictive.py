@@ -5,9 +5,10 @@ decoder keeps them: the previous decoded frame's latent and a long-term
 **background latent** (the scene without what moves: in the spirit of the
 background pictures of AVS2 / IEEE 1857, which surveillance coding uses to
 predict what a moving object uncovers). Every frame is cut into blocks of 4 x 4
-latent positions (64 x 64 pixels); each block either copies one reference
-(*skip*, no bits but its mode) or codes its difference from one reference with
-the :class:`~.conditional.ConditionalEntropyModel`. The encoder picks each
+latent positions (64 x 64 pixels); each block copies one reference (*skip*, no
+bits but its mode), codes its difference from one reference with the
+:class:`~.conditional.ConditionalEntropyModel`, or is coded alone with the intra
+model's entropy model (new content no reference holds). The encoder picks each
 block's mode by rate-distortion cost (the quality level's lambda; distortion
 from the latent error through the synthesis's measured energy per channel),
 so it uses exactly what the decoder has (closed loop: nothing drifts).
