@@ -29,16 +29,9 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
     model.eval()
     model.update(force=True)
     name = name or shipped_name(model.N, model.M)
-    out_dir = Path(out_dir) if out_dir else MANIFEST.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wpath = out_dir / f"{name}.pth"
-    tmp = wpath.with_name(f".{wpath.name}.tmp")
     # Stored in half the space would be nice, but the CDF tables are int32 and
     # entropy coding must match bit for bit: keep float32 everywhere.
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, wpath)
-    mpath = out_dir / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {"format": 1, "models": {}}
+    wpath = write_weights(model.state_dict(), out_dir, name)
     entry = {
         "file": wpath.name,
         "sha256": sha256_file(wpath),
@@ -56,13 +49,32 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
         },
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    old = manifest["models"].get(name, {})
+    set_manifest_entry(wpath.parent, "models", name, entry, results)
+    return wpath
+
+
+def write_weights(state: dict, out_dir: str | os.PathLike | None, name: str) -> Path:
+    """``<out_dir>/<name>.pth`` (default: the shipped weights' folder), written whole or not at all."""
+    out = Path(out_dir) if out_dir else MANIFEST.parent
+    out.mkdir(parents=True, exist_ok=True)
+    wpath = out / f"{name}.pth"
+    tmp = wpath.with_name(f".{wpath.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, wpath)
+    return wpath
+
+
+def set_manifest_entry(folder: Path, section: str, name: str, entry: dict, results: dict | None = None) -> None:
+    """Put ``entry`` under ``section``/``name`` of ``folder/manifest.json`` (written whole or not at all),
+    keeping the measured results of the same weights when none are given."""
+    mpath = folder / "manifest.json"
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {"format": 1, "models": {}}
+    old = manifest.setdefault(section, {}).get(name, {})
     if results is not None:
         entry["results"] = results
     elif "results" in old and old.get("sha256") == entry["sha256"]:
         entry["results"] = old["results"]
-    manifest["models"][name] = entry
-    tmpm = mpath.with_name(".manifest.json.tmp")
-    tmpm.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmpm, mpath)
-    return wpath
+    manifest[section][name] = entry
+    tmp = mpath.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, mpath)

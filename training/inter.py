@@ -229,7 +229,8 @@ def export_inter(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = No
                  results: dict | None = None) -> Path:
     """Write ``<out_dir>/<name>.pth`` (the conditional model with its tables) and its manifest entry,
     which names the intra weights it was trained for."""
-    from ..codec.zoo import MANIFEST, sha256_file
+    from ..codec.zoo import sha256_file
+    from .export import set_manifest_entry, write_weights
 
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"])
@@ -239,26 +240,14 @@ def export_inter(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = No
     model.entropy_bottleneck.update(force=True)
     intra_name = Path(cfg["intra"]).stem if cfg["intra"].endswith(".pth") else cfg["intra"]
     name = name or intra_name.replace("vidsieve-hyperprior", "vidsieve-inter")
-    out_dir = Path(out_dir) if out_dir else MANIFEST.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wpath = out_dir / f"{name}.pth"
-    tmp = wpath.with_name(f".{wpath.name}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, wpath)
-    mpath = out_dir / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {"format": 1, "models": {}}
-    old = manifest.setdefault("conditional", {}).get(name, {})
+    wpath = write_weights(model.state_dict(), out_dir, name)
     entry = {"file": wpath.name, "sha256": sha256_file(wpath), "architecture": "ConditionalEntropyModel",
              "M": model.M, "N": model.N, "Z": model.Z, "intra_sha256": st["intra_sha256"],
              "training": {"steps": int(st["step"]), "hours": round(float(st["elapsed"]) / 3600, 2),
                           "data": [os.path.join(*Path(d).parts[-3:]) for d in cfg["data"]],
                           "span": cfg["span"], "frames_per_video": cfg["frames_per_video"], "batch": cfg["batch"],
                           "crop_pixels": 16 * cfg["crop"]},
-             "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "results": results if results is not None else old.get("results", {})}
-    manifest["conditional"][name] = entry
-    tmp = mpath.with_name(f".{mpath.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, mpath)
+             "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    set_manifest_entry(wpath.parent, "conditional", name, entry, results)
     return wpath
 
