@@ -190,8 +190,8 @@ class PredictiveStreamEncoder:
             return F.avg_pool2d(t, BLOCK)[0, 0] * BLOCK * BLOCK
 
         # What copying the previous latent leaves is known in pixels: the previous picture against this one.
-        # The other modes' distortions are estimated from their latent errors, scaled by how those
-        # estimates compare with the pixels for that mode (the synthesis is not linear).
+        # The other modes' distortions are estimated from their latent errors, scaled by how the latent
+        # estimate of copying compares with those pixels (the synthesis is not linear).
         held = self.picture.rgb.astype(np.float64) - rgb
         pix = np.zeros((grid[0] * BLOCK * 16, grid[1] * BLOCK * 16))
         pix[:h, :w] = (held * held).sum(2) / 255**2
@@ -233,10 +233,11 @@ class PredictiveStreamEncoder:
 
     def _finish(self, y64, q, h, w, prev, bg, modes, boxes, grid, alone) -> StreamFrame:
         m = self.model
-        data, y_hat = code_predicted(m, self.cond, y64, q, h, w, prev, bg, modes,
-                                     self._bg_updates(modes, boxes, grid), alone)
+        updates = self._bg_updates(modes, boxes, grid)
+        data, y_hat = code_predicted(m, self.cond, y64, q, h, w, prev, bg, modes, updates, alone)
         self._count(modes)
-        self._update(y_hat, modes, boxes, grid)
+        self.refs.prev = y_hat
+        self.refs.bg = torch.where(block_mask(torch.from_numpy(updates), y_hat.shape[-2:]), y_hat, self.refs.bg)
         return StreamFrame(data, self.picture.synthesise(m, y_hat, q, h, w), intra=False)
 
     def _bg_updates(self, modes, boxes, grid) -> np.ndarray:
@@ -246,11 +247,6 @@ class PredictiveStreamEncoder:
         if boxes is not None:
             upd &= ~boxes_to_blocks(boxes, grid)
         return upd
-
-    def _update(self, y_hat, modes, boxes, grid) -> None:
-        self.refs.prev = y_hat
-        mask = block_mask(torch.from_numpy(self._bg_updates(modes, boxes, grid)), y_hat.shape[-2:])
-        self.refs.bg = torch.where(mask, y_hat, self.refs.bg)
 
     def _count(self, modes) -> None:
         s = self.stats
