@@ -205,7 +205,7 @@ class LagGuard:
         if lag > self.hard:
             want = self.SKIPPING
         elif lag > self.soft:
-            want = min(self.FEWER_ANALYSES, self.level + 1) if self.level < self.FEWER_ANALYSES else self.FEWER_ANALYSES
+            want = min(self.FEWER_ANALYSES, self.level + 1)
         elif lag < self.soft / 4 and self.level > 0:
             want = self.level - 1
         changed, self.level = want != self.level, want

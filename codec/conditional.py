@@ -119,9 +119,8 @@ class ExactConditional:
     def __call__(self, z_hat: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Table indexes (int32) and means (float64, exact) of the difference from ``ref``."""
         net = self.fuse
-        a = net.WEIGHT_BITS
         h = torch.cat([self.h_s.run(self.h_s.to_fixed(z_hat))[0], self.ref.run(self.ref.to_fixed(ref))[0]], 1)
-        out = net.run(h, wide=True)[0] * 2.0 ** -(net.ACT_BITS + a)
+        out = net.run(h, wide=True)[0] * 2.0 ** -(net.ACT_BITS + net.WEIGHT_BITS)
         v, mu = out[:, : self.M], out[:, self.M :]
         indexes = torch.floor(v + 0.5).clamp_(0, SCALE_LEVELS - 1).to(torch.int32)
         return indexes, mu

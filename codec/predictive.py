@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import metrics
 from ..errors import FormatError
 from .conditional import ConditionalEntropyModel, scale_of_level
 from .entropy import decode_symbols, encode_symbols
@@ -280,7 +281,7 @@ class Analysis:
     def analyse(self, model, rgb: np.ndarray, whole: bool = False) -> torch.Tensor:
         import cv2
 
-        luma = cv2.blur(rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32), (5, 5))
+        luma = cv2.blur(metrics.luma(rgb), (5, 5))
         changed = None
         if not whole and self.g is not None and self.luma.shape == luma.shape:
             d = np.abs(luma - self.luma)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..codec import DEFAULT_INTRA_PERIOD
+from ..codec.registry import load_codec
 from ..codec.stream import stream_encoder
 from ..container import REC_META, ContainerWriter, Header
 from ..datasets.video import VideoReader
@@ -207,12 +208,6 @@ class Compressor:
 
     def abort(self) -> None:
         self.writer.abort()
-
-
-def load_codec(name: str) -> "FrameCodec":
-    from ..codec.registry import load_codec as load
-
-    return load(name)
 
 
 def compress(input: str | os.PathLike, output: str | os.PathLike, opts: CompressOptions | None = None,
