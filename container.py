@@ -104,6 +104,18 @@ class IndexRecord:
 Record = FrameRecord | SkipRecord | JsonRecord | IndexRecord
 
 
+def creation_time() -> float:
+    """Now, or ``SOURCE_DATE_EPOCH`` where it is set (the reproducible-builds convention), so that a file
+    can be made byte for byte again."""
+    fixed = os.environ.get("SOURCE_DATE_EPOCH")
+    if fixed:
+        try:
+            return float(int(fixed))
+        except ValueError:
+            pass
+    return time.time()
+
+
 @dataclass
 class Header:
     width: int
@@ -112,7 +124,7 @@ class Header:
     time_base: Fraction
     model: str
     weights_sha256: str
-    created: float = field(default_factory=time.time)
+    created: float = field(default_factory=creation_time)
     metadata: dict = field(default_factory=dict)
     #: How the frame payloads depend on each other, for the decoder (opaque here; empty: each stands alone).
     stream: dict = field(default_factory=dict)
@@ -123,7 +135,8 @@ class Header:
             "fps": [self.fps.numerator, self.fps.denominator],
             "time_base": [self.time_base.numerator, self.time_base.denominator],
             "model": self.model, "weights_sha256": self.weights_sha256,
-            "created": self.created, "metadata": self.metadata,
+            # Whole seconds: a header's length, and so every offset after it, then does not vary with the clock.
+            "created": int(self.created), "metadata": self.metadata,
         }
         if self.stream:
             d["stream"] = self.stream

@@ -27,3 +27,9 @@ class ModelError(VidsieveError):
     """A model or its weights cannot be loaded."""
 
     exit_code = 4
+
+
+class UsageError(VidsieveError):
+    """Options that do not go together."""
+
+    exit_code = 2

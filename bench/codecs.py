@@ -65,7 +65,12 @@ def _value(setting: str) -> float:
 
 
 class PyAVCodec(BenchCodec):
-    """A classical encoder through PyAV's FFmpeg, yuv420p, default GOP."""
+    """A classical encoder through PyAV's FFmpeg, yuv420p, default GOP.
+
+    Encoders run with one frame thread, as vidsieve's points do: with several, x264's rate control sees
+    frames in an order that depends on thread timing (the same CRF gave 3320 to 3717 bytes on one clip
+    over six runs), and x265's frame-thread count follows the machine's cores, so a sweep spread over
+    machines would not give the same points."""
 
     encoder = ""
     key = "crf"
@@ -118,25 +123,25 @@ class PyAVCodec(BenchCodec):
 class X265(PyAVCodec):
     name, encoder = "x265", "libx265"
     settings = ["crf=22", "crf=27", "crf=32", "crf=37", "crf=42", "crf=47"]
-    extra = {"preset": "medium", "x265-params": "log-level=error"}
+    extra = {"preset": "medium", "x265-params": "log-level=error:frame-threads=1"}
 
 
 class X265LowDelay(X265):
     """Low-delay configuration as in CompressAI's video benchmark: no B-frames, zerolatency."""
 
     name = "x265-lowdelay"
-    extra = {"preset": "medium", "tune": "zerolatency", "x265-params": "bframes=0:log-level=error"}
+    extra = {"preset": "medium", "tune": "zerolatency", "x265-params": "bframes=0:log-level=error:frame-threads=1"}
 
 
 class X264(PyAVCodec):
     name, encoder = "x264", "libx264"
     settings = ["crf=18", "crf=23", "crf=28", "crf=33", "crf=38", "crf=43"]
-    extra = {"preset": "medium"}
+    extra = {"preset": "medium", "threads": "1"}
 
 
 class X264LowDelay(X264):
     name = "x264-lowdelay"
-    extra = {"preset": "medium", "tune": "zerolatency", "bf": "0"}
+    extra = {"preset": "medium", "tune": "zerolatency", "bf": "0", "threads": "1"}
 
 
 class SvtAv1(PyAVCodec):

@@ -80,6 +80,9 @@ def write_report(doc: dict, out: Path) -> None:
                          f"{_fmt(p.get('roi_psnr'))} | {_fmt(p.get('background_psnr'))} | {_fmt(p.get('recall'), 3)} | "
                          f"{_fmt(p.get('precision'), 3)} | {_fmt(p['kept_fraction'], 3)} | {_fmt(p['enc_fps'], 1)} | "
                          f"{_fmt(p['dec_fps'], 1)} |")
+    if doc.get("failures"):
+        lines += ["", "## Failed points (left out of every table above)", ""] + [
+            f"- {f['clip']} {f['codec']} {f['setting']}: {f['error']}" for f in doc["failures"]]
     if doc.get("warnings"):
         lines += ["", "Warnings:", ""] + [f"- {w}" for w in doc["warnings"]]
     (out / "report.md").write_text("\n".join(lines) + "\n")

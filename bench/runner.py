@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -94,17 +93,29 @@ def _code_version(codec_name: str) -> str:
 def cache_key(clip_path: str, frames: int | None, codec: str, setting: str, reference: str | None) -> str:
     st = os.stat(clip_path)
     raw = json.dumps([os.path.abspath(clip_path), st.st_size, int(st.st_mtime), frames, codec, setting,
-                      _code_version(codec), reference, "point-v2"])
+                      _code_version(codec), getattr(CODECS.get(codec), "extra", None), reference, "point-v2"])
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
-def _run_point(args) -> dict:
+def point_task(args) -> dict:
+    """One clip x codec x setting (runs in a worker, with one thread): the measured point, cached in
+    ``cache_dir`` (shared by every worker) under a key of everything that makes it."""
+    from ..executor import one_thread
+
     clip_path, frames, codec_name, setting, reference, detector_spec, cache_dir = args
     key = cache_key(clip_path, frames, codec_name, setting, reference)
     cpath = Path(cache_dir) / f"{key}.json"
     if cpath.exists():
         return json.loads(cpath.read_text())
-    os.environ.setdefault("VIDSIEVE_THREADS", "1")
+    with one_thread():
+        point = _measure_point(clip_path, frames, codec_name, setting, reference, detector_spec, cache_dir)
+    tmp = cpath.with_name(f".{cpath.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(point))
+    os.replace(tmp, cpath)
+    return point
+
+
+def _measure_point(clip_path, frames, codec_name, setting, reference, detector_spec, cache_dir) -> dict:
     clip = load_clip(clip_path, frames)
     cls = CODECS[codec_name]
     codec = cls(detector=detector_spec) if codec_name.startswith("vidsieve") else cls()
@@ -115,11 +126,8 @@ def _run_point(args) -> dict:
 
         det = load_detector(reference)
         ref_dets = _reference_dets(clip, det, cache_dir, reference, frames)
-    point = {"clip": clip.name, "codec": codec_name, "setting": setting, **measure(clip, enc, ref_dets, det)}
-    tmp = cpath.with_suffix(".tmp")
-    tmp.write_text(json.dumps(point))
-    os.replace(tmp, cpath)
-    return point
+    return {"clip": clip.name, "codec": codec_name, "setting": setting, "bytes": enc.bytes,
+            **measure(clip, enc, ref_dets, det)}
 
 
 def _reference_dets(clip: Clip, det, cache_dir: str, reference: str, frames: int | None) -> list:
@@ -131,7 +139,7 @@ def _reference_dets(clip: Clip, det, cache_dir: str, reference: str, frames: int
         raw = json.loads(p.read_text())
         return [[Detection(tuple(d[0]), d[1], d[2]) for d in fr] for fr in raw]
     out = [[d for d in det.detect(f) if d.score >= 0.4] for f in clip.frames]
-    tmp = p.with_suffix(".tmp")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps([[[list(d.box), d.cls, d.score] for d in fr] for fr in out]))
     os.replace(tmp, p)
     return out
@@ -139,9 +147,12 @@ def _reference_dets(clip: Clip, det, cache_dir: str, reference: str, frames: int
 
 def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None = None, frames: int | None = None,
               points: int = 5, jobs: int = 1, reference: str | None = None, detector: str = "auto",
-              progress: bool | None = None) -> dict:
-    from tqdm import tqdm
+              progress: bool | None = None, executor=None) -> dict:
+    """Measures every clip x codec x setting point (each a task on ``executor``; default: local, ``jobs``
+    processes) and writes results.json, results.csv, plots and report.md to ``out_dir``.
 
+    A point that fails is left out of the tables and listed under ``failures`` with its error."""
+    from ..executor import LocalExecutor, run_tasks
     from .bdrate import bd_table
     from .report import write_report
 
@@ -166,26 +177,22 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
         clips.append({"name": c.name, "frames": len(c.frames), "fps": float(c.fps), "width": w, "height": h,
                       "path": str(v)})
         del c
-    tasks = [(str(v), frames, c, s, reference, detector, str(cache)) for v in videos for c, sw in avail for s in sw]
-    results = []
-    bar = tqdm(total=len(tasks), unit="point", disable=None if progress is None else not progress, desc="bench")
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as ex:
-            for r in ex.map(_run_point, tasks):
-                results.append(r)
-                bar.update(1)
-    else:
-        for t in tasks:
-            results.append(_run_point(t))
-            bar.update(1)
-    bar.close()
+    tasks = [(os.path.abspath(v), frames, c, s, reference, detector, str(cache.resolve()))
+             for v in videos for c, sw in avail for s in sw]
+    sizes = {t[0]: os.path.getsize(t[0]) for t in tasks}
+    outcomes = run_tasks(executor or LocalExecutor(jobs), point_task, tasks,
+                         names=[f"bench {Path(t[0]).stem} {t[2]} {t[3]}" for t in tasks], desc="bench",
+                         progress=progress, sizes=lambda t, p: (sizes[t[0]], p.get("bytes", 0)))
+    results = [o.value for o in outcomes if o.ok]
+    failures = [{"clip": Path(t[0]).stem, "codec": t[2], "setting": t[3], "error": o.error}
+                for t, o in zip(tasks, outcomes) if not o.ok]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         bd = bd_table(results, anchor="x265", metric="psnr_rgb", method="pchip")
         bd_jpeg = bd_table(results, anchor="jpeg", metric="psnr_rgb", method="pchip")
         bd_akima = bd_table(results, anchor="x265", metric="psnr_rgb", method="akima")
         bd_ssim = bd_table(results, anchor="x265", metric="ms_ssim", method="pchip")
-    doc = {"clips": clips, "points": results, "bd_rate": bd,
+    doc = {"clips": clips, "points": results, "failures": failures, "bd_rate": bd,
            "bd_rate_extra": {"vs_jpeg": bd_jpeg, "akima": bd_akima, "ms_ssim": bd_ssim},
            "warnings": sorted({str(w.message) for w in caught}),
            "settings": {"frames": frames, "points": points, "reference": reference, "detector": detector,

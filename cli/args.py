@@ -110,6 +110,24 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         "predicted, they are coded too: a still frame costs a few dozen bytes)")
 
 
+def add_executor_args(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group("where the work runs")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help=f"local: {what} in processes on this machine (--jobs of them); ray: one Ray task each, "
+                        "on a cluster (--ray-address) or a Ray instance started for this run (default: local)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: 'auto' joins the cluster this machine belongs to, HOST:PORT or "
+                        "ray://HOST:PORT a given one (default: start a local instance); inputs and outputs must "
+                        "be at the same paths on every node")
+
+
+def executor_from_args(a, default_jobs: int):
+    from ..executor import make_executor
+
+    jobs = a.jobs if getattr(a, "jobs", None) else default_jobs
+    return make_executor(a.executor, jobs=jobs, ray_address=a.ray_address)
+
+
 def options_from_args(a) -> CompressOptions:
     from ..pipeline import CompressOptions
 

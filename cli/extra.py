@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from ..codec import DEFAULT_MODEL
 from ..errors import InputError, VidsieveError
-from .args import add_selection_args, duration, options_from_args, positive, size
+from .args import add_executor_args, add_selection_args, duration, executor_from_args, options_from_args, positive, size
 
 COMMANDS: dict = {}
 
@@ -76,6 +77,7 @@ def add_commands(sub) -> None:
     b.add_argument("--reference-detector", default=None,
                    help="detector for recall and ROI-PSNR (e.g. yolo11n.pt or a YOLOX .onnx); none: skipped")
     b.add_argument("--detector", default="auto", help="detector vidsieve itself uses (default: auto)")
+    add_executor_args(b, "points measured")
     COMMANDS["bench"] = cmd_bench
 
     bi = sub.add_parser("bench-image", help="the frame codec on still images (Kodak) vs JPEG, WebP, CompressAI",
@@ -167,9 +169,11 @@ def cmd_bench(a) -> int:
     codecs = [c.strip() for c in a.codecs.split(",")] if a.codecs else None
     try:
         doc = run_bench(a.videos, a.out, codecs, a.frames, a.points, a.jobs, a.reference_detector, a.detector,
-                        progress=None if not a.quiet else False)
+                        progress=None if not a.quiet else False, executor=executor_from_args(a, a.jobs))
     except ValueError as exc:
         raise VidsieveError(str(exc)) from None
+    for f in doc["failures"]:
+        print(f"vidsieve: failed: {f['clip']} {f['codec']} {f['setting']}: {f['error']}", file=sys.stderr)
     if not a.quiet:
         from ..bench.report import bd_summary
 
@@ -179,7 +183,7 @@ def cmd_bench(a) -> int:
         else:
             print(f"BD-rate vs {bd['anchor']} ({bd['metric']}): " + bd_summary(bd["mean"]))
         print(f"report: {os.path.join(a.out, 'report.md')}")
-    return 0
+    return 1 if doc["failures"] else 0
 
 
 def cmd_bench_image(a) -> int:

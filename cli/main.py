@@ -15,9 +15,9 @@ import warnings
 
 from .. import __version__
 from ..codec import DEFAULT_MODEL
-from ..errors import VidsieveError
+from ..errors import UsageError, VidsieveError
 from . import extra
-from .args import add_selection_args, nonnegative, options_from_args, positive
+from .args import add_executor_args, add_selection_args, executor_from_args, nonnegative, options_from_args, positive
 
 log = logging.getLogger("vidsieve")
 
@@ -40,13 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("compress", help="compress a video (file, URL or image) into a .vsv container",
-                       description="Compress a video file, URL or still image into a .vsv container.")
-    c.add_argument("input", help="video file, URL or image")
-    c.add_argument("-o", "--output", required=True, help="output .vsv path")
+                       description="Compress a video file, URL or still image into a .vsv container; or many "
+                                   "(files, folders, globs) into one .vsv each with --out-dir.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  vidsieve compress cam.mp4 -o cam.vsv\n"
+                              "  vidsieve compress archive/ --out-dir vsv/                  # every video, "
+                              "same layout\n"
+                              "  vidsieve compress 'day1/*.mp4' --out-dir vsv/ --executor ray --ray-address auto\n"
+                              "A batch skips inputs whose complete .vsv is already there, so running it again "
+                              "finishes what a crash left.")
+    c.add_argument("input", nargs="+", help="video file, URL or image; with --out-dir also folders (their videos, "
+                                            "recursively) and globs")
+    out = c.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", help="output .vsv path (one input)")
+    out.add_argument("--out-dir", help="folder for one .vsv per input, named as the input")
+    c.add_argument("--jobs", type=positive(int), default=None,
+                   help="with --out-dir and the local executor: inputs coded at once (default: one per core)")
     c.add_argument("--model", default=None, help=f"codec: registry name or weights .pth (default: {DEFAULT_MODEL})")
     c.add_argument("--max-frames", type=positive(int), default=None, help="stop after this many frames")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_selection_args(c)
+    add_executor_args(c, "inputs coded")
 
     d = sub.add_parser("decompress", help="decode a .vsv into a video or a folder of PNGs",
                        description="Decode a .vsv file. Skipped frames repeat the last kept frame, so the "
@@ -81,13 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_compress(a) -> int:
     from ..pipeline import compress
 
-    s = compress(a.input, a.output, options_from_args(a), progress=None if not a.quiet else False,
+    if a.out_dir:
+        return compress_many(a)
+    if len(a.input) > 1:
+        raise UsageError("several inputs need --out-dir (one .vsv each), not -o")
+    if a.executor != "local" or a.jobs:
+        raise UsageError("--executor and --jobs are for batches (--out-dir)")
+    s = compress(a.input[0], a.output, options_from_args(a), progress=None if not a.quiet else False,
                  log_fn=None if a.quiet else lambda m: print(m, file=sys.stderr))
     if a.json:
         print(json.dumps(s.to_json(), indent=2))
     elif not a.quiet:
         print(s.line())
     return 0
+
+
+def compress_many(a) -> int:
+    from ..pipeline.batch import compress_batch
+
+    say = None if a.quiet else (lambda m: print(m, file=sys.stderr))
+    s = compress_batch(a.input, a.out_dir, options_from_args(a), executor_from_args(a, os.cpu_count() or 1),
+                       progress=None if not a.quiet else False, log_fn=say)
+    for it in s.items:
+        if it.status == "failed":
+            print(f"vidsieve: failed: {it.input}: {it.error}", file=sys.stderr)
+    if a.json:
+        print(json.dumps(s.to_json(), indent=2))
+    elif not a.quiet:
+        print(s.line())
+    return s.exit_code
 
 
 def cmd_decompress(a) -> int:

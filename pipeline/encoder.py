@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: Selection reasons after which a frame is coded alone: nothing before it predicts it.
 INTRA_REASONS = ("first", "scene-cut")
+#: Most dropped frames one skip record holds.
+SKIP_RECORD_MAX = 4096
 
 
 @dataclass
@@ -84,7 +86,9 @@ class Compressor:
         metadata: stored in the header.
         atomic: write under a temporary name until :meth:`close`.
         fsync_interval: seconds between fsyncs (None: only at close).
-        skip_flush_s: longest time dropped frames wait before their record is written.
+        skip_flush_s: longest time dropped frames wait before their record is written (None: they wait for
+            the next coded frame or :data:`SKIP_RECORD_MAX` of them, so a file's bytes do not depend on how
+            fast it was coded).
         intra_period: seconds between frames coded alone, where frames are predicted.
         predict: predict frames where the codec has a conditional model (False: every frame alone).
         code_dropped: where frames are predicted, code the frames the selector drops too.
@@ -92,7 +96,7 @@ class Compressor:
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
                  fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
-                 fsync_interval: float | None = None, skip_flush_s: float = 1.0,
+                 fsync_interval: float | None = None, skip_flush_s: float | None = 1.0,
                  intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True):
         self.selector = selector
         self.stream = stream_encoder(codec, time_base, intra_period, predict)
@@ -155,7 +159,8 @@ class Compressor:
     def skip(self, pts: int) -> None:
         """A frame represented by the last coded one (dropped by the selector, or never analysed)."""
         self._skipped.append(pts)
-        if time.monotonic() - self._last_skip_flush >= self._skip_flush:
+        if len(self._skipped) >= SKIP_RECORD_MAX or (
+                self._skip_flush is not None and time.monotonic() - self._last_skip_flush >= self._skip_flush):
             self._flush_skips()
         self._count(pts)
 
@@ -250,6 +255,7 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
                 if comp is None:
                     h, w = frame.rgb.shape[:2]
                     comp = Compressor(output, codec, selector, w, h, reader.fps, reader.time_base, meta,
+                                      skip_flush_s=None,
                                       intra_period=opts.intra_period, predict=opts.predict,
                                       code_dropped=opts.code_dropped)
                 comp.push(frame.rgb, frame.pts)

@@ -103,3 +103,18 @@ def latent_sha256(latent) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(latent.cpu().numpy(), dtype=np.float64).tobytes()).hexdigest()
+
+
+#: Fixed creation time of the files made in tests that compare files byte for byte across executors.
+SOURCE_DATE_EPOCH = "1764547200"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray instance with 2 CPUs for the session; its workers stamp files with SOURCE_DATE_EPOCH."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONWARNINGS": "ignore"}})
+    yield ray
+    ray.shutdown()

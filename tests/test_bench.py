@@ -94,7 +94,7 @@ def test_x265_point_matches_an_independent_encode(bench_run, tmp_path):
     with av.open(str(path), "w") as o:
         st = o.add_stream("libx265", rate=10)
         st.width, st.height, st.pix_fmt = 192, 176, "yuv420p"
-        st.options = {"crf": "32", "preset": "medium", "x265-params": "log-level=error"}
+        st.options = {"crf": "32", "preset": "medium", "x265-params": "log-level=error:frame-threads=1"}
         for i, f in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(f, format="rgb24")
             vf.pts = i
@@ -205,3 +205,23 @@ def test_results_are_written_whole_or_not_at_all(tmp_path):
         write_json(p, {"bd": object()})
     assert json.loads(p.read_text()) == {"bd": -18.0}
     assert [f.name for f in p.parent.iterdir()] == ["r.json"]
+
+
+def without_timings(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    for p in doc["points"]:
+        p.pop("enc_fps"), p.pop("dec_fps")
+    return doc
+
+
+def test_a_sweep_on_ray_gives_the_local_results(bench_run, tmp_path, ray_local):
+    from vidsieve.bench.runner import run_bench
+    from vidsieve.executor import RayExecutor
+
+    clip, out, _ = bench_run
+    doc = run_bench([str(clip)], tmp_path / "ray", ["x265", "x264", "jpeg", "vidsieve-keepall"], frames=16, points=4,
+                    executor=RayExecutor(), progress=False)
+    local = json.loads((out / "results.json").read_text())
+    assert doc["failures"] == [] and len(doc["points"]) == 16
+    assert without_timings(doc) == without_timings(local)
+    assert "| vidsieve-keepall | quality=8 |" in (tmp_path / "ray" / "report.md").read_text()
