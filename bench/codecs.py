@@ -43,8 +43,13 @@ class Encoded:
 
 
 class BenchCodec:
+    """``detector``: what codecs that use a detector run (vidsieve's selection and maps, x265-roi's boxes)."""
+
     name = ""
     settings: list[str] = []
+
+    def __init__(self, detector: str = "auto"):
+        self.detector = detector
 
     def available(self) -> bool:
         return True
@@ -86,10 +91,16 @@ class PyAVCodec(BenchCodec):
     def options(self, setting: str) -> dict:
         return {self.key: str(int(_value(setting))), **self.extra}
 
+    def regions(self, clip: Clip) -> list[list[tuple[int, int, int, int, float]]] | None:
+        """Per frame (every frame, when any), regions ``(x, y, w, h, qoffset)`` handed to the encoder as
+        FFmpeg's region-of-interest side data (None: none)."""
+        return None
+
     def run(self, clip: Clip, setting: str) -> Encoded:
         h, w = clip.frames[0].shape[:2]
         buf = io.BytesIO()
         t0 = time.perf_counter()
+        regions = self.regions(clip)
         nbytes = 0
         with av.open(buf, mode="w", format="matroska") as out:
             st = out.add_stream(self.encoder, rate=clip.fps)
@@ -97,9 +108,12 @@ class PyAVCodec(BenchCodec):
             st.pix_fmt = "yuv420p"
             st.time_base = clip.time_base
             st.options = self.options(setting)
-            for rgb, p in zip(clip.frames, clip.pts):
+            for i, (rgb, p) in enumerate(zip(clip.frames, clip.pts)):
                 f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: st.height, : st.width]), format="rgb24")
                 f.pts, f.time_base = p, clip.time_base
+                if regions is not None:
+                    # In the encoder's format already: a conversion on the way would drop the side data.
+                    f = with_regions(f.reformat(format="yuv420p"), regions[i])
                 for pkt in st.encode(f):
                     nbytes += pkt.size
                     out.mux(pkt)
@@ -124,6 +138,64 @@ class X265(PyAVCodec):
     name, encoder = "x265", "libx265"
     settings = ["crf=22", "crf=27", "crf=32", "crf=37", "crf=42", "crf=47"]
     extra = {"preset": "medium", "x265-params": "log-level=error:frame-threads=1"}
+
+
+class X265Roi(X265):
+    """x265 told where the objects are: the boxes vidsieve's detector finds, as per-block QP offsets
+    (FFmpeg's ``addroi`` filter writes region-of-interest side data; libx265 turns it into its adaptive
+    quantisation offsets). Each box (with half vidsieve's margin) gets the QP offset that stands for
+    vidsieve's ``--roi-boost`` for its class, and the rest of a frame with boxes the one for the
+    policy's ``--roi-background``: 3 QP per quality step (vidsieve's lambdas double per step; HEVC's
+    lambda doubles every 3 QP)."""
+
+    name = "x265-roi"
+
+    def regions(self, clip: Clip):
+        from ..detection.registry import load_detector
+        from ..rate import RatePolicy
+        from ..selection.roi import RoiMap
+        from ..selection.score import ScoreConfig
+
+        roi = RoiMap(class_weights=RatePolicy().class_weights)
+        det = load_detector(self.detector)
+        conf = ScoreConfig().appear_conf
+        h, w = clip.frames[0].shape[:2]
+        out = []
+        for rgb in clip.frames:
+            boxes = [d for d in det.detect(rgb) if d.score >= conf]
+            regs = []
+            for d in boxes:
+                m = roi.margin / 2
+                x1, y1 = max(0, int(d.box[0] - m)), max(0, int(d.box[1] - m))
+                x2, y2 = min(w, int(d.box[2] + m + 1)), min(h, int(d.box[3] + m + 1))
+                boost = roi.boost * (1.0 + max(0.0, roi.class_weights.get(d.cls, 0.0)))
+                if x2 > x1 and y2 > y1:
+                    regs.append((x1, y1, x2 - x1, y2 - y1, -QP_PER_STEP * boost / QP_RANGE))
+            # Every frame carries regions, a neutral one when it has no boxes: FFmpeg's libx265 wrapper
+            # crashes when regions appear after a first frame without any.
+            regs.append((0, 0, w, h, -QP_PER_STEP * roi.background / QP_RANGE if regs else 0.0))
+            out.append(regs)
+        return out
+
+
+#: x265's QP offsets per vidsieve quality step, and the QP range FFmpeg scales a region's qoffset by (8-bit).
+QP_PER_STEP, QP_RANGE = 3.0, 51.0
+
+
+def with_regions(frame: av.VideoFrame, regions) -> av.VideoFrame:
+    """``frame`` with region-of-interest side data (the first region listed wins where they overlap),
+    through FFmpeg's ``addroi`` filter."""
+    graph = av.filter.Graph()
+    last = graph.add_buffer(template=frame)
+    for x, y, w, h, q in regions:
+        node = graph.add("addroi", f"x={x}:y={y}:w={w}:h={h}:qoffset={max(-1.0, min(1.0, q)):.4f}")
+        last.link_to(node)
+        last = node
+    sink = graph.add("buffersink")
+    last.link_to(sink)
+    graph.configure()
+    graph.push(frame)
+    return graph.pull()
 
 
 class X265LowDelay(X265):
@@ -186,15 +258,19 @@ class Vidsieve(BenchCodec):
     settings = ["quality=1", "quality=2.5", "quality=4", "quality=5.5", "quality=7", "quality=8"]
     keep_all = False
     predict = True
+    roi_boost: float | None = None  # None: the product's defaults
+    roi_background: float | None = None
 
     def __init__(self, detector: str = "auto", model: str | None = None):
-        self.detector, self.model = detector, model
+        super().__init__(detector)
+        self.model = model
 
     def run(self, clip: Clip, setting: str) -> Encoded:
         from ..pipeline import CompressOptions, compress, decoded_frames
 
         opts = CompressOptions(quality=_value(setting), keep_all=self.keep_all, detector=self.detector,
-                               max_frames=len(clip.frames), predict=self.predict)
+                               max_frames=len(clip.frames), predict=self.predict,
+                               roi_boost=self.roi_boost, roi_background=self.roi_background)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -206,6 +282,14 @@ class Vidsieve(BenchCodec):
             dec = [f.rgb for f in decoded_frames(out, self.model)]
             dec_s = time.perf_counter() - t0
             return Encoded(out.stat().st_size, dec, enc_s, dec_s, s.kept_fraction)
+
+
+class VidsieveNoRoi(Vidsieve):
+    """Selection and predicted frames, one quality per frame (no quality map)."""
+
+    name = "vidsieve-noroi"
+    roi_boost = 0.0
+    roi_background = 0.0
 
 
 class VidsieveKeepAll(Vidsieve):
@@ -220,7 +304,9 @@ class VidsieveIntra(Vidsieve):
 
     name = "vidsieve-intra"
     predict = False
+    roi_boost = 0.0  # maps need predicted-frame streams
+    roi_background = 0.0
 
 
-CODECS = {c.name: c for c in (Vidsieve, VidsieveKeepAll, VidsieveIntra, X265, X265LowDelay, X264, X264LowDelay,
-                              Jpeg, SvtAv1)}
+CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveIntra, X265, X265Roi, X265LowDelay,
+                              X264, X264LowDelay, Jpeg, SvtAv1)}

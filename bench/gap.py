@@ -103,7 +103,7 @@ class Gap:
         h, w = img.shape[:2]
         x = pad(to_tensor(img))
         y = (self.analysis(img, quality) if y is None else y).clone().requires_grad_(True)
-        _, inv_gain = self.grad._gains(torch.tensor([float(quality)]))
+        _, inv_gain = self.grad.gains(torch.tensor([float(quality)]))
         lam = quality_lambda(quality)
         opt = torch.optim.Adam([y], lr=lr)
         for i in range(iters):
@@ -122,7 +122,7 @@ class Gap:
         h, w = img.shape[:2]
         x = pad(to_tensor(img))
         y = self.code.analysis(x, [QUALITY_CEILING]).clone().requires_grad_(True)
-        _, inv_gain = self.grad._gains(torch.tensor([QUALITY_CEILING]))
+        _, inv_gain = self.grad.gains(torch.tensor([QUALITY_CEILING]))
         opt = torch.optim.Adam([y], lr=lr)
         best = -1.0
         for _ in range(iters + 1):

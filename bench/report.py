@@ -50,12 +50,18 @@ def write_report(doc: dict, out: Path) -> None:
     plot_curves(points, clips, out, "psnr_rgb", "PSNR-RGB (dB)", "rd-psnr")
     if any(p.get("recall") is not None for p in points):
         plot_curves(points, clips, out, "recall", "detection recall", "recall")
+    if any(p.get("roi_psnr") is not None for p in points):
+        plot_curves(points, clips, out, "roi_psnr", "ROI-PSNR (dB, inside the reference detector's boxes)", "rd-roi")
     desc = ", ".join("{} ({}x{}, {} frames, {:.2f} fps)".format(c["name"], c["width"], c["height"], c["frames"],
                                                               c["fps"]) for c in doc["clips"])
     lines = ["# vidsieve bench report", "", f"Clips: {desc}.",
              "PSNR is the mean over all input frames after hold-filling dropped frames. "
              "Recall/precision: reference detector on the decoded video against the original (IoU >= 0.5, "
              "same class, same frame). ROI-PSNR: inside the reference detector's boxes on the original.", ""]
+    st = doc.get("settings", {})
+    if st.get("reference"):
+        lines += [f"Detectors: selection and quality maps (vidsieve, x265-roi's boxes): `{st.get('detector')}`; "
+                  f"reference for recall, ROI-PSNR and background PSNR: `{Path(st['reference']).name}`.", ""]
     bd = doc["bd_rate"]
     if bd is None:
         lines += ["No BD-rate table: x265, the anchor, was not among the codecs measured."]
@@ -66,10 +72,20 @@ def write_report(doc: dict, out: Path) -> None:
             row = [_fmt(bd["per_clip"][c].get(codec), 1) for c in bd["per_clip"]]
             lines.append(f"| {codec} | " + " | ".join(row) + f" | {_fmt(m, 1)} |")
     for label, key in (("vs JPEG (psnr_rgb, pchip)", "vs_jpeg"), ("vs x265 (akima cross-check)", "akima"),
-                       ("vs x265 (MS-SSIM, pchip)", "ms_ssim")):
+                       ("vs x265 (MS-SSIM, pchip)", "ms_ssim"), ("vs x265 (ROI-PSNR, pchip)", "roi_psnr"),
+                       ("vs x265-roi (ROI-PSNR, pchip)", "roi_psnr_vs_x265_roi"),
+                       ("vs x265 (background PSNR, pchip)", "background_psnr")):
         t = doc.get("bd_rate_extra", {}).get(key)
         if t:  # None when its anchor was not measured: no line rather than a row of blanks
             lines += ["", f"BD-rate {label}: " + bd_summary(t["mean"])]
+    at = doc.get("at_kbps")
+    if at:
+        lines += ["", f"## At {at['kbps']:g} kbps (interpolated in log-rate; - where a codec does not reach it)", "",
+                  "| clip | codec | recall | ROI-PSNR | background PSNR | PSNR-RGB |", "|---" * 6 + "|"]
+        for clip, rows in at["per_clip"].items():
+            for codec, r in rows.items():
+                lines.append(f"| {clip} | {codec} | {_fmt(r['recall'], 3)} | {_fmt(r['roi_psnr'])} | "
+                             f"{_fmt(r['background_psnr'])} | {_fmt(r['psnr_rgb'])} |")
     for clip in clips:
         lines += ["", f"## {clip}", "", f"![rate-distortion](rd-psnr-{clip}.png)", "",
                   "| codec | setting | kbps | bpp | PSNR-RGB | PSNR-Y | MS-SSIM | ROI-PSNR | bg PSNR | recall | "

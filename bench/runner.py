@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -93,7 +94,7 @@ def _code_version(codec_name: str) -> str:
 def cache_key(clip_path: str, frames: int | None, codec: str, setting: str, reference: str | None) -> str:
     st = os.stat(clip_path)
     raw = json.dumps([os.path.abspath(clip_path), st.st_size, int(st.st_mtime), frames, codec, setting,
-                      _code_version(codec), getattr(CODECS.get(codec), "extra", None), reference, "point-v2"])
+                      _code_version(codec), getattr(CODECS.get(codec), "extra", None), reference, "point-v3"])
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
@@ -118,7 +119,7 @@ def point_task(args) -> dict:
 def _measure_point(clip_path, frames, codec_name, setting, reference, detector_spec, cache_dir) -> dict:
     clip = load_clip(clip_path, frames)
     cls = CODECS[codec_name]
-    codec = cls(detector=detector_spec) if codec_name.startswith("vidsieve") else cls()
+    codec = cls(detector=detector_spec)
     enc = codec.run(clip, setting)
     det, ref_dets = None, None
     if reference:
@@ -145,6 +146,30 @@ def _reference_dets(clip: Clip, det, cache_dir: str, reference: str, frames: int
     return out
 
 
+#: The rate at which recall and ROI quality are compared across codecs (kbps).
+RECALL_KBPS = 50.0
+
+
+def at_kbps(points: list[dict], kbps: float) -> dict:
+    """Per clip and codec: recall, ROI-PSNR and background PSNR at ``kbps``, interpolated linearly in
+    log-rate between the two points around it (None outside a codec's range)."""
+    out: dict = {}
+    for clip in sorted({p["clip"] for p in points}):
+        for codec in sorted({p["codec"] for p in points if p["clip"] == clip}):
+            pts = sorted((p for p in points if p["clip"] == clip and p["codec"] == codec), key=lambda p: p["kbps"])
+            row = {}
+            for metric in ("recall", "roi_psnr", "background_psnr", "psnr_rgb"):
+                xs = [(math.log(p["kbps"]), p[metric]) for p in pts if p.get(metric) is not None and p["kbps"] > 0]
+                x = math.log(kbps)
+                row[metric] = None
+                for (x0, y0), (x1, y1) in zip(xs, xs[1:]):
+                    if x0 <= x <= x1 and x1 > x0:
+                        row[metric] = round(y0 + (y1 - y0) * (x - x0) / (x1 - x0), 4)
+                        break
+            out.setdefault(clip, {})[codec] = row
+    return {"kbps": kbps, "per_clip": out}
+
+
 def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None = None, frames: int | None = None,
               points: int = 5, jobs: int = 1, reference: str | None = None, detector: str = "auto",
               progress: bool | None = None, executor=None) -> dict:
@@ -165,7 +190,7 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
         raise ValueError(f"unknown codec(s) {', '.join(unknown)}; choose from {', '.join(CODECS)}")
     avail = []
     for c in names:
-        inst = CODECS[c]() if not c.startswith("vidsieve") else CODECS[c](detector=detector)
+        inst = CODECS[c](detector=detector)
         if inst.available():
             avail.append((c, inst.sweep(points)))
         else:
@@ -192,11 +217,19 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
         bd_jpeg = bd_table(results, anchor="jpeg", metric="psnr_rgb", method="pchip")
         bd_akima = bd_table(results, anchor="x265", metric="psnr_rgb", method="akima")
         bd_ssim = bd_table(results, anchor="x265", metric="ms_ssim", method="pchip")
+        bd_roi = bd_table(results, anchor="x265", metric="roi_psnr", method="pchip") if reference else None
+        bd_roi_vs_roi = bd_table(results, anchor="x265-roi", metric="roi_psnr", method="pchip") if reference else None
+        bd_bg = bd_table(results, anchor="x265", metric="background_psnr", method="pchip") if reference else None
     doc = {"clips": clips, "points": results, "failures": failures, "bd_rate": bd,
-           "bd_rate_extra": {"vs_jpeg": bd_jpeg, "akima": bd_akima, "ms_ssim": bd_ssim},
+           "bd_rate_extra": {"vs_jpeg": bd_jpeg, "akima": bd_akima, "ms_ssim": bd_ssim, "roi_psnr": bd_roi,
+                             "roi_psnr_vs_x265_roi": bd_roi_vs_roi, "background_psnr": bd_bg},
+           "at_kbps": at_kbps(results, RECALL_KBPS) if reference else None,
            "warnings": sorted({str(w.message) for w in caught}),
            "settings": {"frames": frames, "points": points, "reference": reference, "detector": detector,
                         "version": __version__}}
+    if reference and Path(reference).name == Path(detector).name:
+        doc["warnings"].append(f"the reference detector is the one that drives selection and quality maps "
+                               f"({detector}): recall and ROI-PSNR then favour vidsieve and x265-roi")
     write_json(out / "results.json", doc)
     fields = ["clip", "codec", "setting", "kbps", "bpp", "psnr_rgb", "psnr_y", "ms_ssim", "enc_fps", "dec_fps",
               "kept_fraction", "recall", "precision", "roi_psnr", "background_psnr"]

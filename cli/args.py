@@ -8,7 +8,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
-from ..errors import VidsieveError
+from ..errors import UsageError, VidsieveError
 
 if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
     from ..pipeline import CompressOptions
@@ -99,6 +99,12 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="quality bonus for a class, e.g. person=1.0 car=0.5 (repeatable)")
     g.add_argument("--target-kbps", type=positive(float), default=None,
                    help="choose per-segment qualities so the file lands near this rate")
+    g.add_argument("--roi-boost", type=nonnegative, default=None, metavar="STEPS",
+                   help="quality steps added where the detector's boxes are, inside each frame (times 1 + the "
+                        "class's --class-weight; 0: one quality per frame; default: 1.5, docs/SELECTION.md)")
+    g.add_argument("--roi-background", type=float, default=None, metavar="STEPS",
+                   help="quality steps (0 or less) for the rest of a frame that has boxes "
+                        "(default: the policy's: evidence 0, balanced -0.5, archive -1)")
     c = p.add_argument_group("coding")
     c.add_argument("--intra-period", type=positive(float), default=DEFAULT_INTRA_PERIOD, metavar="SECONDS",
                    help="a frame coded alone at least this often, the rest predicted from the frames before "
@@ -131,6 +137,13 @@ def executor_from_args(a, default_jobs: int):
 def options_from_args(a) -> CompressOptions:
     from ..pipeline import CompressOptions
 
+    if a.roi_background is not None and a.roi_background > 0:
+        raise UsageError("--roi-background is 0 or less (it lowers the rest of the frame)")
+    explicit_roi = bool(a.roi_boost) or bool(a.roi_background)
+    if explicit_roi and (a.keep_all or a.intra_only):
+        raise UsageError("quality maps need the detector (not --keep-all) and predicted-frame streams "
+                         "(not --intra-only)")
+
     weights = {}
     for item in getattr(a, "class_weight", []) or []:
         if "=" not in item:
@@ -148,4 +161,5 @@ def options_from_args(a) -> CompressOptions:
         sensitivity=a.sensitivity, max_gap=a.max_gap, segment_seconds=a.segment_seconds or 30.0,
         policy=a.policy,
         class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None),
-        intra_period=a.intra_period, predict=not a.intra_only, code_dropped=not a.hold_dropped)
+        intra_period=a.intra_period, predict=not a.intra_only, code_dropped=not a.hold_dropped,
+        roi_boost=a.roi_boost, roi_background=a.roi_background)

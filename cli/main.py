@@ -155,6 +155,8 @@ def format_info(d: dict) -> str:
             f", {100 * g['skipped_block_share']:.1f}% of their blocks copied from a reference"
         lines.append(f"coding:      {g['intra']} intra frames (seek points), {g['predicted']} predicted{share}; "
                      f"longest group {g['longest']} frames")
+        if g.get("mapped"):
+            lines.append(f"             {g['mapped']} frames with a quality map (more quality where the objects are)")
     else:
         lines.append("coding:      every frame alone")
     if d["truncated_at"] is not None:

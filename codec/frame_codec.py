@@ -171,11 +171,11 @@ class GainedCodec(FrameCodec):
     def _symbols(self, p: Payload) -> tuple[torch.Tensor, torch.Tensor]:
         if p.version == PREDICTED:
             raise FormatError("a predicted frame decodes only in its stream, after the frames it refers to")
-        if len(p.strings) != 2:
+        if len(p.strings) != 2 and not (p.version == INTRA_EXACT and len(p.strings) == 3):  # 3: with a map
             raise FormatError("frame payload has the wrong number of streams for this model")
         check_quality(p.quality)
         try:
-            return self.model.decode_symbols(p.strings, p.latent_hw, exact=p.version >= 2,
+            return self.model.decode_symbols(p.strings[:2], p.latent_hw, exact=p.version >= 2,
                                              exact_means=p.version == INTRA_EXACT)
         except OverflowError:
             raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
@@ -187,7 +187,13 @@ class GainedCodec(FrameCodec):
             p = unpack(data)
             symbols, means = self._symbols(p)
             y_hat = (symbols.to(means.dtype) + means).float()
-            frames.append(to_uint8(self.model.synthesis(y_hat, p.quality), p.height, p.width))
+            inv_gain = None
+            if p.version == INTRA_EXACT:
+                from .quality_map import payload_quality
+
+                qm = payload_quality(p)
+                inv_gain = None if qm.uniform else qm.gains(self.model, y_hat.shape[-2:])[1]
+            frames.append(to_uint8(self.model.synthesis(y_hat, p.quality, inv_gain), p.height, p.width))
         return frames
 
 

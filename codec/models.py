@@ -95,7 +95,7 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return model
 
     # -- gains ---------------------------------------------------------------
-    def _gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gain and inverse gain for qualities in [1, levels], shape [B, M, 1, 1]."""
         t = (quality.to(self.log_gain.dtype) - 1.0).clamp(0, self.levels - 1)
         lo = t.floor().long().clamp(max=self.levels - 2)
@@ -108,7 +108,7 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     def forward(self, x: torch.Tensor, quality: torch.Tensor | None = None) -> dict:
         if quality is None:
             quality = torch.full((x.shape[0],), float(self.levels), device=x.device)
-        gain, inv_gain = self._gains(quality)
+        gain, inv_gain = self.gains(quality)
         y = self.g_a(x) * gain
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
@@ -125,7 +125,7 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     def analysis(self, x: torch.Tensor, quality: Sequence[float]) -> torch.Tensor:
         """Batched analysis transform, already multiplied by the gains."""
         q = torch.as_tensor(list(quality), dtype=torch.float32, device=x.device)
-        gain, _ = self._gains(q)
+        gain, _ = self.gains(q)
         # Channels-last convolutions are ~1.5-2x faster on CPUs (oneDNN); the
         # hyper path is small and runs per frame (see hyper_synthesis).
         y = self.g_a(x.contiguous(memory_format=torch.channels_last)) * gain
@@ -191,9 +191,12 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return self.gaussian_conditional.dequantize(symbols, means)
 
     @torch.inference_mode()
-    def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
-        _, inv_gain = self._gains(torch.tensor([float(quality)], device=y_hat.device))
-        y = (y_hat * inv_gain).contiguous(memory_format=torch.channels_last)
+    def synthesis(self, y_hat: torch.Tensor, quality: float, inv_gain: torch.Tensor | None = None) -> torch.Tensor:
+        """Pixels from a gained latent; ``inv_gain`` (per position, [1, M, h, w]: a quality map's) replaces the
+        inverse gains of ``quality``."""
+        if inv_gain is None:
+            _, inv_gain = self.gains(torch.tensor([float(quality)], device=y_hat.device))
+        y = (y_hat * inv_gain.to(y_hat.dtype)).contiguous(memory_format=torch.channels_last)
         return self.g_s(y).clamp_(0, 1).contiguous()
 
     def transforms_channels_last(self) -> "GainedMeanScaleHyperprior":

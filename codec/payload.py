@@ -12,8 +12,9 @@ hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
 range; still read); 3, an intra frame of a predicted stream, whose means are
 exact too (its latent is a reference); 4, a predicted frame (strings: block
 modes, the coded difference, its hyper latent, background updates, the
-intra hyper latent and symbols of blocks coded alone; :mod:`.predictive`). Every length is checked against the bytes present before
-anything is sliced.
+intra hyper latent and symbols of blocks coded alone; :mod:`.predictive`). Versions 3
+and 4 may carry one more string, the frame's quality map (:mod:`.quality_map`). Every
+length is checked against the bytes present before anything is sliced.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ PAYLOAD_VERSION = 2
 #: An intra frame with exact means, and a predicted frame (:mod:`.predictive`).
 INTRA_EXACT, PREDICTED = 3, 4
 PAYLOAD_VERSIONS = (1, 2, INTRA_EXACT, PREDICTED)
+#: A predicted frame's six strings and its quality map.
+MAX_STRINGS = 7
 
 
 def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes],
@@ -56,7 +59,7 @@ def unpack(data: bytes, latent_stride: int = HYPER_STRIDE) -> Payload:
     ver, w, h, q, lh, lw, n = _HEAD.unpack_from(data)
     if ver not in PAYLOAD_VERSIONS:
         raise FormatError(f"unknown frame payload version {ver}")
-    if not (w and h) or n == 0 or n > 6:
+    if not (w and h) or n == 0 or n > MAX_STRINGS:
         raise FormatError("frame payload header is invalid")
     if (lh, lw) != (-(-h // latent_stride), -(-w // latent_stride)):
         raise FormatError("frame payload latent size does not match the frame size")

@@ -39,12 +39,12 @@ from ..errors import FormatError
 from .conditional import ConditionalEntropyModel, scale_of_level
 from .entropy import decode_symbols, encode_symbols
 from .frame_codec import GainedCodec, as_rgb, pad, to_tensor, to_uint8
-from .models import QUALITY_MAX, check_quality, quality_lambda
+from .models import QUALITY_MAX, check_quality
 from .payload import INTRA_EXACT, PREDICTED, pack, unpack
+from .quality_map import BLOCK, QualityMap, payload_quality
 from .stream import StreamFrame
 
-#: A block is BLOCK x BLOCK latent positions: the hyper latent's grid, 64 x 64 pixels.
-BLOCK = 4
+#: A block is BLOCK x BLOCK latent positions (quality_map.BLOCK): the hyper latent's grid, 64 x 64 pixels.
 #: Block modes: copy the previous frame's latent, code the difference from it, copy the background's,
 #: code the difference from it, code the block alone (the intra model's own entropy model: what is new in
 #: the picture, which no reference holds).
@@ -67,6 +67,7 @@ class PredictionStats:
 
     intra: int = 0
     predicted: int = 0
+    mapped: int = 0  # frames coded with a quality map
     blocks: int = 0  # blocks of predicted frames
     skipped: int = 0  # of them, copied from a reference
     from_background: int = 0  # of them, predicted from (or copied from) the background
@@ -79,18 +80,20 @@ class _References:
     def __init__(self):
         self.prev: torch.Tensor | None = None
         self.bg: torch.Tensor | None = None
-        self.quality: float | None = None
+        self.quality: QualityMap | None = None
 
-    def at_quality(self, model, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both references at ``quality``: a latent at another quality is rescaled by the gains' ratio."""
-        if self.quality != quality:
-            g_old = model._gains(torch.tensor([self.quality]))[0].double()
-            g_new = model._gains(torch.tensor([quality]))[0].double()
+    def at_quality(self, model, quality: QualityMap) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both references at ``quality``: a latent at another quality (per position, with maps) is
+        rescaled by the gains' ratio."""
+        if not quality.same(self.quality):
+            shape = self.prev.shape[-2:]
+            g_old = self.quality.gains(model, shape)[0].double()
+            g_new = quality.gains(model, shape)[0].double()
             ratio = g_new / g_old
             self.prev, self.bg, self.quality = self.prev * ratio, self.bg * ratio, quality
         return self.prev, self.bg
 
-    def set_intra(self, y_hat: torch.Tensor, quality: float) -> None:
+    def set_intra(self, y_hat: torch.Tensor, quality: QualityMap) -> None:
         self.prev, self.bg, self.quality = y_hat, y_hat.clone(), quality
 
     def clear(self) -> None:
@@ -116,7 +119,8 @@ def boxes_to_blocks(boxes, grid: tuple[int, int]) -> np.ndarray:
 
 
 class PredictiveStreamEncoder:
-    """Codes a stream's frames as intra frames and predicted frames (a :class:`~.stream.StreamEncoder`).
+    """Codes a stream's frames as intra frames and predicted frames (a :class:`~.stream.StreamEncoder`),
+    each at one quality or under a quality map.
 
     Args:
         codec: the intra codec (its model's analysis, synthesis and hyperprior).
@@ -124,6 +128,8 @@ class PredictiveStreamEncoder:
         time_base: of the pts it is given.
         intra_period: seconds between intra frames (0: only the first and scene cuts).
     """
+
+    maps = True
 
     def __init__(self, codec: GainedCodec, conditional: ConditionalEntropyModel, time_base: Fraction,
                  intra_period: float = 10.0, conditional_name: str = "", conditional_sha256: str = ""):
@@ -150,9 +156,11 @@ class PredictiveStreamEncoder:
         self.analysed.clear()
 
     @torch.inference_mode()
-    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False) -> StreamFrame:
+    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
+               roi: np.ndarray | None = None) -> StreamFrame:
         """One frame; ``boxes`` (pixel boxes of what the detector saw, or None) keep moving objects out
-        of the background; ``intra`` forces an intra frame (a scene cut)."""
+        of the background; ``intra`` forces an intra frame (a scene cut); ``roi`` (int8 quarter-step
+        offsets per 64 x 64 block, :mod:`.quality_map`) shifts each block's quality from ``quality``."""
         q = check_quality(quality)
         rgb = as_rgb(frame)
         h, w = rgb.shape[:2]
@@ -163,29 +171,32 @@ class PredictiveStreamEncoder:
         if alone:
             # The frame every predicted one copies from (most blocks, for seconds): worth more bits.
             q = min(QUALITY_MAX, q + INTRA_BOOST)
-        y = g * self.model._gains(torch.tensor([q]))[0]
+        qm = QualityMap(q, roi)
+        gain, _ = qm.gains(self.model, g.shape[-2:])
+        y = g * gain
+        self.stats.mapped += not qm.uniform
         if alone:
-            return self._intra(y, q, pts, h, w)
-        return self._predicted(y, q, rgb, boxes)
+            return self._intra(y, qm, pts, h, w)
+        return self._predicted(y, qm, rgb, boxes)
 
-    def _intra(self, y, q, pts, h, w) -> StreamFrame:
-        data, y_hat = code_intra_exact(self.model, y, q, h, w)
-        self.refs.set_intra(y_hat, q)
+    def _intra(self, y, qm: QualityMap, pts, h, w) -> StreamFrame:
+        data, y_hat = code_intra_exact(self.model, y, qm, h, w)
+        self.refs.set_intra(y_hat, qm)
         self.last_intra_pts = pts
         self.stats.intra += 1
         self.picture.clear()
-        return StreamFrame(data, self.picture.synthesise(self.model, y_hat, q, h, w))
+        return StreamFrame(data, self.picture.synthesise(self.model, y_hat, qm, h, w))
 
-    def _predicted(self, y: torch.Tensor, q: float, rgb: np.ndarray, boxes) -> StreamFrame:
+    def _predicted(self, y: torch.Tensor, qm: QualityMap, rgb: np.ndarray, boxes) -> StreamFrame:
         m, cond = self.model, self.cond
         h, w = rgb.shape[:2]
-        prev, bg = self.refs.at_quality(m, q)
+        prev, bg = self.refs.at_quality(m, qm)
         y64 = y.double()
         H, W = y.shape[-2:]
         grid = (H // BLOCK, W // BLOCK)
-        _, inv_gain = m._gains(torch.tensor([q]))
-        weight = (cond.synthesis_energy * inv_gain.reshape(-1) ** 2).reshape(1, -1, 1, 1).double()
-        lam = LAMBDA_SCALE * quality_lambda(q) * 255**2 / 3  # per unit of pixel SSE (images in [0, 1], 3 colours)
+        _, inv_gain = qm.gains(m, (H, W))
+        weight = (cond.synthesis_energy.reshape(1, -1, 1, 1) * inv_gain ** 2).double()
+        lam = LAMBDA_SCALE * qm.lambdas(grid) * 255**2 / 3  # per unit of pixel SSE (images in [0, 1], 3 colours)
 
         def pool(t):  # per-position sums -> per-block sums [hb, wb]
             return F.avg_pool2d(t, BLOCK)[0, 0] * BLOCK * BLOCK
@@ -201,7 +212,7 @@ class PredictiveStreamEncoder:
             # Nothing moved more than a few bits' worth anywhere: every block copies the previous frame,
             # and no model needs to run.
             modes = torch.full(grid, SKIP_PREV, dtype=torch.int64)
-            return self._finish(y64, q, h, w, prev, bg, modes, boxes, grid, None)
+            return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, None)
         costs = []
         scale = 1.0
         for ref in (prev, bg):
@@ -229,17 +240,21 @@ class PredictiveStreamEncoder:
         bits = pool(-torch.log2(m.gaussian_conditional.likelihood_lower_bound(lik)).sum(1, keepdim=True).double())
         d_alone = pool((weight * (y64 - alone.means - sym).square()).sum(1, keepdim=True))
         costs.append(lam * d_alone + bits + 8.0 * len(alone.z_string) / (grid[0] * grid[1]))
-        modes = torch.stack(costs).argmin(0)  # [hb, wb], in the order of the modes' numbers
-        return self._finish(y64, q, h, w, prev, bg, modes, boxes, grid, alone)
+        costs = torch.stack(costs)
+        # An object the map boosts is never copied from a reference while it moves: it is what the map is for.
+        moving = qm.boosted(grid) & (lam * d_held > STILL_BITS)
+        costs[SKIP_PREV][moving] = costs[SKIP_BG][moving] = float("inf")
+        modes = costs.argmin(0)  # [hb, wb], in the order of the modes' numbers
+        return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, alone)
 
-    def _finish(self, y64, q, h, w, prev, bg, modes, boxes, grid, alone) -> StreamFrame:
+    def _finish(self, y64, qm, h, w, prev, bg, modes, boxes, grid, alone) -> StreamFrame:
         m = self.model
         updates = self._bg_updates(modes, boxes, grid)
-        data, y_hat = code_predicted(m, self.cond, y64, q, h, w, prev, bg, modes, updates, alone)
+        data, y_hat = code_predicted(m, self.cond, y64, qm, h, w, prev, bg, modes, updates, alone)
         self._count(modes)
         self.refs.prev = y_hat
         self.refs.bg = torch.where(block_mask(torch.from_numpy(updates), y_hat.shape[-2:]), y_hat, self.refs.bg)
-        return StreamFrame(data, self.picture.synthesise(m, y_hat, q, h, w), intra=False)
+        return StreamFrame(data, self.picture.synthesise(m, y_hat, qm, h, w), intra=False)
 
     def _bg_updates(self, modes, boxes, grid) -> np.ndarray:
         """Blocks whose decoded latent becomes the background: still (copied from the previous frame)
@@ -329,16 +344,22 @@ class Picture:
     def __init__(self):
         self.y: torch.Tensor | None = None
         self.rgb: np.ndarray | None = None
-        self.quality: float | None = None
+        self.quality: QualityMap | None = None
 
-    def synthesise(self, model, y_hat: torch.Tensor, q: float, h: int, w: int) -> np.ndarray:
+    def synthesise(self, model, y_hat: torch.Tensor, qm: QualityMap, h: int, w: int) -> np.ndarray:
         H, W = y_hat.shape[-2:]
+        q = qm.base
+        inv = None if qm.uniform else qm.gains(model, (H, W))[1]
         changed = None
-        if self.y is not None and self.y.shape == y_hat.shape and self.quality == q:
+        if self.y is not None and self.y.shape == y_hat.shape and (
+                qm.same(self.quality) or not (qm.uniform and self.quality.uniform)):
             diff = (y_hat != self.y).any(1)[0]
             changed = F.max_pool2d(diff[None, None].float(), BLOCK, ceil_mode=True)[0, 0] > 0
+            if not qm.same(self.quality):  # maps: blocks whose quality changed change their pixels too
+                grid = changed.shape
+                changed |= qm.qualities(grid) != self.quality.qualities(grid)
         if changed is None or changed.float().mean() > self.MAX_SHARE:
-            rgb = to_uint8(model.synthesis(y_hat.float(), q), h, w)
+            rgb = to_uint8(model.synthesis(y_hat.float(), q, inv), h, w)
         else:
             rgb = self.rgb.copy()
             for r0, r1, c0, c1 in tiles(changed.numpy()):
@@ -347,14 +368,15 @@ class Picture:
                     min(c1 + 1, changed.shape[1])
                 lr0, lr1 = max(pr0 * BLOCK - self.MARGIN, 0), min(pr1 * BLOCK + self.MARGIN, H)
                 lc0, lc1 = max(pc0 * BLOCK - self.MARGIN, 0), min(pc1 * BLOCK + self.MARGIN, W)
-                tile = model.synthesis(y_hat[..., lr0:lr1, lc0:lc1].float(), q)
+                tile = model.synthesis(y_hat[..., lr0:lr1, lc0:lc1].float(), q,
+                                       None if inv is None else inv[..., lr0:lr1, lc0:lc1])
                 u = 16
                 y0, x0 = (pr0 * BLOCK - lr0) * u, (pc0 * BLOCK - lc0) * u
                 ph, pw = min(pr1 * BLOCK * u, h) - pr0 * BLOCK * u, min(pc1 * BLOCK * u, w) - pc0 * BLOCK * u
                 if ph > 0 and pw > 0:
                     rgb[pr0 * BLOCK * u : pr0 * BLOCK * u + ph, pc0 * BLOCK * u : pc0 * BLOCK * u + pw] = \
                         to_uint8(tile[..., y0 : y0 + ph, x0 : x0 + pw], ph, pw)
-        self.y, self.rgb, self.quality = y_hat, rgb, q
+        self.y, self.rgb, self.quality = y_hat, rgb, qm
         return rgb
 
     def clear(self) -> None:
@@ -376,8 +398,9 @@ def tiles(changed: np.ndarray) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def code_intra_exact(model, y: torch.Tensor, q: float, h: int, w: int) -> tuple[bytes, torch.Tensor]:
-    """An intra frame whose latent (exact float64, means included) can be a reference."""
+def code_intra_exact(model, y: torch.Tensor, qm: QualityMap, h: int, w: int) -> tuple[bytes, torch.Tensor]:
+    """An intra frame whose latent (exact float64, means included) can be a reference; its quality map,
+    when it has one, in a third string."""
     z = model.h_a(y)
     z_strings = model.entropy_bottleneck.compress(z)
     zhw = tuple(z.shape[-2:])
@@ -386,7 +409,8 @@ def code_intra_exact(model, y: torch.Tensor, q: float, h: int, w: int) -> tuple[
     coder = model.latent_coder()
     symbols = torch.round(y.double() - means)
     y_string = coder.encode_indexed(symbols.to(torch.int32), coder.indexes(scales))
-    return pack(w, h, q, zhw, [y_string, z_strings[0]], INTRA_EXACT), symbols + means
+    strings = [y_string, z_strings[0]] + ([] if qm.uniform else [qm.to_bytes()])
+    return pack(w, h, qm.base, zhw, strings, INTRA_EXACT), symbols + means
 
 
 class IntraBlocks:
@@ -418,10 +442,10 @@ class IntraBlocks:
         return cls(z_string, z_hat, scales, means)
 
 
-def code_predicted(model, cond: ConditionalEntropyModel, y64, q, h, w, prev, bg, modes, bg_updates,
+def code_predicted(model, cond: ConditionalEntropyModel, y64, qm: QualityMap, h, w, prev, bg, modes, bg_updates,
                    alone: IntraBlocks) -> tuple[bytes, torch.Tensor]:
-    """A predicted frame: block modes, the coded difference in coded blocks, background updates, and the
-    blocks coded alone."""
+    """A predicted frame: block modes, the coded difference in coded blocks, background updates, the
+    blocks coded alone, and the quality map when there is one."""
     H, W = y64.shape[-2:]
     ref = torch.where(block_mask(((modes == SKIP_BG) | (modes == CODE_BG)), (H, W)), bg, prev)
     coded = block_mask((modes == CODE_PREV) | (modes == CODE_BG), (H, W))
@@ -447,7 +471,9 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64, q, h, w, prev, bg,
         strings[1] = model.latent_coder().encode_indexed(sym[sel].to(torch.int32), indexes[sel])
         strings[2] = z_strings[0]
         y_hat[sel] = (ref + mu + sym)[sel]
-    return pack(w, h, q, (H // BLOCK, W // BLOCK), strings, PREDICTED), y_hat
+    if not qm.uniform:
+        strings.append(qm.to_bytes())
+    return pack(w, h, qm.base, (H // BLOCK, W // BLOCK), strings, PREDICTED), y_hat
 
 
 class PredictiveStreamDecoder:
@@ -477,10 +503,10 @@ class PredictiveStreamDecoder:
         if p.version not in (INTRA_EXACT, PREDICTED):
             self.reset()  # a frame of an intra-only stream: nothing to predict from
             return self.codec.decode(data)
-        q = check_quality(p.quality)
+        qm = payload_quality(p)
         if p.version == INTRA_EXACT:
             y_hat = decode_intra_exact(self.model, p)
-            self.refs.set_intra(y_hat, q)
+            self.refs.set_intra(y_hat, qm)
             self.picture.clear()
         else:
             if self.refs.prev is None or (ref_pts is not None and ref_pts != self.last_pts):
@@ -488,27 +514,24 @@ class PredictiveStreamDecoder:
                                   f"pts {ref_pts}, was not decoded before it)")
             if self.exact is None:
                 raise FormatError("this stream has predicted frames, and no conditional model is loaded for it")
-            y_hat, modes, upd = decode_predicted(self.model, self.cond, self.exact, p, self.refs)
+            y_hat, modes, upd = decode_predicted(self.model, self.cond, self.exact, p, qm, self.refs)
             self.refs.prev = y_hat
             self.refs.bg = torch.where(block_mask(torch.from_numpy(upd), y_hat.shape[-2:]), y_hat, self.refs.bg)
         self.last_pts = pts
-        return self.picture.synthesise(self.model, y_hat, q, p.height, p.width)
+        return self.picture.synthesise(self.model, y_hat, qm, p.height, p.width)
 
 
 def decode_intra_exact(model, p) -> torch.Tensor:
-    if len(p.strings) != 2:
-        raise FormatError("intra payload has the wrong number of strings")
+    payload_quality(p)
     try:
-        symbols, means = model.decode_symbols(p.strings, p.latent_hw, exact=True, exact_means=True)
+        symbols, means = model.decode_symbols(p.strings[:2], p.latent_hw, exact=True, exact_means=True)
     except OverflowError:
         raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
     return symbols.double() + means
 
 
-def decode_predicted(model, cond, exact, p, refs: _References):
-    if len(p.strings) != 6:
-        raise FormatError("predicted payload has the wrong number of strings")
-    prev, bg = refs.at_quality(model, p.quality)
+def decode_predicted(model, cond, exact, p, qm: QualityMap, refs: _References):
+    prev, bg = refs.at_quality(model, qm)
     H, W = prev.shape[-2:]
     grid = (H // BLOCK, W // BLOCK)
     if p.latent_hw != grid:
@@ -545,8 +568,7 @@ def block_modes(data: bytes) -> np.ndarray | None:
     p = unpack(data)
     if p.version != PREDICTED:
         return None
-    if len(p.strings) != 6:
-        raise FormatError("predicted payload has the wrong number of strings")
+    payload_quality(p)
     try:
         return decode_symbols(p.strings[0], p.latent_hw[0] * p.latent_hw[1], MODES).reshape(p.latent_hw)
     except ValueError as exc:

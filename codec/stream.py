@@ -37,9 +37,14 @@ class StreamEncoder(Protocol):
     name: str
     weights_sha256: str
 
-    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False) -> StreamFrame:
+    #: Whether :meth:`encode` honours ``roi`` (quality maps).
+    maps: bool
+
+    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
+               roi: np.ndarray | None = None) -> StreamFrame:
         """One frame. ``boxes``: pixel boxes (x1, y1, x2, y2) of what the detector saw in it (None: unknown);
-        ``intra``: code it alone (a scene cut)."""
+        ``intra``: code it alone (a scene cut); ``roi``: quality offsets per 64 x 64 block, in quarter steps
+        (:mod:`.quality_map`)."""
 
     def describe(self) -> dict:
         """What a decoder needs to know of this coder (stored in the file's header)."""
@@ -59,13 +64,16 @@ class StreamDecoder(Protocol):
 
 
 class IntraStreamEncoder:
-    """Every frame coded alone by a :class:`~.frame_codec.FrameCodec`."""
+    """Every frame coded alone by a :class:`~.frame_codec.FrameCodec`, at one quality (no maps)."""
+
+    maps = False
 
     def __init__(self, codec: FrameCodec):
         self.codec = codec
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
 
-    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False) -> StreamFrame:
+    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
+               roi: np.ndarray | None = None) -> StreamFrame:
         enc = self.codec.encode_batch([frame], [quality])[0]
         return StreamFrame(enc.data, enc.recon)
 

@@ -7,6 +7,7 @@ import warnings
 
 from ..container import REC_GAP, REC_META, REC_SEGMENT, ContainerReader, FrameRecord, IndexRecord, JsonRecord, SkipRecord
 from ..codec.predictive import SKIP_BG, SKIP_PREV, block_modes
+from ..codec.quality_map import has_map
 from ..errors import FormatError
 
 
@@ -16,7 +17,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
         h = reader.header
         frames = kept = payload = 0
         gops: list[int] = []  # coded frames per group of pictures (an intra frame and those predicted from it)
-        blocks = skipped = 0
+        blocks = skipped = mapped = 0
         segments, gaps, meta = [], [], {}
         first = last = None
         index_entries = None
@@ -31,6 +32,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
                         if rec.intra or not gops:
                             gops.append(0)
                         gops[-1] += 1
+                        mapped += has_map(rec.payload)
                         modes = None if rec.intra else block_modes(rec.payload)
                         if modes is not None:
                             blocks += modes.size
@@ -80,6 +82,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
             "stream": h.stream.get("coder", "intra"),
             "gop": {"intra": len(gops) if h.stream else kept, "predicted": kept - (len(gops) if h.stream else kept),
                     "longest": max(gops, default=0) if h.stream else min(kept, 1),
-                    "skipped_block_share": round(skipped / blocks, 4) if blocks else None},
+                    "skipped_block_share": round(skipped / blocks, 4) if blocks else None,
+                    "mapped": mapped},
             "warnings": [str(w.message) for w in caught],
         }

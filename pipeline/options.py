@@ -33,6 +33,8 @@ class CompressOptions:
     intra_period: float = DEFAULT_INTRA_PERIOD  # seconds between frames coded alone (seek points)
     predict: bool = True  # predicted frames where the codec has a conditional model; False: every frame alone
     code_dropped: bool = True  # with predicted frames, code the frames selection drops too (False: hold them)
+    roi_boost: float | None = None  # quality steps where the detector's boxes are (None: selection.roi's default)
+    roi_background: float | None = None  # steps for the rest of a frame with boxes (None: the policy's)
 
 
 def make_selector(opts: CompressOptions, time_base: Fraction, log_fn: Callable[[str], None] | None = None,

@@ -57,6 +57,7 @@ class FrameDecision:
     closed: list[Segment] = field(default_factory=list)  # segments that ended before this frame
     segment: Segment | None = None  # the segment this frame belongs to
     new_segment: bool = False  # this frame opened ``segment``
+    roi: np.ndarray | None = None  # quality offsets per 64 x 64 block (selection.roi), None: one quality
 
 
 @runtime_checkable

@@ -19,6 +19,7 @@ import numpy as np
 from ..detection.base import DEFAULT_CLASSES, Detection, Detector
 from ..rate import LagGuard, RateController, RatePolicy
 from .base import FrameDecision, Segment
+from .roi import DEFAULT_BACKGROUND, DEFAULT_BOOST, RoiMap
 from .score import ChangeScore, ScoreConfig, change_score, small_luma
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,14 @@ class DetectionSelector:
         time_base: of the pts it is given.
         cfg: thresholds and segment rules.
         score_cfg: the change score's weights.
+        roi: builds each frame's quality map from its boxes (None: one quality per frame).
     """
 
     name = "detect"
 
     def __init__(self, detector: Detector, rate: RateController, time_base: Fraction,
-                 cfg: SelectionConfig | None = None, score_cfg: ScoreConfig | None = None):
+                 cfg: SelectionConfig | None = None, score_cfg: ScoreConfig | None = None,
+                 roi: RoiMap | None = None):
         self.detector = detector
         self.detector_name = detector.name
         self.rate = rate
@@ -58,6 +61,7 @@ class DetectionSelector:
         self.cfg = replace(cfg) if cfg is not None else SelectionConfig()
         self.base_cfg = replace(self.cfg)
         self.score_cfg = score_cfg or ScoreConfig()
+        self.roi = roi if roi is not None and roi.active else None
         self.classes = set(self.cfg.classes) | {"motion"}
         self.index = 0
         self.segment: Segment | None = None
@@ -73,7 +77,8 @@ class DetectionSelector:
         return {"name": self.name, "detector": self.detector_name, "policy": self.rate.policy.preset,
                 "sensitivity": self.cfg.sensitivity, "max_gap": self.cfg.max_gap,
                 "segment_seconds": self.cfg.segment_seconds, "detect_every": self.cfg.detect_every,
-                "classes": sorted(self.cfg.classes), "target_kbps": self.rate.target_kbps}
+                "classes": sorted(self.cfg.classes), "target_kbps": self.rate.target_kbps,
+                "roi": self.roi.describe() if self.roi else None}
 
     def _seconds(self, a: int, b: int) -> float:
         return float((a - b) * self.tb)
@@ -137,8 +142,9 @@ class DetectionSelector:
             self.ref_dets = list(dets)
             self.ref_luma = luma
             self.last_kept_pts = pts
+        roi = self.roi.offsets(dets, rgb.shape[:2]) if self.roi else None
         return FrameDecision(keep=keep, quality=seg.quality, reason=reason, score=sc.total, detections=dets,
-                             closed=closed, segment=seg, new_segment=opened)
+                             closed=closed, segment=seg, new_segment=opened, roi=roi)
 
     def on_coded(self, bits: int) -> None:
         self.rate.on_coded(bits)
@@ -168,4 +174,7 @@ def build_selector(opts, time_base: Fraction, log_fn: Callable[[str], None] | No
     rate = RateController(policy, opts.target_kbps, time_base)
     if plan is not None:
         rate.set_plan(plan.offset, plan.segment_bits)
-    return DetectionSelector(det, rate, time_base, cfg)
+    background = DEFAULT_BACKGROUND[opts.policy] if opts.roi_background is None else opts.roi_background
+    roi = RoiMap(boost=DEFAULT_BOOST if opts.roi_boost is None else opts.roi_boost, background=background, class_weights=policy.class_weights,
+                 min_score=ScoreConfig().appear_conf)
+    return DetectionSelector(det, rate, time_base, cfg, roi=roi)

@@ -96,3 +96,14 @@ def test_golden_stream_decodes_as_committed(codecs, name):
         if d.kept:
             last = pictures[f"pts{d.pts}"]
         assert_same_picture(d.rgb, last)  # a dropped frame shows the last kept one
+
+
+def test_the_quality_map_golden_has_maps_in_predicted_frames():
+    """What makes predicted-motion-roi.vsv worth keeping: predicted frames that carry quality maps."""
+    from vidsieve.codec.quality_map import has_map
+    from vidsieve.container import ContainerReader, FrameRecord
+
+    with ContainerReader(GOLDEN / "predicted-motion-roi.vsv") as reader:
+        recs = [r for r in reader.records() if isinstance(r, FrameRecord)]
+    assert any(has_map(r.payload) and not r.intra for r in recs)
+    assert any(not has_map(r.payload) for r in recs)

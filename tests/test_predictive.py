@@ -203,6 +203,7 @@ def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):
     whole frame gives (to float rounding in the last level of a few pixels), and nothing else moves."""
     from vidsieve.codec.frame_codec import pad, to_tensor, to_uint8
     from vidsieve.codec.predictive import Picture, tiles
+    from vidsieve.codec.quality_map import QualityMap
 
     assert tiles(np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], bool)) == [(0, 1, 1, 2), (1, 2, 5, 6)]
     assert tiles(np.array([[1, 0, 1]], bool)) == [(0, 1, 0, 3)]  # a one-block gap joins
@@ -212,10 +213,10 @@ def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):
     big = np.ascontiguousarray(np.tile(frame, (1, 2, 1))[:h, :w])
     y = torch.round(m.analysis(pad(to_tensor(big)), [4.0])).double()
     pic = Picture()
-    first = pic.synthesise(m, y, 4.0, h, w)
+    first = pic.synthesise(m, y, QualityMap(4.0), h, w)
     y2 = y.clone()
     y2[..., 0:4, 8:12] += 3.0  # one block (rows 0-63, columns 128-191) changes
-    tiled = pic.synthesise(m, y2, 4.0, h, w)
+    tiled = pic.synthesise(m, y2, QualityMap(4.0), h, w)
     whole = to_uint8(m.synthesis(y2.float(), 4.0), h, w)
     diff = np.abs(tiled.astype(int) - whole)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.001

@@ -115,7 +115,7 @@ class InterTrainer:
         with torch.no_grad():
             # The synthesis's input is y * inverse gain: g_a(x) * gain * inverse gain, at a middle quality.
             v = torch.from_numpy(self.videos[0][0][None, :, : cfg.crop, : cfg.crop].astype(np.float32))
-            gain, inv = intra._gains(torch.tensor([4.0]))
+            gain, inv = intra.gains(torch.tensor([4.0]))
             u = (v * gain * inv).contiguous(memory_format=torch.channels_last)
             self.model.synthesis_energy.copy_(measure_synthesis_energy(intra.g_s, u))
 
@@ -143,7 +143,7 @@ class InterTrainer:
             ys.append(vid[t, :, i : i + c.crop, j : j + c.crop])
             refs.append(vid[t - gap, :, i : i + c.crop, j : j + c.crop])
         q = torch.from_numpy(self.rng.uniform(1.0, 8.0, c.batch)).float()
-        gain, _ = intra._gains(q)
+        gain, _ = intra.gains(q)
         y = torch.from_numpy(np.stack(ys).astype(np.float32)) * gain
         ref = torch.round(torch.from_numpy(np.stack(refs).astype(np.float32)) * gain)
         return y - ref, ref

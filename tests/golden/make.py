@@ -26,6 +26,7 @@ from conftest import latent_sha256, source_frame, source_frames, symbols_sha256 
 
 from vidsieve.codec.registry import load_codec  # noqa: E402
 from vidsieve.codec.stream import stream_decoder  # noqa: E402
+from vidsieve.datasets.synthetic import Mover, Scene, render  # noqa: E402
 from vidsieve.pipeline import CompressOptions  # noqa: E402
 
 #: (file, model, width, height, quality, source seed)
@@ -35,13 +36,21 @@ FRAMES = [
     ("frame-narrow-q5.bin", "vidsieve-hyperprior", 96, 64, 5.0, 3),
 ]
 
-#: Streams: intra-only ones (written with payload version 2), then predicted ones (versions 3 and 4).
+#: Streams: intra-only ones (written with payload version 2), then predicted ones (versions 3 and 4), then
+#: predicted ones with quality maps.
 STREAMS = {
     "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, predict=False),
     "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, predict=False),
     "predicted-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6),
-    "predicted-motion.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6),
+    "predicted-motion.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, roi_boost=0.0,
+                                            roi_background=0.0),
+    # Quality maps from the motion boxes (payload strings 3 and 7), on a larger source (SOURCES).
+    "predicted-motion-roi.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=5.0, roi_boost=2.0,
+                                                roi_background=-1.0),
 }
+#: A stream's source scene, where not ``source_frames(96, 64, 12)``: a mover small enough not to be a scene cut.
+SOURCES = {"predicted-motion-roi.vsv": Scene(width=192, height=128, frames=12, noise=0.0,
+                                             movers=[Mover(3, 9, (300, 120), 0.5)])}
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -71,34 +80,36 @@ def main() -> int:
         added.append(name)
 
     todo = {name: opts for name, opts in STREAMS.items() if name not in doc["streams"]}
-    if todo:
+    for name, opts in todo.items():
         clip = HERE / "_source.mkv"
-        w = VideoWriter(clip, 96, 64, Fraction(1, 10), Fraction(10), codec="ffv1")
-        for i, rgb in enumerate(source_frames(96, 64, 12)):
-            w.write(rgb, i)
-        w.close()
+        scene = SOURCES.get(name)
+        frames_in = source_frames(96, 64, 12) if scene is None else [rgb for _, rgb in render(scene)]
+        h, w = frames_in[0].shape[:2]
+        writer = VideoWriter(clip, w, h, Fraction(1, 10), Fraction(10), codec="ffv1")
+        for i, rgb in enumerate(frames_in):
+            writer.write(rgb, i)
+        writer.close()
         codec = codecs.setdefault("vidsieve-hyperprior-wide", load_codec("vidsieve-hyperprior-wide"))
-        for name, opts in todo.items():
-            compress(clip, HERE / name, opts, progress=False)
-            frames, pictures = [], {}
-            with ContainerReader(HERE / name) as r:
-                decoder = stream_decoder(codec, r.header.stream)
-                for rec in r.records():
-                    if isinstance(rec, FrameRecord):
-                        rgb = decoder.decode(rec.payload, rec.pts, rec.intra)
-                        f = {"pts": rec.pts, "kept": True, "quality": rec.quality}
-                        if r.header.stream:  # predicted: the exact latent each frame leaves as reference
-                            f["latent_sha256"] = latent_sha256(decoder.latent)
-                        else:
-                            f["symbols_sha256"] = symbols_sha256(codec.decode_symbols(rec.payload))
-                        frames.append(f)
-                        pictures[f"pts{rec.pts}"] = rgb
-                    elif isinstance(rec, SkipRecord):
-                        frames.extend({"pts": p, "kept": False} for p in rec.pts)
-            np.savez_compressed(HERE / f"{name}.decoded.npz", **pictures)
-            doc["streams"][name] = {"file_sha256": hashlib.sha256((HERE / name).read_bytes()).hexdigest(),
-                                    "frames": frames}
-            added.append(name)
+        compress(clip, HERE / name, opts, progress=False)
+        frames, pictures = [], {}
+        with ContainerReader(HERE / name) as r:
+            decoder = stream_decoder(codec, r.header.stream)
+            for rec in r.records():
+                if isinstance(rec, FrameRecord):
+                    rgb = decoder.decode(rec.payload, rec.pts, rec.intra)
+                    f = {"pts": rec.pts, "kept": True, "quality": rec.quality}
+                    if r.header.stream:  # predicted: the exact latent each frame leaves as reference
+                        f["latent_sha256"] = latent_sha256(decoder.latent)
+                    else:
+                        f["symbols_sha256"] = symbols_sha256(codec.decode_symbols(rec.payload))
+                    frames.append(f)
+                    pictures[f"pts{rec.pts}"] = rgb
+                elif isinstance(rec, SkipRecord):
+                    frames.extend({"pts": p, "kept": False} for p in rec.pts)
+        np.savez_compressed(HERE / f"{name}.decoded.npz", **pictures)
+        doc["streams"][name] = {"file_sha256": hashlib.sha256((HERE / name).read_bytes()).hexdigest(),
+                                "frames": frames}
+        added.append(name)
         clip.unlink()
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"added {', '.join(added) or 'nothing'} in {HERE}")
