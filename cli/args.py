@@ -101,10 +101,10 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="choose per-segment qualities so the file lands near this rate")
     g.add_argument("--roi-boost", type=nonnegative, default=None, metavar="STEPS",
                    help="quality steps added where the detector's boxes are, inside each frame (times 1 + the "
-                        "class's --class-weight; 0: one quality per frame; default: 1.5, docs/SELECTION.md)")
+                        "class's --class-weight; default: 0, docs/SELECTION.md)")
     g.add_argument("--roi-background", type=float, default=None, metavar="STEPS",
-                   help="quality steps (0 or less) for the rest of a frame that has boxes "
-                        "(default: the policy's: evidence 0, balanced -0.5, archive -1)")
+                   help="quality steps (0 or less) for the rest of a frame that has boxes; 0 with --roi-boost 0: "
+                        "one quality per frame (default: the policy's: evidence -0.5, balanced -1, archive -1.5)")
     c = p.add_argument_group("coding")
     c.add_argument("--intra-period", type=positive(float), default=DEFAULT_INTRA_PERIOD, metavar="SECONDS",
                    help="a frame coded alone at least this often, the rest predicted from the frames before "

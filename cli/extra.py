@@ -69,8 +69,9 @@ def add_commands(sub) -> None:
     b.add_argument("videos", nargs="+")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--codecs", default=None,
-                   help="comma-separated (default: all): vidsieve,vidsieve-keepall,vidsieve-intra,x265,x265-lowdelay,x264,"
-                        "x264-lowdelay,jpeg,svtav1")
+                   help="comma-separated (default: all): vidsieve,vidsieve-noroi,vidsieve-keepall,vidsieve-intra,x265,"
+                        "x265-roi (x265 given --detector's boxes as QP offsets),x265-lowdelay,x264,x264-lowdelay,jpeg,"
+                        "svtav1")
     b.add_argument("--frames", type=positive(int), default=None, help="use only the first N frames of each clip")
     b.add_argument("--points", type=positive(int), default=5, help="rate points per codec (default 5)")
     b.add_argument("--jobs", type=positive(int), default=1, help="points measured in parallel processes")

@@ -241,8 +241,8 @@ class PredictiveStreamEncoder:
         d_alone = pool((weight * (y64 - alone.means - sym).square()).sum(1, keepdim=True))
         costs.append(lam * d_alone + bits + 8.0 * len(alone.z_string) / (grid[0] * grid[1]))
         costs = torch.stack(costs)
-        # An object the map boosts is never copied from a reference while it moves: it is what the map is for.
-        moving = qm.boosted(grid) & (lam * d_held > STILL_BITS)
+        # An object the map raises is never copied from a reference while it moves: it is what the map is for.
+        moving = qm.raised(grid) & (lam * d_held > STILL_BITS)
         costs[SKIP_PREV][moving] = costs[SKIP_BG][moving] = float("inf")
         modes = costs.argmin(0)  # [hb, wb], in the order of the modes' numbers
         return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, alone)

@@ -85,11 +85,11 @@ class QualityMap:
         q = self.qualities(grid).double()
         return torch.tensor([quality_lambda(float(v)) for v in q.reshape(-1)], dtype=torch.float64).reshape(grid)
 
-    def boosted(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Blocks above the frame's quality (the objects), [hb, wb] bool."""
+    def raised(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Blocks above the map's lowest quality (the objects and their margins), [hb, wb] bool."""
         if self.offsets is None:
             return torch.zeros(grid, dtype=torch.bool)
-        return torch.from_numpy(self.offsets > 0)
+        return torch.from_numpy(self.offsets > self.offsets.min())
 
     def same(self, other: "QualityMap | None") -> bool:
         if other is None or other.base != self.base:

@@ -23,10 +23,11 @@ from ..detection.base import Detection
 
 #: Pixels per block side.
 CELL = 16 * BLOCK
-#: Quality steps objects get above their frame's quality, by default (docs/SELECTION.md: measured).
-DEFAULT_BOOST = 1.5
-#: Quality steps the rest of a frame with objects gets, per policy (zero or less).
-DEFAULT_BACKGROUND = {"evidence": 0.0, "balanced": -0.5, "archive": -1.0}
+#: Quality steps objects get above their frame's quality, by default: none; the rest of the frame goes down
+#: instead (docs/SELECTION.md: with motion boxes, lifting objects cost more than it gave).
+DEFAULT_BOOST = 0.0
+#: Quality steps the rest of a frame with objects gets, per policy (zero or less; balanced measured).
+DEFAULT_BACKGROUND = {"evidence": -0.5, "balanced": -1.0, "archive": -1.5}
 #: Pixels over which a box's boost falls to the background's.
 DEFAULT_MARGIN = 32
 

@@ -152,9 +152,18 @@ def test_recall_and_roi_with_reference_detector(tmp_path):
         for pkt in st.encode(None):
             o.mux(pkt)
     out = tmp_path / "b"
-    run_cli("bench", src, "--out", out, "--codecs", "jpeg,x264", "--points", "3",
-            "--reference-detector", YOLOX, check=True)
+    run_cli("bench", src, "--out", out, "--codecs", "jpeg,x264,x265,x265-roi", "--points", "3",
+            "--reference-detector", YOLOX, "--detector", "motion", check=True)
     doc = json.loads((out / "results.json").read_text())
+    roi = doc["bd_rate_extra"]["roi_psnr"]
+    assert roi["metric"] == "roi_psnr" and set(roi["per_clip"]["people"]) == {"jpeg", "x264", "x265-roi"}
+    assert doc["bd_rate_extra"]["roi_psnr_vs_x265_roi"]["anchor"] == "x265-roi"
+    assert doc["at_kbps"]["kbps"] == 50 and set(doc["at_kbps"]["per_clip"]["people"]) == {"jpeg", "x264", "x265",
+                                                                                          "x265-roi"}
+    report = (out / "report.md").read_text()
+    assert "selection and quality maps (vidsieve, x265-roi's boxes): `motion`" in report
+    assert "reference for recall, ROI-PSNR and background PSNR: `yolox_nano.onnx`" in report
+    assert "BD-rate vs x265 (ROI-PSNR, pchip)" in report and (out / "rd-roi-people.png").exists()
     best = max((p for p in doc["points"] if p["codec"] == "jpeg"), key=lambda p: p["kbps"])
     worst = min((p for p in doc["points"] if p["codec"] == "jpeg"), key=lambda p: p["kbps"])
     assert best["recall"] is not None and best["recall"] >= worst["recall"]
@@ -225,3 +234,47 @@ def test_a_sweep_on_ray_gives_the_local_results(bench_run, tmp_path, ray_local):
     assert doc["failures"] == [] and len(doc["points"]) == 16
     assert without_timings(doc) == without_timings(local)
     assert "| vidsieve-keepall | quality=8 |" in (tmp_path / "ray" / "report.md").read_text()
+
+
+def test_at_kbps_interpolates_in_log_rate():
+    from vidsieve.bench.runner import at_kbps
+
+    pts = [{"clip": "c", "codec": "k", "kbps": 25.0, "recall": 0.5, "roi_psnr": 30.0, "background_psnr": None,
+            "psnr_rgb": 31.0},
+           {"clip": "c", "codec": "k", "kbps": 100.0, "recall": 0.9, "roi_psnr": 34.0, "background_psnr": None,
+            "psnr_rgb": 35.0}]
+    row = at_kbps(pts, 50.0)["per_clip"]["c"]["k"]
+    assert row == {"recall": 0.7, "roi_psnr": 32.0, "background_psnr": None, "psnr_rgb": 33.0}
+    assert at_kbps(pts, 200.0)["per_clip"]["c"]["k"]["recall"] is None  # no extrapolation
+
+
+def test_x265_roi_spends_its_bits_in_the_boxes(tmp_path):
+    """x265-roi's boxes keep their quality while the rest of frames with boxes is coded 3 QP coarser (fewer
+    bytes: the region side data reached the encoder)."""
+    from vidsieve.bench.codecs import CODECS
+    from vidsieve.bench.runner import load_clip
+    from vidsieve.metrics import masked_sse, psnr_from_mse
+
+    clip = load_clip(write_scene(Scene(width=256, height=192, frames=20, noise=1.0,
+                                       movers=[Mover(2, 19, (350, 160), 0.5)]), tmp_path / "m.mkv"), None)
+    roi = CODECS["x265-roi"](detector="motion")
+    regions = roi.regions(clip)
+    assert len(regions) == 20 and all(regions)  # every frame carries regions (a neutral one without boxes)
+    assert regions[0] == [(0, 0, 256, 192, 0.0)]
+    boxed = [i for i, r in enumerate(regions) if len(r) > 1]
+    assert boxed, "the motion detector found the mover"
+    plain, with_roi = CODECS["x265"]().run(clip, "crf=30"), roi.run(clip, "crf=30")
+    assert with_roi.bytes < plain.bytes
+    masks = {}
+    for i in boxed:
+        masks[i] = np.zeros((192, 256), bool)
+        for x, y, w, h, q in regions[i][:-1]:
+            masks[i][y:y + h, x:x + w] = True
+
+    def psnr(enc, inside: bool):
+        s = [masked_sse(clip.frames[i], enc.decoded[i], m if inside else ~m) for i, m in masks.items()]
+        return psnr_from_mse(sum(a for a, _ in s) / sum(b for _, b in s))
+
+    assert with_roi.bytes < 0.95 * plain.bytes
+    assert psnr(with_roi, True) > psnr(plain, True) - 0.3
+    assert psnr(with_roi, False) <= psnr(plain, False)
