@@ -151,26 +151,26 @@ class X265Roi(X265):
     name = "x265-roi"
 
     def regions(self, clip: Clip):
+        from ..detection.base import DEFAULT_CLASSES
         from ..detection.registry import load_detector
         from ..rate import RatePolicy
         from ..selection.roi import RoiMap
         from ..selection.score import ScoreConfig
 
-        roi = RoiMap(class_weights=RatePolicy().class_weights)
+        # The boxes vidsieve's selection would make its maps from (the same classes, confidence and size).
+        roi = RoiMap(class_weights=RatePolicy().class_weights, min_score=ScoreConfig().appear_conf)
         det = load_detector(self.detector)
-        conf = ScoreConfig().appear_conf
+        classes = set(DEFAULT_CLASSES) | {"motion"}
         h, w = clip.frames[0].shape[:2]
         out = []
         for rgb in clip.frames:
-            boxes = [d for d in det.detect(rgb) if d.score >= conf]
             regs = []
-            for d in boxes:
+            for d in roi.boxes([d for d in det.detect(rgb) if d.cls in classes], (h, w)):
                 m = roi.margin / 2
                 x1, y1 = max(0, int(d.box[0] - m)), max(0, int(d.box[1] - m))
                 x2, y2 = min(w, int(d.box[2] + m + 1)), min(h, int(d.box[3] + m + 1))
-                boost = roi.boost * (1.0 + max(0.0, roi.class_weights.get(d.cls, 0.0)))
                 if x2 > x1 and y2 > y1:
-                    regs.append((x1, y1, x2 - x1, y2 - y1, -QP_PER_STEP * boost / QP_RANGE))
+                    regs.append((x1, y1, x2 - x1, y2 - y1, -QP_PER_STEP * roi.boost_of(d.cls) / QP_RANGE))
             # Every frame carries regions, a neutral one when it has no boxes: FFmpeg's libx265 wrapper
             # crashes when regions appear after a first frame without any.
             regs.append((0, 0, w, h, -QP_PER_STEP * roi.background / QP_RANGE if regs else 0.0))

@@ -144,7 +144,8 @@ class Compressor:
             self._flush_skips()
             # Boxes tell the stream coder what must not become background; no detector, no boxes to tell.
             boxes = None if self.selector.detector_name == "none" else [det.box for det in d.detections]
-            enc = self.stream.encode(rgb, d.quality, pts, boxes=boxes, intra=d.reason in INTRA_REASONS, roi=d.roi)
+            enc = self.stream.encode(rgb, d.quality, pts, boxes=boxes, intra=d.reason in INTRA_REASONS,
+                                     roi=d.roi if self.stream.maps else None)
             self.writer.write_frame(pts, d.quality, enc.data, ref_pts=None if enc.intra else self.last_coded_pts)
             self.last_coded_pts = pts
             self.summary.kept += 1

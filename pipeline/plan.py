@@ -30,21 +30,19 @@ log = logging.getLogger(__name__)
 SAMPLES = 3
 
 
-def sample_bits(codec, frames, qualities, time_base, opts, rois=None):
+def sample_bits(codec, frames, qualities, time_base, opts):
     """At each quality: bits of the first frame coded alone, the mean bits of the next ones predicted
     (None where frames are not predicted), and the bits of a predicted frame that repeats the last one (what
-    a frame selection drops costs, at least). A fresh stream per quality, as the file will have; ``rois``:
-    each frame's quality map offsets, as selection gave them."""
+    a frame selection drops costs, at least). A fresh stream per quality, as the file will have."""
     from ..codec.stream import stream_encoder
 
-    rois = rois or [None] * len(frames)
     alone, predicted, still = [], [], []
     for q in qualities:
         enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict)
-        sizes = [len(enc.encode(f, q, i, roi=r).data) * 8 for i, (f, r) in enumerate(zip(frames, rois))]
+        sizes = [len(enc.encode(f, q, i).data) * 8 for i, f in enumerate(frames)]
         alone.append(float(sizes[0]))
         predicted.append(float(np.mean(sizes[1:])) if len(sizes) > 1 else float(sizes[0]))
-        still.append(float(len(enc.encode(frames[-1], q, len(frames), roi=rois[-1]).data) * 8))
+        still.append(float(len(enc.encode(frames[-1], q, len(frames)).data) * 8))
     if not enc.describe():  # an intra-only coder: every kept frame costs what a frame alone does
         return [float(np.mean([a, p])) for a, p in zip(alone, predicted)], None, still
     return alone, predicted, still
@@ -88,7 +86,7 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
                 # Its first kept frames, in order, stand for the segment: the first as coded alone, the
                 # next ones as predicted from the frames before them.
                 if len(samples_by_seg[-1]) < SAMPLES:
-                    samples_by_seg[-1].append((frame.rgb, d.roi))
+                    samples_by_seg[-1].append(frame.rgb)
             first = frame.pts if first is None else first
             last = frame.pts
             n += 1
@@ -111,7 +109,7 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
     pooled = np.zeros(len(qs))
     for i in order:
         picks = samples_by_seg[i]
-        alone, predicted, still = sample_bits(codec, [f for f, _ in picks], qs, tb, opts, [r for _, r in picks])
+        alone, predicted, still = sample_bits(codec, picks, qs, tb, opts)
         p = plans[i]
         n_alone = p.kept if not period or predicted is None else \
             min(p.kept, intras_between(intra_at[i], ends[i], period) + (i == 0))

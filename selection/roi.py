@@ -65,11 +65,19 @@ class RoiMap:
     def describe(self) -> dict:
         return {"boost": self.boost, "background": self.background, "margin": self.margin}
 
+    def boxes(self, detections: list[Detection], frame_hw: tuple[int, int]) -> list[Detection]:
+        """The detections a map is made from: confident enough, and not most of the frame."""
+        area = frame_hw[0] * frame_hw[1]
+        return [d for d in detections if d.score >= self.min_score
+                and (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) <= self.max_share * area]
+
+    def boost_of(self, cls: str) -> float:
+        """Steps a box of class ``cls`` gets."""
+        return self.boost * (1.0 + max(0.0, self.class_weights.get(cls, 0.0)))
+
     def steps(self, detections: list[Detection], frame_hw: tuple[int, int]) -> np.ndarray | None:
         """Quality steps per block (float [hb, wb]), or None for a frame without boxes (coded uniformly)."""
-        area = frame_hw[0] * frame_hw[1]
-        boxes = [d for d in detections if d.score >= self.min_score
-                 and (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) <= self.max_share * area]
+        boxes = self.boxes(detections, frame_hw)
         if not boxes or not self.active:
             return None
         hb, wb = -(-frame_hw[0] // CELL), -(-frame_hw[1] // CELL)
@@ -83,8 +91,7 @@ class RoiMap:
             dy = np.maximum(0.0, np.maximum(y1 - (top + CELL), top - y2))
             dist = np.hypot(dx, dy)
             near = np.clip(1.0 - dist / self.margin, 0.0, 1.0) if self.margin else (dist == 0).astype(float)
-            boost = self.boost * (1.0 + max(0.0, self.class_weights.get(d.cls, 0.0)))
-            steps = np.maximum(steps, self.background + (boost - self.background) * near)
+            steps = np.maximum(steps, self.background + (self.boost_of(d.cls) - self.background) * near)
         return steps
 
     def offsets(self, detections: list[Detection], frame_hw: tuple[int, int]) -> np.ndarray | None:

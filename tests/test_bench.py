@@ -225,13 +225,15 @@ def without_timings(doc: dict) -> dict:
 
 def test_a_sweep_on_ray_gives_the_local_results(bench_run, tmp_path, ray_local):
     from vidsieve.bench.runner import run_bench
-    from vidsieve.executor import RayExecutor
+    from vidsieve.executor import LocalExecutor, RayExecutor
 
-    clip, out, _ = bench_run
-    doc = run_bench([str(clip)], tmp_path / "ray", ["x265", "x264", "jpeg", "vidsieve-keepall"], frames=16, points=4,
-                    executor=RayExecutor(), progress=False)
-    local = json.loads((out / "results.json").read_text())
-    assert doc["failures"] == [] and len(doc["points"]) == 16
+    clip = bench_run[0]
+    codecs = ["x265", "x264", "jpeg", "vidsieve-keepall"]
+    local = run_bench([str(clip)], tmp_path / "local", codecs, frames=16, points=3, executor=LocalExecutor(2),
+                      progress=False)
+    doc = run_bench([str(clip)], tmp_path / "ray", codecs, frames=16, points=3, executor=RayExecutor(),
+                    progress=False)
+    assert doc["failures"] == [] and len(doc["points"]) == 12
     assert without_timings(doc) == without_timings(local)
     assert "| vidsieve-keepall | quality=8 |" in (tmp_path / "ray" / "report.md").read_text()
 
