@@ -195,6 +195,14 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise VidsieveError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity where the system has one): local workers by default."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 #: Executors by name: what ``--executor`` accepts.
 EXECUTORS: dict[str, type] = {"local": LocalExecutor, "ray": RayExecutor}
 

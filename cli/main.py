@@ -112,10 +112,11 @@ def cmd_compress(a) -> int:
 
 
 def compress_many(a) -> int:
+    from ..executor import usable_cores
     from ..pipeline.batch import compress_batch
 
     say = None if a.quiet else (lambda m: print(m, file=sys.stderr))
-    s = compress_batch(a.input, a.out_dir, options_from_args(a), executor_from_args(a, os.cpu_count() or 1),
+    s = compress_batch(a.input, a.out_dir, options_from_args(a), executor_from_args(a, usable_cores()),
                        progress=None if not a.quiet else False, log_fn=say)
     for it in s.items:
         if it.status == "failed":

@@ -522,7 +522,7 @@ class PredictiveStreamDecoder:
 
 
 def decode_intra_exact(model, p) -> torch.Tensor:
-    payload_quality(p)
+    """The exact latent of an intra payload whose strings :func:`.quality_map.payload_quality` checked."""
     try:
         symbols, means = model.decode_symbols(p.strings[:2], p.latent_hw, exact=True, exact_means=True)
     except OverflowError:

@@ -48,6 +48,9 @@ class QualityMap:
         if offsets is not None and not np.any(offsets):
             offsets = None
         self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int8)
+        # A frame's map is asked for its gains by the analysis, the block decisions, the synthesis and the
+        # next frame's reference rescaling: computed once per model and latent shape.
+        self._gains: dict = {}
 
     @property
     def uniform(self) -> bool:
@@ -68,6 +71,12 @@ class QualityMap:
         if self.offsets is None:
             g, ig = model.gains(torch.tensor([self.base]))
             return g, ig
+        key = (id(model), tuple(shape))
+        if key not in self._gains:
+            self._gains[key] = self._spread_gains(model, shape)
+        return self._gains[key]
+
+    def _spread_gains(self, model, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.qualities(self.offsets.shape)
         levels, where = torch.unique(q, return_inverse=True)
         g, ig = model.gains(levels)  # [k, M, 1, 1]: the same arithmetic as a uniform quality's

@@ -148,13 +148,12 @@ def compress_batch(inputs: list[str], out_dir: str | os.PathLike, opts: Compress
     """
     import time
 
-    from ..executor import LocalExecutor, run_tasks
+    from ..executor import LocalExecutor, run_tasks, usable_cores
 
     opts = opts or CompressOptions()
     out = Path(out_dir)
     check_output_path(out, is_dir=True)
-    executor = executor or LocalExecutor(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                         else os.cpu_count() or 1)
+    executor = executor or LocalExecutor(usable_cores())
     t0 = time.monotonic()
     summary = BatchSummary(out_dir=str(out), executor=executor.name)
     todo: list[tuple[BatchItem, dict]] = []
