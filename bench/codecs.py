@@ -261,16 +261,17 @@ class Vidsieve(BenchCodec):
     roi_boost: float | None = None  # None: the product's defaults
     roi_background: float | None = None
 
-    def __init__(self, detector: str = "auto", model: str | None = None):
+    def __init__(self, detector: str = "auto", model: str | None = None, precision: str = "float"):
         super().__init__(detector)
-        self.model = model
+        self.model, self.precision = model, precision
 
     def run(self, clip: Clip, setting: str) -> Encoded:
         from ..pipeline import CompressOptions, compress, decoded_frames
 
         opts = CompressOptions(quality=_value(setting), keep_all=self.keep_all, detector=self.detector,
                                max_frames=len(clip.frames), predict=self.predict,
-                               roi_boost=self.roi_boost, roi_background=self.roi_background)
+                               roi_boost=self.roi_boost, roi_background=self.roi_background,
+                               precision=self.precision)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -279,7 +280,7 @@ class Vidsieve(BenchCodec):
             s = compress(clip.path, out, opts, progress=False)
             enc_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            dec = [f.rgb for f in decoded_frames(out, self.model)]
+            dec = [f.rgb for f in decoded_frames(out, self.model, precision=self.precision)]
             dec_s = time.perf_counter() - t0
             return Encoded(out.stat().st_size, dec, enc_s, dec_s, s.kept_fraction)
 

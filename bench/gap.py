@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     ap = tool.parser("gap", __doc__, threads=0, out=None)
     ap.add_argument("images", nargs="+", help="image files or folders (e.g. ../shared/data/images/kodak)")
     ap.add_argument("--model", default=DEFAULT_MODEL,
-                    help="shipped model name or weights file (default: vidsieve-hyperprior-wide)")
+                    help=f"shipped model name or weights file (default: {DEFAULT_MODEL})")
     ap.add_argument("--qualities", nargs="+", type=float, default=list(DEFAULT_QUALITIES),
                     help="qualities to measure (default: 1 4 8)")
     ap.add_argument("--refine", type=int, default=30, metavar="ITERS",

@@ -44,7 +44,7 @@ def _score(img, nbytes, dec) -> dict:
 
 def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAULT_MODEL,
                     qualities=(1, 2, 3, 4, 5, 6, 7, 8), zoo: bool = True, reference_dir: str | Path | None = None,
-                    limit: int | None = None, progress: bool | None = None) -> dict:
+                    limit: int | None = None, progress: bool | None = None, precision: str = "float") -> dict:
     from tqdm import tqdm
 
     from ..codec.registry import load_codec
@@ -70,7 +70,7 @@ def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAUL
             "ms_ssim": (float(np.mean([r["ms_ssim"] for r in per_image]))
                         if all(r["ms_ssim"] is not None for r in per_image) else None)})
 
-    codec = load_codec(model)
+    codec = load_codec(model, precision=precision)
     jobs = [(model, q) for q in qualities]
     jobs += [("jpeg", q) for q in (10, 20, 30, 45, 60, 75, 85, 92)]
     jobs += [("webp", q) for q in (5, 15, 30, 50, 70, 85, 95)]

@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("clip")
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--segment-seconds", type=float, default=60)
+    ap.add_argument("--model", default=None, help="the ingester's --model (default: its default)")
+    ap.add_argument("--precision", default=None, help="the ingester's --precision (default: its default)")
     ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     return tool.run(ap, _main, argv)
 
@@ -89,8 +91,10 @@ def _main(a) -> None:
     # logs a lot would block on a full one and stop consuming the stream.
     out_f = open(Path(out_dir) / "ingest.stdout", "w+")
     err_f = open(Path(out_dir) / "ingest.stderr", "w+")
+    codec_args = [*(["--model", a.model] if a.model else []), *(["--precision", a.precision] if a.precision else [])]
     ing = subprocess.Popen([sys.executable, "-m", "vidsieve", "ingest", f"tcp://127.0.0.1:{port}", "--out-dir",
-                            out_dir, "--segment-seconds", str(a.segment_seconds), "--run-seconds", str(a.seconds)],
+                            out_dir, "--segment-seconds", str(a.segment_seconds), "--run-seconds", str(a.seconds),
+                            *codec_args],
                            stdout=out_f, stderr=err_f, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     t0 = time.monotonic()
     rss = []
@@ -109,7 +113,8 @@ def _main(a) -> None:
     lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     after_1min = [m for t, m in rss if t >= 60]
     frames = sum(x["frames_in"] for x in lines)
-    res = {"clip": Path(a.clip).name, "seconds": a.seconds, "segments": len(lines), "frames_in": frames,
+    res = {"clip": Path(a.clip).name, "model": a.model or "default", "precision": a.precision or "default",
+           "seconds": a.seconds, "segments": len(lines), "frames_in": frames,
            "kept": sum(x["kept"] for x in lines),
            "kept_fraction": round(sum(x["kept"] for x in lines) / frames, 4) if frames else None,
            "kbps_mean": round(sum(x["bytes"] for x in lines) * 8 / 1000 / max(a.seconds - 5, 1), 2),

@@ -8,7 +8,8 @@ import sys
 
 from ..codec import DEFAULT_MODEL
 from ..errors import InputError, VidsieveError
-from .args import add_executor_args, add_selection_args, duration, executor_from_args, options_from_args, positive, size
+from .args import (add_executor_args, add_precision_arg, add_selection_args, duration, executor_from_args,
+                   options_from_args, positive, size)
 
 COMMANDS: dict = {}
 
@@ -42,8 +43,8 @@ def add_commands(sub) -> None:
                         "cycle (warm restart) from --lr (default: the run's) over --max-time or --steps")
     t.add_argument("--finetune", default=None, metavar="WEIGHTS",
                    help="start from these weights (a .pth, or a shipped model's name: vidsieve-hyperprior, "
-                        "vidsieve-hyperprior-wide); the held-out check (--val, else the last fifth of each "
-                        "video) picks the weights to keep, the starting ones included, so the result is never "
+                        "vidsieve-hyperprior-wide, vidsieve-hyperprior-slim); the held-out check (--val, else "
+                        "the last fifth of each video) picks the weights to keep, the starting ones included, so the result is never "
                         "worse there than where it began")
     t.add_argument("--patch", type=positive(int), default=None, help="crop size (default 256; 128 is faster)")
     t.add_argument("--batch", type=positive(int), default=None, help="batch size (default 8)")
@@ -60,7 +61,8 @@ def add_commands(sub) -> None:
                    help=f"with --inter: the intra model it is for (default: {DEFAULT_MODEL})")
     t.add_argument("--export", default=None, metavar="DIR",
                    help="when done, write DIR/NAME.pth and DIR/manifest.json for the registry (NAME: "
-                        "vidsieve-hyperprior-wide for N 64 / M 192, else vidsieve-hyperprior)")
+                        "the shipped model of the same widths, e.g. vidsieve-hyperprior-wide for N 64 / M 192, "
+                        "else vidsieve-hyperprior)")
     COMMANDS["train"] = cmd_train
 
     b = sub.add_parser("bench", help="rate-distortion/speed/detection benchmark against x265, x264, JPEG",
@@ -87,6 +89,7 @@ def add_commands(sub) -> None:
     bi.add_argument("folder")
     bi.add_argument("--out", required=True)
     bi.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name or weights .pth (default: {DEFAULT_MODEL})")
+    add_precision_arg(bi)
     bi.add_argument("--reference", default=None,
                     help="folder of CompressAI results JSON files (e.g. ../shared/reference/compressai-kodak)")
     bi.add_argument("--limit", type=positive(int), default=None, help="use only the first N images")
@@ -192,8 +195,8 @@ def cmd_bench_image(a) -> int:
 
     if not os.path.isdir(a.folder):
         raise InputError(f"not a folder of images: {a.folder}")
-    doc = run_image_bench(a.folder, a.out, a.model, zoo=not a.no_zoo, reference_dir=a.reference, limit=a.limit,
-                          progress=None if not a.quiet else False)
+    doc = run_image_bench(a.folder, a.out, a.model, precision=a.precision, zoo=not a.no_zoo,
+                          reference_dir=a.reference, limit=a.limit, progress=None if not a.quiet else False)
     if not a.quiet:
         from ..bench.report import bd_summary
 

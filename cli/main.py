@@ -17,7 +17,8 @@ from .. import __version__
 from ..codec import DEFAULT_MODEL
 from ..errors import UsageError, VidsieveError
 from . import extra
-from .args import add_executor_args, add_selection_args, executor_from_args, nonnegative, options_from_args, positive
+from .args import (add_executor_args, add_precision_arg, add_selection_args, executor_from_args, nonnegative,
+                   options_from_args, positive)
 
 log = logging.getLogger("vidsieve")
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lossless", action="store_true", help="write FFV1 (needs .mkv)")
     d.add_argument("--recover", action="store_true", help="skip damaged records instead of stopping")
     d.add_argument("--model", default=None, help="weights to decode with (default: the one named in the file)")
+    add_precision_arg(d)
     d.add_argument("--start", type=nonnegative, default=None, metavar="SECONDS",
                    help="begin this far into the file (decoding starts at the seek point before it)")
     d.add_argument("--duration", type=positive(float), default=None, metavar="SECONDS",
@@ -131,7 +133,7 @@ def compress_many(a) -> int:
 def cmd_decompress(a) -> int:
     from ..pipeline import decompress
 
-    s = decompress(a.input, a.output, lossless=a.lossless, recover=a.recover, model=a.model,
+    s = decompress(a.input, a.output, lossless=a.lossless, recover=a.recover, model=a.model, precision=a.precision,
                    progress=None if not a.quiet else False, start_s=a.start, duration_s=a.duration)
     if not a.quiet:
         print(s.line())

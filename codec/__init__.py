@@ -4,9 +4,16 @@ This package's ``__init__`` imports nothing heavy, so the CLI and the pipeline c
 name the default model without loading torch."""
 
 #: The registry name ``compress``, ``ingest`` and the benchmarks use unless told otherwise:
-#: the 64/192 model, 19 % fewer bits than the 64/96 on Kodak, 0.84 to 0.91 s for a 720p
-#: frame on two cores (docs/TRAINING.md).
-DEFAULT_MODEL = "vidsieve-hyperprior-wide"
+#: the 64/192 model with its hyper-synthesis pruned to two thirds of its channels (0.3 % more
+#: bits than the unpruned 64/192 on Kodak, 0.9 to 2.1 % on the shared clips, 0.51 to 0.54 s
+#: for a 720p frame on two cores against 0.56 to 0.62 s; docs/RESULTS.md, "Deep compression").
+DEFAULT_MODEL = "vidsieve-hyperprior-slim"
+
+#: What the analysis and synthesis transforms compute in: ``float``, or ``int8`` (:mod:`.int8`,
+#: ONNX Runtime's integer kernels). Streams decode with either. The default follows the
+#: measurements (docs/RESULTS.md, "Deep compression").
+PRECISIONS = ("float", "int8")
+DEFAULT_PRECISION = "float"
 
 #: Seconds between intra frames of predicted streams: seek points, and where a reader resumes after damage.
 DEFAULT_INTRA_PERIOD = 10.0

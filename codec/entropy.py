@@ -102,8 +102,9 @@ class LatentCoder:
 
     def encode_indexed(self, symbols: torch.Tensor, indexes: torch.Tensor) -> bytes:
         """The rANS string of integer ``symbols``, each under the table its index names."""
-        return self.gc.entropy_coder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist(),
-                                                        *self.tables)
+        # numpy's tolist is ~1.5x torch's for a 720p frame's 0.7 M elements.
+        return self.gc.entropy_coder.encode_with_indexes(symbols.reshape(-1).numpy(force=True).tolist(),
+                                                        indexes.reshape(-1).numpy(force=True).tolist(), *self.tables)
 
     def decode_symbols(self, string: bytes, scales: torch.Tensor) -> torch.Tensor:
         """The integer symbols (``round(y - means)``) of a string, shaped like ``scales``."""
@@ -111,9 +112,10 @@ class LatentCoder:
 
     def decode_indexed(self, string: bytes, indexes: torch.Tensor) -> torch.Tensor:
         """The integer symbols of a string whose table indexes are ``indexes`` (shaped like them)."""
-        values = self.gc.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).tolist(), *self.tables)
-        # numpy: torch.tensor(list) of a 720p frame's 0.74 M symbols takes 65 ms, numpy 19 ms.
-        return torch.from_numpy(np.array(values, dtype=np.int32)).reshape(indexes.shape)
+        values = self.gc.entropy_coder.decode_with_indexes(string, indexes.reshape(-1).numpy(force=True).tolist(),
+                                                           *self.tables)
+        # torch.tensor(list) of a 720p frame's 0.7 M symbols takes 65 ms, np.array 20, np.fromiter 15.
+        return torch.from_numpy(np.fromiter(values, dtype=np.int32, count=len(values))).reshape(indexes.shape)
 
     def decode(self, string: bytes, scales: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
         return self.gc.dequantize(self.decode_symbols(string, scales), means)

@@ -96,11 +96,13 @@ class FrameCodec:
         name: registry name, stored in container headers.
         weights_sha256: identifies the exact weights; decoding checks it.
         variable_rate: whether fractional qualities are meaningful.
+        precision: what the transforms compute in (``float``, or ``int8``: :mod:`.int8`).
     """
 
     name: str = ""
     weights_sha256: str = ""
     variable_rate: bool = False
+    precision: str = "float"
 
     def encode(self, frame: np.ndarray, quality: float) -> bytes:
         return self.encode_batch([frame], [quality], recon=False)[0].data
@@ -122,10 +124,22 @@ class GainedCodec(FrameCodec):
 
     variable_rate = True
 
-    def __init__(self, model, name: str, weights_sha256: str):
+    def __init__(self, model, name: str, weights_sha256: str, precision: str = "float"):
+        from .int8 import check_precision, load
+        from .models import analysis_sha256
+
         set_threads()
+        #: What the latents depend on (the conditional model of predicted frames is found by it).
+        self.analysis_sha256 = analysis_sha256(model.state_dict())
         self.model = model.for_inference()
         self.name, self.weights_sha256 = name, weights_sha256
+        if check_precision(precision) == "int8":
+            self.model.use_int8(load(name, weights_sha256))
+
+    @property
+    def precision(self) -> str:
+        """What the analysis and synthesis compute in (``float`` or ``int8``); streams decode with either."""
+        return self.model.precision
 
     @torch.inference_mode()
     def encode_batch(self, frames, qualities, recon=True):

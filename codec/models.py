@@ -24,7 +24,9 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from compressai.layers import GDN
 from compressai.models import MeanScaleHyperprior
+from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 
 from .entropy import ExactHyperSynthesis, LatentCoder
@@ -54,8 +56,28 @@ def quality_lambda(quality: float) -> float:
 
 
 def widths(state: dict) -> tuple[int, int]:
-    """``(N, M)`` of a :class:`GainedMeanScaleHyperprior` state dict: its transform and latent channels."""
-    return state["g_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+    """``(N, M)`` of a :class:`GainedMeanScaleHyperprior` state dict: its hyper-latent and latent channels."""
+    return state["h_a.0.weight"].shape[0], state["g_a.6.weight"].shape[0]
+
+
+def analysis_sha256(state: dict) -> str:
+    """A hash of what makes a model's latents: the analysis transform and the gains. Models that share
+    it (a model and its pruned hyper-synthesis, :mod:`vidsieve.training.prune`) code the same latents,
+    so a conditional model trained for one serves the other."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(k for k in state if k.startswith("g_a.") or k == "log_gain"):
+        h.update(k.encode())
+        h.update(state[k].detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def hidden_widths(state: dict) -> dict:
+    """The hidden widths of a state dict's transforms, as :class:`GainedMeanScaleHyperprior` takes them:
+    ``transform`` (the analysis and synthesis layers) and ``hyper`` (the hyper-synthesis's two)."""
+    return {"transform": int(state["g_a.0.weight"].shape[0]),
+            "hyper": (int(state["h_s.0.weight"].shape[1]), int(state["h_s.2.weight"].shape[1]))}
 
 
 def likelihood_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -67,14 +89,29 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     """Variable-rate mean-scale hyperprior with gain units.
 
     Args:
-        N (int): channels of the transforms and of the hyper latent.
+        N (int): channels of the hyper latent (and of the transforms unless ``transform`` is given).
         M (int): channels of the latent ``y``.
         levels (int): number of trained quality levels (default: 8).
+        transform (int): hidden channels of the analysis and synthesis transforms (default: ``N``).
+        hyper (tuple[int, int]): hidden channels of the hyper-synthesis (default: ``(M, 3 * M // 2)``,
+            CompressAI's). A pruned model (:mod:`vidsieve.training.prune`) has narrower ones.
     """
 
-    def __init__(self, N: int = 64, M: int = 96, levels: int = len(LAMBDAS), **kwargs):
+    def __init__(self, N: int = 64, M: int = 96, levels: int = len(LAMBDAS), transform: int | None = None,
+                 hyper: Sequence[int] | None = None, **kwargs):
         super().__init__(N=N, M=M, **kwargs)
         self.N, self.M, self.levels = N, M, levels
+        self.transform = int(transform or N)
+        self.hyper = tuple(int(h) for h in hyper) if hyper else (M, M * 3 // 2)
+        if self.transform != N:
+            T = self.transform
+            self.g_a = nn.Sequential(conv(3, T), GDN(T), conv(T, T), GDN(T), conv(T, T), GDN(T), conv(T, M))
+            self.g_s = nn.Sequential(deconv(M, T), GDN(T, inverse=True), deconv(T, T), GDN(T, inverse=True),
+                                     deconv(T, T), GDN(T, inverse=True), deconv(T, 3))
+        if self.hyper != (M, M * 3 // 2):
+            h1, h2 = self.hyper
+            self.h_s = nn.Sequential(deconv(N, h1), nn.LeakyReLU(inplace=True), deconv(h1, h2),
+                                     nn.LeakyReLU(inplace=True), conv(h2, M * 2, stride=1, kernel_size=3))
         # Initial gains span a ~8x range of quantisation step, which is roughly
         # what separates CompressAI's lowest and highest lambda models.
         init = torch.linspace(math.log(0.35), math.log(2.8), levels)
@@ -84,13 +121,15 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         self._exact_h_s: ExactHyperSynthesis | None = None
         # The latent's entropy coder, its tables converted once the model is for inference only.
         self._latent_coder: LatentCoder | None = None
+        # Integer forms of g_a and g_s (codec.int8) when the model runs at int8 precision.
+        self._int8 = None
 
     @classmethod
     def from_state_dict(cls, state: dict) -> GainedMeanScaleHyperprior:
         """A model with the widths and quality levels of ``state``, loaded from it.
 
         Raises ``KeyError`` or ``RuntimeError`` when ``state`` is not such a model's."""
-        model = cls(*widths(state), levels=state["log_gain"].shape[0])
+        model = cls(*widths(state), levels=state["log_gain"].shape[0], **hidden_widths(state))
         model.load_state_dict(state)
         return model
 
@@ -120,16 +159,43 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         x_hat = self.g_s(y_hat * inv_gain)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
+    def rate(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """Bits per pixel of each item under the entropy model (noisy quantisation, as in training),
+        with the analysis run without gradients: what training the entropy model alone needs."""
+        with torch.no_grad():
+            y = self.g_a(x) * self.gains(quality)[0]
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales_hat, means_hat = self.h_s(z_hat).chunk(2, 1)
+        _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        return likelihood_bits({"y": y_likelihoods, "z": z_likelihoods}) / (x.shape[-2] * x.shape[-1])
+
     # -- coding ----------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """``float`` or ``int8``: what the analysis and synthesis transforms compute in (:mod:`.int8`)."""
+        return "float" if self._int8 is None else "int8"
+
+    def use_int8(self, transforms) -> "GainedMeanScaleHyperprior":
+        """Run the analysis and synthesis as these :class:`~.int8.Int8Transforms` (None: float again)."""
+        self._int8 = transforms
+        return self
+
+    @torch.inference_mode()
+    def analyse(self, x: torch.Tensor) -> torch.Tensor:
+        """The analysis transform ``g_a`` (before the gains) at the model's precision."""
+        if self._int8 is not None:
+            return self._int8.analysis(x)
+        # Channels-last convolutions are ~1.5-2x faster on CPUs (oneDNN).
+        return self.g_a(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
     @torch.inference_mode()
     def analysis(self, x: torch.Tensor, quality: Sequence[float]) -> torch.Tensor:
         """Batched analysis transform, already multiplied by the gains."""
         q = torch.as_tensor(list(quality), dtype=torch.float32, device=x.device)
         gain, _ = self.gains(q)
-        # Channels-last convolutions are ~1.5-2x faster on CPUs (oneDNN); the
-        # hyper path is small and runs per frame (see hyper_synthesis).
-        y = self.g_a(x.contiguous(memory_format=torch.channels_last)) * gain
-        return y.contiguous()
+        # The hyper path is small and runs per frame (see hyper_synthesis).
+        return (self.analyse(x) * gain).contiguous()
 
     def hyper_synthesis(self, z_hat: torch.Tensor, exact: bool = True,
                         exact_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,8 +262,10 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         inverse gains of ``quality``."""
         if inv_gain is None:
             _, inv_gain = self.gains(torch.tensor([float(quality)], device=y_hat.device))
-        y = (y_hat * inv_gain.to(y_hat.dtype)).contiguous(memory_format=torch.channels_last)
-        return self.g_s(y).clamp_(0, 1).contiguous()
+        y = y_hat * inv_gain.to(y_hat.dtype)
+        if self._int8 is not None:
+            return self._int8.synthesis(y).clamp_(0, 1)
+        return self.g_s(y.contiguous(memory_format=torch.channels_last)).clamp_(0, 1).contiguous()
 
     def transforms_channels_last(self) -> "GainedMeanScaleHyperprior":
         """The two big transforms' weights in channels-last layout, which oneDNN runs fastest on CPUs."""

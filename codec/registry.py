@@ -1,4 +1,4 @@
-"""Model registry: a name maps to a factory ``(quality=None, pretrained=True) -> FrameCodec``.
+"""Model registry: a name maps to a factory ``(quality=None, pretrained=True, precision="float") -> FrameCodec``.
 
 As in CompressAI, every factory has the same signature. ``quality`` is
 accepted for symmetry with CompressAI's zoo; our variable-rate default ignores
@@ -26,7 +26,7 @@ def register_model(name: str):
     return deco
 
 
-def gained_from_state(state: dict, name: str, sha: str) -> GainedCodec:
+def gained_from_state(state: dict, name: str, sha: str, precision: str = "float") -> GainedCodec:
     try:
         model = GainedMeanScaleHyperprior.from_state_dict(state)
     except (KeyError, RuntimeError) as exc:
@@ -34,41 +34,54 @@ def gained_from_state(state: dict, name: str, sha: str) -> GainedCodec:
     # CDF tables ship with the weights; only recompute when they were not saved.
     if model.gaussian_conditional._quantized_cdf.numel() == 0:
         model.update(force=True)
-    return GainedCodec(model, name, sha)
+    return GainedCodec(model, name, sha, precision)
 
 
-#: Weights shipped in ``codec/weights``: registry name -> (N, M) of the untrained model.
-#: "-wide" (the default, ``codec.DEFAULT_MODEL``) has the same transforms as the
-#: other with a 192-channel latent: 19 % fewer bits on Kodak, 1.3 to 1.5 times the
-#: time of the 64/96, which stays for the slowest boxes (docs/TRAINING.md).
-SHIPPED: dict[str, tuple[int, int]] = {"vidsieve-hyperprior": (64, 96), "vidsieve-hyperprior-wide": (64, 192)}
+#: Weights shipped in ``codec/weights``: registry name -> the widths of the untrained model
+#: (:class:`~.models.GainedMeanScaleHyperprior`'s arguments). "-wide" has the same transforms
+#: as the 64/96 with a 192-channel latent: 19 % fewer bits on Kodak for about 1.5 times the
+#: time (docs/TRAINING.md). "-slim" (the default, ``codec.DEFAULT_MODEL``) is "-wide" with its
+#: hyper-synthesis pruned to two thirds of its channels and retrained: its latents are
+#: "-wide"'s (docs/RESULTS.md, "Deep compression").
+SHIPPED: dict[str, dict] = {"vidsieve-hyperprior": {"N": 64, "M": 96},
+                            "vidsieve-hyperprior-wide": {"N": 64, "M": 192},
+                            "vidsieve-hyperprior-slim": {"N": 64, "M": 192, "hyper": (128, 192)}}
 
 
-def shipped_name(N: int, M: int) -> str:
+def _normal(N: int, M: int, transform: int | None = None, hyper=None) -> tuple:
+    return N, M, transform or N, tuple(hyper) if hyper else (M, M * 3 // 2)
+
+
+def shipped_name(N: int, M: int, transform: int | None = None, hyper=None) -> str:
     """The registry name weights of these widths ship under; ``vidsieve-hyperprior``
     (the architecture's name) for widths no shipped model has."""
-    return next((name for name, nm in SHIPPED.items() if nm == (N, M)), "vidsieve-hyperprior")
+    want = _normal(N, M, transform, hyper)
+    return next((name for name, w in SHIPPED.items() if _normal(**w) == want), "vidsieve-hyperprior")
 
 
-def _shipped_factory(name: str, N: int, M: int):
-    def factory(quality: float | None = None, pretrained: bool = True) -> FrameCodec:
+def _shipped_factory(name: str, widths: dict):
+    def factory(quality: float | None = None, pretrained: bool = True, precision: str = "float") -> FrameCodec:
         if not pretrained:
-            model = GainedMeanScaleHyperprior(N, M)
+            if precision != "float":
+                raise ModelError(f"an untrained {name} runs in float only")
+            model = GainedMeanScaleHyperprior(**widths)
             model.update(force=True)
             return GainedCodec(model, name, "untrained")
         state, entry = load_shipped(name)
-        return gained_from_state(state, name, entry["sha256"])
+        return gained_from_state(state, name, entry["sha256"], precision)
     return factory
 
 
-for _name, (_N, _M) in SHIPPED.items():
-    register_model(_name)(_shipped_factory(_name, _N, _M))
+for _name, _widths in SHIPPED.items():
+    register_model(_name)(_shipped_factory(_name, _widths))
 
 
 def _zoo_factory(arch: str):
-    def factory(quality: float | None = None, pretrained: bool = True) -> FrameCodec:
+    def factory(quality: float | None = None, pretrained: bool = True, precision: str = "float") -> FrameCodec:
         if not pretrained:
             raise ModelError(f"{arch} is only useful pretrained")
+        if precision != "float":
+            raise ModelError(f"{arch} (CompressAI's zoo) runs in float only; int8 is for vidsieve's own models")
         codec = ZooCodec(arch, lambda q: load_zoo(arch, q))
         if quality is not None:
             codec.model(quality)  # fail now, not in the middle of a video
@@ -80,13 +93,23 @@ for _arch in ZOO_ARCHS:
     register_model(_arch)(_zoo_factory(_arch))
 
 
-def load_codec(name: str = DEFAULT_MODEL, quality: float | None = None, pretrained: bool = True) -> FrameCodec:
-    """A frame codec by registry name, or from a weights file path (``.pth``)."""
+def load_codec(name: str = DEFAULT_MODEL, quality: float | None = None, pretrained: bool = True,
+               precision: str = "float") -> FrameCodec:
+    """A frame codec by registry name, or from a weights file path (``.pth``), its transforms
+    at ``precision`` (``float`` or ``int8``; the int8 forms ship for shipped models)."""
+    from .int8 import check_precision
+
+    try:
+        check_precision(precision)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     if name in MODELS:
-        return MODELS[name](quality=quality, pretrained=pretrained)
+        return MODELS[name](quality=quality, pretrained=pretrained, precision=precision)
     if name.endswith(WEIGHTS_SUFFIXES):
         from pathlib import Path
 
+        if precision != "float":
+            raise ModelError("int8 transforms ship for shipped models only; a weights file runs in float")
         state, sha = load_weights(name)
         return gained_from_state(state, f"file:{Path(name).name}", sha)
     raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
@@ -111,7 +134,7 @@ def load_conditional(codec: FrameCodec, name: str | None = None):
     from .zoo import shipped_conditional_for
 
     if name is None:
-        name = shipped_conditional_for(codec.weights_sha256)
+        name = shipped_conditional_for(codec.weights_sha256, getattr(codec, "analysis_sha256", None))
         if name is None:
             return None
     state, sha = conditional_weights(name)

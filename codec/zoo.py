@@ -63,11 +63,17 @@ def load_shipped(name: str, manifest_path: str | None = None, section: str = "mo
     return load_state(wpath), entry
 
 
-def shipped_conditional_for(intra_sha256: str, manifest_path: str | None = None) -> str | None:
-    """The name of the shipped conditional entropy model trained for these intra weights, if one is."""
+def shipped_conditional_for(intra_sha256: str, analysis_sha256: str | None = None,
+                            manifest_path: str | None = None) -> str | None:
+    """The name of the shipped conditional entropy model trained for these intra weights, or for
+    weights with the same analysis and gains (``analysis_sha256``: the same latents), if one is."""
     mpath = Path(manifest_path) if manifest_path else MANIFEST
-    for name, entry in read_manifest(mpath).get("conditional", {}).items():
+    entries = read_manifest(mpath).get("conditional", {})
+    for name, entry in entries.items():
         if entry.get("intra_sha256") == intra_sha256:
+            return name
+    for name, entry in entries.items():
+        if analysis_sha256 and entry.get("intra_analysis_sha256") == analysis_sha256:
             return name
     return None
 

@@ -77,7 +77,7 @@ class Ingester:
         self.emit = emit or (lambda d: print(json.dumps(d), flush=True))
         # Activity segments inside a file: never longer than the file, nor than ACTIVITY_SEGMENT_SECONDS.
         self.compress_opts = replace(opts.compress, segment_seconds=min(ACTIVITY_SEGMENT_SECONDS, opts.segment_seconds))
-        self.codec = load_codec(opts.compress.model)
+        self.codec = load_codec(opts.compress.model, precision=opts.compress.precision)
         self.stop = False
         self.comp: Compressor | None = None
         self.seg_info: dict = {}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
+from ..codec import DEFAULT_PRECISION
 from ..container import ContainerReader, CorruptRecordWarning, FrameRecord, Header, SkipRecord, TruncatedWarning
 from ..codec.stream import stream_decoder
 from ..datasets.video import VideoWriter
@@ -38,12 +39,13 @@ class DecodedFrame:
     kept: bool
 
 
-def codec_for(header: Header, model: str | None = None) -> "FrameCodec":
-    """The codec a file's header names, checked against its weights hash (``model`` overrides the name)."""
+def codec_for(header: Header, model: str | None = None, precision: str = DEFAULT_PRECISION) -> "FrameCodec":
+    """The codec a file's header names, checked against its weights hash (``model`` overrides the name),
+    its transforms at ``precision`` (a stream decodes at either)."""
     if model is None and header.model.startswith("file:"):
         raise ModelError(f"this file was coded with the weights file {header.model[5:]} "
                          f"(sha256 {header.weights_sha256[:12]}...); pass --model with that file")
-    codec = load_codec(model or header.model)
+    codec = load_codec(model or header.model, precision=precision)
     if model is None and codec.weights_sha256 != header.weights_sha256:
         raise ModelError(f"this file was coded with {header.model} weights {header.weights_sha256[:12]}..., "
                          f"but the installed weights are {codec.weights_sha256[:12]}...; pass --model with "
@@ -95,11 +97,11 @@ def _decoded(reader: ContainerReader, stream, start: int | None) -> Iterable[Dec
 
 
 def decoded_frames(path: str | os.PathLike, model: str | None = None,
-                   start_s: float | None = None) -> Iterator[DecodedFrame]:
+                   start_s: float | None = None, precision: str = DEFAULT_PRECISION) -> Iterator[DecodedFrame]:
     """Every frame a ``.vsv`` file represents, in display order (the file's own codec unless ``model``),
     from ``start_s`` seconds into the file when given."""
     with ContainerReader(path) as reader:
-        yield from iter_decoded(reader, codec_for(reader.header, model), start_pts=_start_pts(reader, start_s))
+        yield from iter_decoded(reader, codec_for(reader.header, model, precision), start_pts=_start_pts(reader, start_s))
 
 
 def _start_pts(reader: ContainerReader, start_s: float | None) -> int | None:
@@ -154,7 +156,7 @@ class DecompressSummary:
 
 def decompress(input: str | os.PathLike, output: str | os.PathLike, lossless: bool = False, recover: bool = False,
                model: str | None = None, progress: bool | None = None, start_s: float | None = None,
-               duration_s: float | None = None) -> DecompressSummary:
+               duration_s: float | None = None, precision: str = DEFAULT_PRECISION) -> DecompressSummary:
     """Decode a ``.vsv`` into a video file (.mp4/.mkv) or a folder of PNG frames (``DIR/``); ``start_s`` and
     ``duration_s`` cut a stretch out (decoding starts at the intra frame before it, found in the index)."""
     from tqdm import tqdm
@@ -169,7 +171,7 @@ def decompress(input: str | os.PathLike, output: str | os.PathLike, lossless: bo
     check_output_path(out, is_dir=to_dir)
     summary = DecompressSummary(output=str(output))
     with ContainerReader(input, recover=recover) as reader:
-        codec = codec_for(reader.header, model)
+        codec = codec_for(reader.header, model, precision)
         h = reader.header
         if to_dir:
             tmpdir = out.with_name(f".{out.name}.part")

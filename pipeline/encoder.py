@@ -234,7 +234,7 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
     opts = opts or CompressOptions()
     check_output_path(output)
     t0 = time.monotonic()
-    codec = codec or load_codec(opts.model)
+    codec = codec or load_codec(opts.model, precision=opts.precision)
     if opts.quality is not None and not codec.variable_rate and opts.quality != int(opts.quality):
         raise ModelError(f"{codec.name} is fixed-rate: use an integer --quality")
     plan = None

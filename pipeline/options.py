@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
-from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
+from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_PRECISION
 
 #: Quality of every frame with ``keep_all`` when none is given.
 KEEP_ALL_QUALITY = 4.0
@@ -17,6 +17,7 @@ class CompressOptions:
     quality: float | None = None  # None: the policy decides (KEEP_ALL_QUALITY with keep_all)
     keep_all: bool = False
     model: str = DEFAULT_MODEL
+    precision: str = DEFAULT_PRECISION  # the transforms' arithmetic: float | int8 (codec.int8)
     detector: str = "auto"
     detector_format: str | None = None
     detect_size: int | None = None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vidsieve.codec.models import widths
+from vidsieve.codec.models import hidden_widths, widths
 from vidsieve.training.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,8 @@ def main():
     ap.add_argument("--restart", action="store_true",
                     help="resume --out with a new learning-rate cycle from --lr over --budget seconds "
                          "(or --steps): a warm restart of a run whose schedule is spent")
+    ap.add_argument("--entropy-only", action="store_true",
+                    help="train the entropy model alone; analysis, synthesis and gains stay (a pruned hyper-synthesis)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the transforms (faster CPU steps)")
     ap.add_argument("--mirror", default=None, help="also write checkpoints here in <=15 MiB parts")
     ap.add_argument("--mirror-full", action="store_true", help="mirror the resumable state, not only weights")
@@ -94,6 +96,7 @@ def main():
     else:
         init = None
         widened_from = 0
+        hidden = {}
         if a.init:
             try:
                 st = torch.load(a.init, map_location="cpu", weights_only=True)
@@ -104,6 +107,8 @@ def main():
                 why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
                 ap.error(f"--init {a.init}: not vidsieve weights ({why})")
             N0, M0 = widths(init)
+            # A pruned model (vidsieve.training.prune) trains at its own hidden widths.
+            hidden = hidden_widths(init)
             if N0 != a.N:
                 ap.error(f"--init has N={N0}, not {a.N}")
             if M0 != a.M:
@@ -114,12 +119,12 @@ def main():
         if (a.new_lr or a.new_rate_ramp or a.prior_scale is not None) and not widened_from:
             ap.error("--new-lr, --new-rate-ramp and --prior-scale apply only to a run that widens the latent "
                      "of its --init weights (--M larger than theirs)")
-        cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, patch=a.patch, batch=a.batch, lr=a.lr,
-                          steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
+        cfg = TrainConfig(data=a.data, val_data=a.val, N=a.N, M=a.M, **hidden, patch=a.patch, batch=a.batch,
+                          lr=a.lr, steps=a.steps, budget_s=a.budget, threads=a.threads, max_scale=a.max_scale,
                           video_span=(0.0, 0.5), frames_per_video=a.frames_per_video, video_holdout=0.0,
                           checkpoint_every_s=a.checkpoint_every, eval_every=a.eval_every, compile=a.compile,
                           widened_from=widened_from, new_lr=a.new_lr if widened_from else 0.0,
-                          new_rate_ramp=a.new_rate_ramp if widened_from else 0)
+                          new_rate_ramp=a.new_rate_ramp if widened_from else 0, entropy_only=a.entropy_only)
         t = Trainer(cfg, out, init_weights=init)
     log = logging.getLogger("train")
     log.info("device %s, N=%d M=%d, batch %d of %d px, %d training images", t.device, t.cfg.N, t.cfg.M,

@@ -41,6 +41,22 @@ def read_png(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
+def exact_sums(reader, codec) -> list[str]:
+    """Per coded frame of a stream, the checksum of what is exact on every machine: the latent each
+    frame leaves for the next to refer to (predicted streams), or its symbols (intra-only streams)."""
+    from vidsieve.codec.stream import stream_decoder
+    from vidsieve.container import FrameRecord
+
+    decoder = stream_decoder(codec, reader.header.stream)
+    sums = []
+    for rec in reader.records():
+        if isinstance(rec, FrameRecord):
+            decoder.decode(rec.payload, rec.pts, rec.intra)
+            sums.append(latent_sha256(decoder.latent) if reader.header.stream
+                        else symbols_sha256(codec.decode_symbols(rec.payload)))
+    return sums
+
+
 @pytest.mark.parametrize("name", sorted(DOC["frames"]))
 def test_golden_frame_payload_decodes_as_committed(codecs, name):
     g = DOC["frames"][name]
@@ -70,8 +86,7 @@ def test_encoder_still_writes_the_golden_payload(codecs, name):
 def test_golden_stream_decodes_as_committed(codecs, name):
     """Intra-only streams: each frame's symbols; predicted streams: the exact latent each frame leaves
     for the next to refer to; both: the pictures, and dropped frames showing the last decoded one."""
-    from vidsieve.codec.stream import stream_decoder
-    from vidsieve.container import ContainerReader, FrameRecord
+    from vidsieve.container import ContainerReader
     from vidsieve.pipeline import iter_decoded
 
     g = DOC["streams"][name]
@@ -82,13 +97,7 @@ def test_golden_stream_decodes_as_committed(codecs, name):
         codec = codecs(reader.header.model)
         assert codec.weights_sha256 == reader.header.weights_sha256
         decoded = list(iter_decoded(reader, codec))
-        decoder = stream_decoder(codec, reader.header.stream)
-        sums = []
-        for rec in reader.records():
-            if isinstance(rec, FrameRecord):
-                decoder.decode(rec.payload, rec.pts, rec.intra)
-                sums.append(latent_sha256(decoder.latent) if reader.header.stream
-                            else symbols_sha256(codec.decode_symbols(rec.payload)))
+        sums = exact_sums(reader, codec)
     assert [(d.pts, d.kept) for d in decoded] == [(f["pts"], f["kept"]) for f in g["frames"]]
     assert sums == [f.get("latent_sha256", f.get("symbols_sha256")) for f in g["frames"] if f["kept"]]
     last = None
@@ -107,3 +116,24 @@ def test_the_quality_map_golden_has_maps_in_predicted_frames():
         recs = [r for r in reader.records() if isinstance(r, FrameRecord)]
     assert any(has_map(r.payload) and not r.intra for r in recs)
     assert any(not has_map(r.payload) for r in recs)
+
+
+@pytest.mark.parametrize("name", sorted(DOC["streams"]))
+def test_golden_streams_decode_at_int8_from_the_same_latents(codecs, name):
+    """A precision changes the pictures only: every frame's exact latent is the committed one, and
+    the pictures stay within the int8 synthesis's measured distance of the committed ones."""
+    from vidsieve.container import ContainerReader
+    from vidsieve.metrics import psnr
+    from vidsieve.pipeline import iter_decoded
+
+    g = DOC["streams"][name]
+    path = GOLDEN / name
+    pictures = np.load(GOLDEN / f"{name}.decoded.npz")
+    with ContainerReader(path) as reader:
+        codec = load_codec(reader.header.model, precision="int8")
+        sums = exact_sums(reader, codec)
+    assert sums == [f.get("latent_sha256", f.get("symbols_sha256")) for f in g["frames"] if f["kept"]]
+    with ContainerReader(path) as reader:
+        for d in iter_decoded(reader, codec):
+            if d.kept:
+                assert psnr(pictures[f"pts{d.pts}"], d.rgb) > 30

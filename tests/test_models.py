@@ -128,7 +128,7 @@ def test_latent_coding_is_compressais_bit_for_bit():
     assert (y_hat != means).float().mean() > 0.1  # symbols other than zero were coded
 
 
-@pytest.mark.parametrize("name", ["vidsieve-hyperprior", "vidsieve-hyperprior-wide"])
+@pytest.mark.parametrize("name", ["vidsieve-hyperprior", "vidsieve-hyperprior-wide", "vidsieve-hyperprior-slim"])
 def test_exact_hyper_synthesis_does_not_depend_on_summation_order(name):
     import copy
 

@@ -26,9 +26,10 @@ def test_registry_names_and_signature():
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_every_shipped_model_loads_with_its_widths_and_codes_a_frame(name):
-    N, M = SHIPPED[name]
+    N, M = SHIPPED[name]["N"], SHIPPED[name]["M"]
     entry = json.loads(MANIFEST.read_text())["models"][name]
     assert (entry["N"], entry["M"]) == (N, M)
+    assert tuple(entry.get("hyper", (M, M * 3 // 2))) == tuple(SHIPPED[name].get("hyper", (M, M * 3 // 2)))
     assert entry["results"]["kodak"]["images"] == 24 and len(entry["results"]["kodak"]["curve"]) == 8
     codec = load_codec(name)
     assert codec.model.M == M and codec.weights_sha256 == entry["sha256"]
@@ -45,8 +46,8 @@ def test_the_default_ships_and_exports_name_their_widths():
     assert DEFAULT_MODEL in SHIPPED and load_codec().name == DEFAULT_MODEL
     # Exported weights take the name of the shipped model of their widths, so a
     # retrained 64/192 replaces the wide one and a 64/96 the narrow one.
-    for name, (N, M) in SHIPPED.items():
-        assert shipped_name(N, M) == name
+    for name, widths in SHIPPED.items():
+        assert shipped_name(**widths) == name
     assert shipped_name(16, 24) == "vidsieve-hyperprior"
 
 
@@ -110,3 +111,27 @@ def test_cli_model_errors(tmp_path, small_clip):
     r = run_cli("compress", small_clip, "-o", tmp_path / "o.vsv", "--keep-all", "--model", "nope")
     assert_clean_error(r, "unknown model")
     assert r.returncode == 4
+
+
+def test_the_slim_model_shares_the_wide_models_latents_and_conditional_model():
+    """The slim model is the wide one with a pruned hyper-synthesis retrained alone: the same analysis
+    and gains (so the same latents), found by the conditional model trained on the wide one's."""
+    from vidsieve.codec.models import analysis_sha256, hidden_widths
+    from vidsieve.codec.registry import load_conditional
+
+    wide, slim = load_codec("vidsieve-hyperprior-wide"), load_codec("vidsieve-hyperprior-slim")
+    assert wide.analysis_sha256 == slim.analysis_sha256 != load_codec("vidsieve-hyperprior").analysis_sha256
+    s_state = load_shipped("vidsieve-hyperprior-slim")[0]
+    assert analysis_sha256(s_state) == slim.analysis_sha256
+    assert hidden_widths(s_state)["hyper"] == (128, 192)
+    assert load_conditional(slim)[1] == load_conditional(wide)[1] == "vidsieve-inter-wide"
+    assert load_conditional(load_codec("vidsieve-hyperprior")) is None
+    # The same latent, a different entropy model: other bytes, nearly the same picture.
+    frame = background(192, 128, seed=9).astype(np.uint8)
+    y = wide.model.analysis(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, [4.0])
+    assert torch.equal(y, slim.model.analysis(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, [4.0]))
+    dw, ds = wide.encode(frame, 4.0), slim.encode(frame, 4.0)
+    assert dw != ds and abs(len(dw) - len(ds)) < 0.1 * len(dw)
+    from vidsieve.metrics import psnr
+
+    assert psnr(wide.decode(dw), slim.decode(ds)) > 35

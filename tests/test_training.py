@@ -543,18 +543,20 @@ def test_train_inter_exports_a_model_the_stream_coder_uses_and_resumes(tmp_path)
     r = run_cli("train", "--inter", "--data", data, "--out", ck, "--steps", "20", "--threads", "2", "--export", exp,
                 check=True)
     assert "step 20" in r.stdout
-    entry = json.loads((exp / "manifest.json").read_text())["conditional"]["vidsieve-inter-wide"]
     codec = load_codec()
+    inter = codec.name.replace("vidsieve-hyperprior", "vidsieve-inter")  # named after its intra model
+    entry = json.loads((exp / "manifest.json").read_text())["conditional"][inter]
     assert entry["intra_sha256"] == codec.weights_sha256 and entry["training"]["steps"] == 20
-    model, name, sha = load_conditional(codec, str(exp / "vidsieve-inter-wide.pth"))
+    assert entry["intra_analysis_sha256"] == codec.analysis_sha256
+    model, name, sha = load_conditional(codec, str(exp / f"{inter}.pth"))
     assert sha == entry["sha256"] and model.M == codec.model.M
     r = run_cli("train", "--inter", "--resume", ck, "--out", ck, "--steps", "30", check=True)
     assert "step 30" in r.stdout
     # --finetune adapts given conditional weights to new footage: it starts from them.
     tuned = tmp_path / "tuned.pth"
-    run_cli("train", "--inter", "--finetune", exp / "vidsieve-inter-wide.pth", "--data", data, "--out", tuned,
+    run_cli("train", "--inter", "--finetune", exp / f"{inter}.pth", "--data", data, "--out", tuned,
             "--steps", "1", "--lr", "1e-9", check=True)
-    start = torch.load(exp / "vidsieve-inter-wide.pth", weights_only=True)
+    start = torch.load(exp / f"{inter}.pth", weights_only=True)
     after = torch.load(tuned, weights_only=True)["model"]
     assert torch.allclose(after["fuse.3.weight"], start["fuse.3.weight"], atol=1e-6)
     assert_clean_error(run_cli("train", "--inter", "--data", tmp_path / "none", "--out", ck), "not found")

@@ -28,7 +28,7 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
     model = GainedMeanScaleHyperprior.from_state_dict(state)
     model.eval()
     model.update(force=True)
-    name = name or shipped_name(model.N, model.M)
+    name = name or shipped_name(model.N, model.M, model.transform, model.hyper)
     # Stored in half the space would be nice, but the CDF tables are int32 and
     # entropy coding must match bit for bit: keep float32 everywhere.
     wpath = write_weights(model.state_dict(), out_dir, name)
@@ -37,6 +37,8 @@ def export(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, na
         "sha256": sha256_file(wpath),
         "architecture": "GainedMeanScaleHyperprior",
         "N": model.N, "M": model.M, "levels": model.levels,
+        **({"transform": model.transform} if model.transform != model.N else {}),
+        **({"hyper": list(model.hyper)} if model.hyper != (model.M, model.M * 3 // 2) else {}),
         "training": {
             "steps": int(st.get("step", 0)),
             "hours": round(float(st.get("elapsed", 0.0)) / 3600, 2),

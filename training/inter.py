@@ -170,7 +170,7 @@ class InterTrainer:
                 "model": self.model.state_dict(), "opt": self.opt.state_dict(), "aux_opt": self.aux_opt.state_dict(),
                 "step": self.step, "elapsed": self.elapsed, "history": json.dumps(self.history),
                 "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(self.rng.bit_generator.state),
-                "intra_sha256": self.codec.weights_sha256}
+                "intra_sha256": self.codec.weights_sha256, "intra_analysis_sha256": self.codec.analysis_sha256}
 
     def save(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +243,7 @@ def export_inter(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = No
     wpath = write_weights(model.state_dict(), out_dir, name)
     entry = {"file": wpath.name, "sha256": sha256_file(wpath), "architecture": "ConditionalEntropyModel",
              "M": model.M, "N": model.N, "Z": model.Z, "intra_sha256": st["intra_sha256"],
+             **({"intra_analysis_sha256": st["intra_analysis_sha256"]} if "intra_analysis_sha256" in st else {}),
              "training": {"steps": int(st["step"]), "hours": round(float(st["elapsed"]) / 3600, 2),
                           "data": [os.path.join(*Path(d).parts[-3:]) for d in cfg["data"]],
                           "span": cfg["span"], "frames_per_video": cfg["frames_per_video"], "batch": cfg["batch"],

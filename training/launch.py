@@ -71,13 +71,15 @@ def prepare_run(r: TrainRequest):
         init = None
         fine = r.finetune is not None
         N, M = r.N, r.M
+        hidden: dict = {}
         if fine:
-            from ..codec.models import widths
+            from ..codec.models import hidden_widths, widths
             from ..codec.zoo import load_weights
 
             init = load_weights(r.finetune)[0]
             N, M = widths(init)
-        cfg = TrainConfig(data=list(r.data), arch=r.arch, N=N, M=M,
+            hidden = hidden_widths(init)
+        cfg = TrainConfig(data=list(r.data), arch=r.arch, N=N, M=M, **hidden,
                           patch=r.patch or TrainConfig.patch, batch=r.batch or TrainConfig.batch,
                           lr=r.lr or (FINETUNE_LR if fine else TrainConfig.lr),
                           steps=r.steps or (FINETUNE_STEPS if fine else TrainConfig.steps), threads=r.threads,

@@ -46,6 +46,8 @@ class TrainConfig:
     arch: str = "vidsieve-hyperprior"
     N: int = 64
     M: int = 96
+    transform: int = 0  # hidden channels of the analysis and synthesis transforms (0: N)
+    hyper: tuple[int, ...] = ()  # hidden channels of the hyper-synthesis (empty: CompressAI's)
     patch: int = 256  # every shipped run's crop; 128 is ~4x faster a step, but a different recipe
     batch: int = 8
     lr: float = 2e-4
@@ -81,6 +83,12 @@ class TrainConfig:
     # Trainer.resume(restart=True)); 0 for a run with one cycle.
     cycle_start_s: float = 0.0
     cycle_start_step: int = 0
+    # Train the entropy model only (hyper-analysis, hyper-synthesis, hyper latent's prior): the
+    # analysis, synthesis and gains stay as they are, so latents (and anything trained on them,
+    # such as the conditional model of predicted frames) stay valid. The loss is the rate alone:
+    # with straight-through rounding around the means the distortion has no gradient to the
+    # entropy model, and the synthesis need not run. For a pruned hyper-synthesis.
+    entropy_only: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -114,7 +122,7 @@ class Trainer:
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
-        self.model = GainedMeanScaleHyperprior(cfg.N, cfg.M)
+        self.model = GainedMeanScaleHyperprior(cfg.N, cfg.M, transform=cfg.transform or None, hyper=cfg.hyper or None)
         if init_weights is not None:
             self.model.load_state_dict(init_weights)
         self.model.to(self.device)
@@ -129,7 +137,11 @@ class Trainer:
             self.model.g_a.compile()
             self.model.g_s.compile()
         self.lambdas = torch.tensor(LAMBDAS, device=self.device)
-        named = [(n, p) for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        if cfg.entropy_only:
+            for n, p in self.model.named_parameters():
+                if n.startswith(("g_a.", "g_s.", "log_gain", "log_inv_gain")):
+                    p.requires_grad_(False)
+        named = [(n, p) for n, p in self.model.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
         aux = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
         # A widened model's new elements may learn faster than the settled old ones
         # (a fresh Adam at a high rate on batches of 8 undid what the old weights had
@@ -297,11 +309,11 @@ class Trainer:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         lambdas = self.lambdas[levels]
-        out = self.model(x, levels.float() + 1)
-        waive = None
-        if cfg.widened_from and cfg.new_rate_ramp:
-            waive = (cfg.widened_from, min(1.0, self.step / cfg.new_rate_ramp))
-        loss, bpp, mse = rd_loss(out, x, lambdas, waive)
+        if cfg.entropy_only:
+            bpp = self.model.rate(x, levels.float() + 1)
+            loss, bpp, mse = bpp.mean(), bpp.detach(), torch.full_like(bpp, float("nan"))
+        else:
+            loss, bpp, mse = self._rd_step(x, levels, lambdas)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -320,6 +332,15 @@ class Trainer:
         psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
         return {"loss": loss.detach(), "bpp": bpp.mean(), "psnr": psnr, "aux": aux.detach(),
                 "lr": torch.tensor(lr)}
+
+    def _rd_step(self, x, levels, lambdas):
+        cfg = self.cfg
+        out = self.model(x, levels.float() + 1)
+        waive = None
+        if cfg.widened_from and cfg.new_rate_ramp:
+            waive = (cfg.widened_from, min(1.0, self.step / cfg.new_rate_ramp))
+        loss, bpp, mse = rd_loss(out, x, lambdas, waive)
+        return loss, bpp.detach(), mse
 
     @torch.no_grad()
     def evaluate(self, qualities=(1, 4, 8), size: int = 768) -> dict:
