@@ -34,6 +34,7 @@ import copy
 import io
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -135,7 +136,7 @@ def quantize(graph: bytes, samples: Sequence[torch.Tensor], keep_float_ends: boo
     level = root.level
     # The quantiser logs advice about its pre-processing tool (for classifiers) at warning level.
     root.setLevel(max(level, logging.ERROR))
-    with _tempdir() as d:
+    with tempfile.TemporaryDirectory(prefix="vidsieve-int8-") as d:
         src, dst = os.path.join(d, "float.onnx"), os.path.join(d, "int8.onnx")
         Path(src).write_bytes(graph)
         try:
@@ -145,12 +146,6 @@ def quantize(graph: bytes, samples: Sequence[torch.Tensor], keep_float_ends: boo
         finally:
             root.setLevel(level)
         return Path(dst).read_bytes()
-
-
-def _tempdir():
-    import tempfile
-
-    return tempfile.TemporaryDirectory(prefix="vidsieve-int8-")
 
 
 @torch.no_grad()
@@ -241,7 +236,6 @@ def write(folder: str | os.PathLike, name: str, float_sha256: str, graphs: tuple
         entry[part] = {"file": path.name, "sha256": sha}
     entry.update(notes or {})
     entry["exported"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    entry["sha256"] = entry["analysis"]["sha256"]  # what set_manifest_entry keys kept results on
     set_manifest_entry(folder, "int8", name, entry)
     return entry
 
