@@ -114,7 +114,9 @@ def quantize(graph: bytes, samples: Sequence[torch.Tensor], keep_float_ends: boo
         import onnx
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     except ImportError as exc:
-        raise ModelError(f"building int8 transforms needs the onnx package ({exc}): pip install onnx") from None
+        raise ModelError(
+            f"building int8 transforms needs the quantiser's packages ({exc}): pip install 'vidsieve[quantize]'"
+        ) from None
 
     model = onnx.load_from_string(graph)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
