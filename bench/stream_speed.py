@@ -12,15 +12,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..codec import DEFAULT_MODEL
 from . import tool
 from .jsonfile import write_json
 from .speed import cpu_name
 
 
-def measure(clip: str, frames: int, keep_all: bool) -> dict:
+def measure(clip: str, frames: int, keep_all: bool, model: str) -> dict:
     from ..pipeline import CompressOptions, compress, decompress, info
 
-    opts = CompressOptions(keep_all=keep_all, max_frames=frames, detector="motion")
+    opts = CompressOptions(keep_all=keep_all, max_frames=frames, detector="motion", model=model)
     with tempfile.TemporaryDirectory() as d:
         vsv = Path(d) / "c.vsv"
         t0 = time.perf_counter()
@@ -39,16 +40,20 @@ def main(argv=None) -> int:
     ap = tool.parser("stream_speed", __doc__, out="bench/results/stream_speed.json")
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="registry name or weights file (default: %(default)s)")
     return tool.run(ap, _main, argv)
 
 
 def _main(a) -> None:
     from ..codec.frame_codec import set_threads
+    from ..codec.registry import load_codec
 
-    res = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "threads": set_threads(), "runs": []}
+    res = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "threads": set_threads(),
+           "model": a.model, "weights_sha256": load_codec(a.model).weights_sha256[:12],
+           "date": time.strftime("%Y-%m-%d"), "runs": []}
     for clip in a.clips:
         for keep_all in (False, True):
-            res["runs"].append(measure(clip, a.frames, keep_all))
+            res["runs"].append(measure(clip, a.frames, keep_all, a.model))
             print(res["runs"][-1], flush=True)
     write_json(a.out, res)
 

@@ -116,6 +116,12 @@ class ExactConditional:
         self.ref = FixedPointNet(model.ref)
         self.fuse = FixedPointNet(model.fuse)
 
+    def spans(self, lo: int, hi: int, axis: int = 0) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The positions along ``axis`` of the hyper latent and of the reference that outputs ``lo .. hi``
+        read (:meth:`~.entropy.FixedPointNet.span`)."""
+        lo, hi = self.fuse.span(lo, hi, axis)
+        return self.h_s.span(lo, hi, axis), self.ref.span(lo, hi, axis)
+
     def __call__(self, z_hat: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Table indexes (int32) and means (float64, exact) of the difference from ``ref``."""
         net = self.fuse

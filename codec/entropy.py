@@ -163,6 +163,17 @@ class IntegerConv:
         self.per_tap = per_tap.contiguous()
         self.pad = max(abs(d) for t in self.taps.values() for d in t)
 
+    def span(self, lo: int, hi: int, axis: int = 0) -> tuple[int, int]:
+        """The input positions along ``axis`` (0: rows, 1: columns) that outputs ``lo .. hi`` read
+        (positions outside the input are its zero padding)."""
+        m = self.m
+        k, s, p, dil = m.kernel_size[axis], m.stride[axis], m.padding[axis], m.dilation[axis]
+        if self.transposed:
+            # Output s * u + a reads input u + d for the taps d of its phase a.
+            ds = [d for taps in phase_taps(k, s, p).values() for d in taps]
+            return lo // s + min(ds), hi // s + max(ds)
+        return s * lo - p, s * hi - p + dil * (k - 1)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m = self.m
         if not self.fast:
@@ -277,6 +288,16 @@ class FixedPointNet:
             x = self.conv(step, x)
             wide = True
         return x, hidden
+
+    def span(self, lo: int, hi: int, axis: int = 0) -> tuple[int, int]:
+        """The input positions along ``axis`` that outputs ``lo .. hi`` read through every layer.
+
+        Sums are exact, so outputs computed on a crop of the input that holds their span (cut
+        only where the whole input ends) are the whole input's, bit for bit."""
+        for step in reversed(self.steps):
+            if step[0] == "conv":
+                lo, hi = step[1].span(lo, hi, axis)
+        return lo, hi
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The output (float64, exact) for a float input, which is first put in fixed point."""

@@ -210,9 +210,13 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         if not exact:
             scales, means = self.h_s(z_hat).chunk(2, 1)
             return scales, means
+        return self.exact_hyper_synthesis()(z_hat, exact_means)
+
+    def exact_hyper_synthesis(self) -> ExactHyperSynthesis:
+        """The fixed-point form of ``h_s`` (built once from the trained weights: for a model at inference)."""
         if self._exact_h_s is None:
             self._exact_h_s = ExactHyperSynthesis(self.h_s, self.M)
-        return self._exact_h_s(z_hat, exact_means)
+        return self._exact_h_s
 
     def latent_coder(self) -> LatentCoder:
         """The entropy coder of ``y`` (tables converted once for a model at inference, else built per call)."""

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .. import metrics
 from ..errors import FormatError
-from .conditional import ConditionalEntropyModel, scale_of_level
+from .conditional import ConditionalEntropyModel, ExactConditional, scale_of_level
 from .entropy import decode_symbols, encode_symbols
 from .frame_codec import GainedCodec, as_rgb, pad, to_tensor, to_uint8
 from .models import QUALITY_MAX, check_quality
@@ -398,6 +398,43 @@ def tiles(changed: np.ndarray) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def reach(span, per_block: int) -> int:
+    """Blocks around an output block that a fixed-point net reads: ``span(lo, hi, axis)`` gives the input
+    positions its outputs ``lo .. hi`` read, ``per_block`` input positions make a block (1 for a hyper
+    latent, ``BLOCK`` for a latent)."""
+    margin = 0
+    for axis in (0, 1):
+        lo, hi = span(0, BLOCK - 1, axis)
+        margin = max(margin, -(lo // per_block), hi // per_block)
+    return margin
+
+
+def exact_in_blocks(needed: np.ndarray, margin: int, compute, z_hat: torch.Tensor,
+                    ref: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """The outputs of a fixed-point entropy-model net, ``compute(z_hat, ref)`` (hyper latent, optional
+    latent-resolution reference), at the blocks ``needed`` marks; zeros at blocks it does not mark.
+
+    The nets' sums are exact, so an output computed on a crop that holds the ``margin`` blocks it reads
+    (:func:`reach`) is the whole frame's, bit for bit: the few blocks of a predicted frame that are coded
+    cost crops around them instead of the whole frame, on both sides. The whole frame is computed when
+    the crops would cover as much."""
+    hb, wb = needed.shape
+    crops = [((r0, r1, c0, c1), (max(r0 - margin, 0), min(r1 + margin, hb), max(c0 - margin, 0), min(c1 + margin, wb)))
+             for r0, r1, c0, c1 in tiles(needed)]
+    if not crops or sum((a1 - a0) * (b1 - b0) for _, (a0, a1, b0, b1) in crops) >= hb * wb:
+        return compute(z_hat, ref)
+    outs = None
+    B = BLOCK
+    for (r0, r1, c0, c1), (a0, a1, b0, b1) in crops:
+        part = compute(z_hat[..., a0:a1, b0:b1], None if ref is None else ref[..., a0 * B : a1 * B, b0 * B : b1 * B])
+        if outs is None:
+            outs = tuple(p.new_zeros(*p.shape[:2], hb * B, wb * B) for p in part)
+        for out, p in zip(outs, part):
+            out[..., r0 * B : r1 * B, c0 * B : c1 * B] = \
+                p[..., (r0 - a0) * B : (r1 - a0) * B, (c0 - b0) * B : (c1 - b0) * B]
+    return outs
+
+
 def code_intra_exact(model, y: torch.Tensor, qm: QualityMap, h: int, w: int) -> tuple[bytes, torch.Tensor]:
     """An intra frame whose latent (exact float64, means included) can be a reference; its quality map,
     when it has one, in a third string."""
@@ -430,16 +467,27 @@ class IntraBlocks:
         return cls(z_string, z_hat, scales, means)
 
     @classmethod
-    def decode(cls, model, z_string: bytes, shape: tuple[int, int]) -> IntraBlocks:
-        return cls.exact(model, z_string, model.entropy_bottleneck.decompress([z_string], shape))
+    def decode(cls, model, z_string: bytes, needed: np.ndarray) -> IntraBlocks:
+        return cls.exact(model, z_string, model.entropy_bottleneck.decompress([z_string], needed.shape), needed)
 
     @classmethod
-    def exact(cls, model, z_string: bytes, z_hat: torch.Tensor) -> IntraBlocks:
+    def exact(cls, model, z_string: bytes, z_hat: torch.Tensor, needed: np.ndarray) -> IntraBlocks:
+        """Exact scales and means at the blocks ``needed`` marks (zeros elsewhere)."""
+        net = model.exact_hyper_synthesis()
         try:
-            scales, means = model.hyper_synthesis(z_hat, exact=True, exact_means=True)
+            scales, means = exact_in_blocks(needed, reach(net.span, 1), lambda z, _: net(z, exact_means=True),
+                                            z_hat)
         except OverflowError:
             raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
         return cls(z_string, z_hat, scales, means)
+
+
+def conditional_in_blocks(exact: ExactConditional, needed: np.ndarray, z_hat: torch.Tensor,
+                          ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conditional model's exact table indexes and means at the blocks ``needed`` marks."""
+    margin = max(reach(lambda lo, hi, axis: exact.spans(lo, hi, axis)[0], 1),
+                 reach(lambda lo, hi, axis: exact.spans(lo, hi, axis)[1], BLOCK))
+    return exact_in_blocks(needed, margin, exact, z_hat, ref)
 
 
 def code_predicted(model, cond: ConditionalEntropyModel, y64, qm: QualityMap, h, w, prev, bg, modes, bg_updates,
@@ -454,18 +502,20 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64, qm: QualityMap, h,
     y_hat = ref.clone()
     fresh = block_mask(modes == INTRA, (H, W)).expand_as(ref)
     if fresh.any():
-        alone = IntraBlocks.exact(model, alone.z_string, alone.z_hat)
-        sym = torch.round(y64 - alone.means)
+        alone = IntraBlocks.exact(model, alone.z_string, alone.z_hat, (modes == INTRA).numpy())
+        means = alone.means[fresh]
+        sym = torch.round(y64[fresh] - means)
         coder = model.latent_coder()
         strings[4] = alone.z_string
-        strings[5] = coder.encode_indexed(sym[fresh].to(torch.int32), coder.indexes(alone.scales)[fresh])
-        y_hat[fresh] = (sym + alone.means)[fresh]
+        strings[5] = coder.encode_indexed(sym.to(torch.int32), coder.indexes(alone.scales[fresh]))
+        y_hat[fresh] = sym + means
     if coded.any():
         diff = torch.where(coded, y64 - ref, torch.zeros_like(ref))
         z = cond.h_a(diff.float())
         z_strings = cond.entropy_bottleneck.compress(z)
         z_hat = cond.entropy_bottleneck.decompress(z_strings, tuple(z.shape[-2:]))
-        indexes, mu = cond.exact()(z_hat, ref)
+        indexes, mu = conditional_in_blocks(cond.exact(), ((modes == CODE_PREV) | (modes == CODE_BG)).numpy(),
+                                            z_hat, ref)
         sym = torch.round(diff - mu)
         sel = coded.expand_as(sym)
         strings[1] = model.latent_coder().encode_indexed(sym[sel].to(torch.int32), indexes[sel])
@@ -548,15 +598,15 @@ def decode_predicted(model, cond, exact, p, qm: QualityMap, refs: _References):
     if fresh.any():
         if not (p.strings[4] and p.strings[5]):
             raise FormatError("predicted payload codes blocks alone but carries no symbols for them")
-        alone = IntraBlocks.decode(model, p.strings[4], grid)
+        alone = IntraBlocks.decode(model, p.strings[4], (modes == INTRA).numpy())
         coder = model.latent_coder()
-        sym = coder.decode_indexed(p.strings[5], coder.indexes(alone.scales)[fresh])
+        sym = coder.decode_indexed(p.strings[5], coder.indexes(alone.scales[fresh]))
         y_hat[fresh] = sym.double() + alone.means[fresh]
     if coded.any():
         if not (p.strings[1] and p.strings[2]):
             raise FormatError("predicted payload codes blocks but carries no difference")
         z_hat = cond.entropy_bottleneck.decompress([p.strings[2]], ((H + 3) // 4, (W + 3) // 4))
-        indexes, mu = exact(z_hat, ref)
+        indexes, mu = conditional_in_blocks(exact, ((modes == CODE_PREV) | (modes == CODE_BG)).numpy(), z_hat, ref)
         sel = coded.expand_as(ref)
         sym = model.latent_coder().decode_indexed(p.strings[1], indexes[sel])
         y_hat[sel] = ref[sel] + mu[sel] + sym.double()

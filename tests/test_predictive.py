@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, source_frame
 from vidsieve.codec.entropy import decode_symbols, encode_symbols
 from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, unpack
+from vidsieve.codec.frame_codec import pad, to_tensor
 from vidsieve.codec.predictive import (CODE_BG, CODE_PREV, INTRA, INTRA_BOOST, SKIP_BG, PredictiveStreamDecoder,
                                        PredictiveStreamEncoder, block_modes, boxes_to_blocks)
+from vidsieve.codec.quality_map import BLOCK
 from vidsieve.codec.registry import load_conditional
 from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
 from vidsieve.errors import FormatError
@@ -222,3 +224,81 @@ def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):
     assert diff.max() <= 1 and (diff > 0).mean() < 0.001
     assert np.array_equal(tiled[:, :64], first[:, :64]) and np.array_equal(tiled[:, 256:], first[:, 256:])
     assert not np.array_equal(tiled[:64, 128:192], first[:64, 128:192])
+
+
+def test_entropy_parameters_computed_around_the_blocks_that_need_them_are_the_whole_frames(codec, conditional):
+    """The exact nets read a few blocks around each output block (their reach, from their layers): inputs
+    beyond it leave the block's output alone, and crops around the needed blocks give the whole frame's
+    values there, bit for bit, wherever the blocks lie (corners, edges, scattered)."""
+    from vidsieve.codec.predictive import conditional_in_blocks, exact_in_blocks, reach
+
+    m = codec.model
+    net, exact = m.exact_hyper_synthesis(), conditional[0].exact()
+    intra_reach = reach(net.span, 1)
+    cond_reach = max(reach(lambda lo, hi, a: exact.spans(lo, hi, a)[0], 1),
+                     reach(lambda lo, hi, a: exact.spans(lo, hi, a)[1], BLOCK))
+    assert 1 <= intra_reach <= 3 and 1 <= cond_reach <= 3
+
+    frame = source_frame(640, 384, seed=3)
+    with torch.inference_mode():
+        y = m.analysis(pad(to_tensor(frame)), [4.0])
+        z_hat = torch.round(m.h_a(y))
+        ref = torch.round(m.analysis(pad(to_tensor(source_frame(640, 384, seed=4))), [4.0])).double()
+        cz = torch.round(conditional[0].h_a((y - ref).float()))  # the difference's hyper latent
+        hb, wb = z_hat.shape[-2:]
+        assert (hb, wb) == (6, 10) == tuple(cz.shape[-2:])
+        whole_intra = net(z_hat, exact_means=True)
+        whole_cond = exact(cz, ref)
+
+        # Beyond the reach, nothing an output block reads: move the inputs there, the block stays put.
+        def block(t, r, c):
+            return t[..., r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK]
+
+        far = z_hat.clone()
+        far[..., :, 3 + intra_reach + 1 :] += 2.0
+        assert torch.equal(block(net(far, exact_means=True)[0], 2, 3), block(whole_intra[0], 2, 3))
+        near = z_hat.clone()
+        near[..., 2, 3 + intra_reach] += 2.0
+        assert not torch.equal(block(net(near, exact_means=True)[0], 2, 3), block(whole_intra[0], 2, 3))
+        far_ref = ref.clone()
+        far_ref[..., (3 + cond_reach + 1) * BLOCK :] += 3.0
+        far_z = cz.clone()
+        far_z[..., 3 + cond_reach + 1 :] += 2.0
+        for got, want in zip(exact(far_z, far_ref), whole_cond):
+            assert torch.equal(block(got, 2, 3), block(want, 2, 3))
+
+        masks = [np.zeros((hb, wb), bool) for _ in range(4)]
+        masks[0][0, 0] = True  # a corner
+        masks[1][5, 4:6] = True  # the bottom edge
+        masks[2][[1, 4], [8, 2]] = True  # scattered
+        masks[3][2:4, 9] = True  # the right edge
+        for needed in masks:
+            sel = torch.from_numpy(needed).repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)
+            for got, want in zip(exact_in_blocks(needed, intra_reach, lambda z, _: net(z, exact_means=True), z_hat),
+                                 whole_intra):
+                assert torch.equal(got[..., sel], want[..., sel])
+                assert not got[..., ~sel].any()  # computed only around the blocks asked for
+            for got, want in zip(conditional_in_blocks(exact, needed, cz, ref), whole_cond):
+                assert torch.equal(got[..., sel], want[..., sel])
+                assert not got[..., ~sel].any()
+
+
+def test_streams_are_the_same_whether_entropy_parameters_run_on_crops_or_whole_frames(codec, conditional,
+                                                                                     monkeypatch):
+    """A scene where few blocks change (what the crops are for): the payloads are byte for byte those of
+    computing every frame's entropy parameters whole, and decode to the encoder's latents."""
+    import vidsieve.codec.predictive as predictive
+
+    scene = Scene(width=640, height=384, frames=9, noise=1.0, movers=[Mover(2, 8, (120, 80), 0.3)])
+    frames = [rgb for _, rgb in render(scene)]
+    enc, cropped = code(codec, conditional, frames)
+    assert enc.stats.alone > 0 and enc.stats.skipped > enc.stats.blocks // 2  # sparse: crops, not the frame
+    dec = PredictiveStreamDecoder(codec, conditional[0])
+    for i, c in enumerate(cropped):
+        dec.decode(c.data, i, c.intra)
+        assert np.array_equal(dec.picture.rgb, c.recon)
+    with monkeypatch.context() as mp:
+        mp.setattr(predictive, "exact_in_blocks",
+                   lambda needed, margin, compute, z_hat, ref=None: compute(z_hat, ref))
+        _, whole = code(codec, conditional, frames)
+    assert [c.data for c in cropped] == [c.data for c in whole]
