@@ -3,6 +3,11 @@
 For each clip: compress its first ``--frames`` frames (default settings: selection and
 predicted frames; ``--keep-all`` codes every frame), then decompress the file to FFV1;
 report frames a second of each, the file's rate and PSNR, and what the stream coder did.
+
+``--compare-whole`` times each run twice more, in turns, once with predicted frames' exact
+entropy parameters computed for the whole frame instead of in windows around the blocks
+that use them (:func:`vidsieve.codec.predictive.exact_in_blocks`; the streams are the
+same), and reports the medians of both side by side.
 """
 
 from __future__ import annotations
@@ -41,7 +46,33 @@ def main(argv=None) -> int:
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--model", default=DEFAULT_MODEL, help="registry name or weights file (default: %(default)s)")
+    ap.add_argument("--compare-whole", action="store_true",
+                    help="time windows against whole-frame entropy parameters, in turns (see above)")
+    ap.add_argument("--reps", type=int, default=2, help="turns of each with --compare-whole (default: 2)")
     return tool.run(ap, _main, argv)
+
+
+def compare_whole(clip: str, frames: int, keep_all: bool, model: str, reps: int) -> dict:
+    """Medians of ``reps`` turns of :func:`measure` with entropy parameters in windows and for whole frames."""
+    import statistics
+
+    from ..codec import predictive
+
+    share = predictive.WINDOWS_MAX_SHARE
+    runs: dict[str, list[dict]] = {"windows": [], "whole": []}
+    try:
+        for _ in range(reps):
+            for mode in runs:
+                predictive.WINDOWS_MAX_SHARE = share if mode == "windows" else -1.0
+                runs[mode].append(measure(clip, frames, keep_all, model))
+    finally:
+        predictive.WINDOWS_MAX_SHARE = share
+    out = {k: v for k, v in runs["windows"][0].items() if k not in ("encode_fps", "decode_fps")}
+    for mode, rs in runs.items():
+        for k in ("encode_fps", "decode_fps"):
+            out[f"{k}_{mode}"] = round(statistics.median(r[k] for r in rs), 2)
+    out["same_rate_and_psnr"] = len({(r["kbps"], r["psnr_kept"]) for rs in runs.values() for r in rs}) == 1
+    return out
 
 
 def _main(a) -> None:
@@ -53,7 +84,8 @@ def _main(a) -> None:
            "date": time.strftime("%Y-%m-%d"), "runs": []}
     for clip in a.clips:
         for keep_all in (False, True):
-            res["runs"].append(measure(clip, a.frames, keep_all, a.model))
+            res["runs"].append(compare_whole(clip, a.frames, keep_all, a.model, a.reps) if a.compare_whole
+                               else measure(clip, a.frames, keep_all, a.model))
             print(res["runs"][-1], flush=True)
     write_json(a.out, res)
 

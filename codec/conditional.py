@@ -25,7 +25,7 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.utils import conv, deconv
 from torch import nn
 
-from .entropy import FixedPointNet
+from .entropy import FixedPointNet, Window, cut
 
 #: CompressAI's Gaussian scale table: 64 scales, log-spaced from 0.11 to 256.
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
@@ -122,11 +122,28 @@ class ExactConditional:
         lo, hi = self.fuse.span(lo, hi, axis)
         return self.h_s.span(lo, hi, axis), self.ref.span(lo, hi, axis)
 
-    def __call__(self, z_hat: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Table indexes (int32) and means (float64, exact) of the difference from ``ref``."""
+    @property
+    def windowed(self) -> bool:
+        """Whether a window of the output can be computed alone (:meth:`~.entropy.FixedPointNet.run`)."""
+        return self.h_s.windowed and self.ref.windowed and self.fuse.windowed
+
+    def __call__(self, z_hat: torch.Tensor, ref: torch.Tensor,
+                 window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table indexes (int32) and means (float64, exact) of the difference from ``ref``; with ``window``
+        (latent positions, :meth:`~.entropy.FixedPointNet.run`), there only."""
         net = self.fuse
-        h = torch.cat([self.h_s.run(self.h_s.to_fixed(z_hat))[0], self.ref.run(self.ref.to_fixed(ref))[0]], 1)
-        out = net.run(h, wide=True)[0] * 2.0 ** -(net.ACT_BITS + net.WEIGHT_BITS)
+        if window is None:
+            h = torch.cat([self.h_s.run(self.h_s.to_fixed(z_hat))[0], self.ref.run(self.ref.to_fixed(ref))[0]], 1)
+            out = net.run(h, wide=True)[0]
+        else:
+            size = tuple(ref.shape[-2:])
+            need = net.input_window(window, size)  # what the fusion reads of both branches
+            near = self.ref.input_window(need, size)
+            h = torch.cat([self.h_s.run(self.h_s.to_fixed(z_hat), window=need)[0],
+                           self.ref.run(self.ref.to_fixed(cut(ref, (0, 0), near)[0]), window=need,
+                                        origin=(near[0][0], near[1][0]), size=size)[0]], 1)
+            out = net.run(h, wide=True, window=window, origin=(need[0][0], need[1][0]), size=size)[0]
+        out = out * 2.0 ** -(net.ACT_BITS + net.WEIGHT_BITS)
         v, mu = out[:, : self.M], out[:, self.M :]
         indexes = torch.floor(v + 0.5).clamp_(0, SCALE_LEVELS - 1).to(torch.int32)
         return indexes, mu

@@ -3,7 +3,8 @@
 Everything that decides how the entropy coder reads bits lives here, and is
 computed the same on every machine: the scales' table indexes (one binary
 search per element), the fixed-point hyper-synthesis that predicts them
-(:class:`ExactHyperSynthesis` on :class:`IntegerConv`), and
+(:class:`ExactHyperSynthesis` on :class:`IntegerConv`; for a whole latent or a
+window of it, bit for bit the same), and
 :class:`LatentCoder`, which codes a latent's symbols under Gaussian entropy
 models given its means and scales. The intra model uses it with means and
 scales from its hyper latent; a conditional (predicted-frame) model uses the
@@ -174,6 +175,15 @@ class IntegerConv:
             return lo // s + min(ds), hi // s + max(ds)
         return s * lo - p, s * hi - p + dil * (k - 1)
 
+    def out_origin(self, origin: int, axis: int = 0) -> int:
+        """Where the output of an input that starts at position ``origin`` starts (a fast layer's
+        output is the input's size, or ``stride`` times it for a transposed convolution)."""
+        return self.m.stride[axis] * origin if self.transposed else origin
+
+    def out_size(self, size: int, axis: int = 0) -> int:
+        """The output's size along ``axis`` for an input ``size`` positions long (a fast layer)."""
+        return self.m.stride[axis] * size if self.transposed else size
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m = self.m
         if not self.fast:
@@ -203,6 +213,20 @@ class IntegerConv:
         if phases == 1:
             return out[0, 0][None].contiguous()
         return F.pixel_shuffle(out.permute(2, 0, 1, 3, 4).reshape(1, cout * phases * phases, h, w), phases)
+
+
+#: Rows and columns of a tensor's positions, each half-open: ``((r0, r1), (c0, c1))``.
+Window = tuple[tuple[int, int], tuple[int, int]]
+
+
+def cut(x: torch.Tensor, origin: tuple[int, int], window: Window) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The positions ``window`` (half-open rows and columns) of ``x``, which holds positions from ``origin``
+    on; and where the cut starts."""
+    (r0, r1), (c0, c1) = window
+    top, left = r0 - origin[0], c0 - origin[1]
+    if top < 0 or left < 0 or r1 - origin[0] > x.shape[-2] or c1 - origin[1] > x.shape[-1]:
+        raise ValueError(f"window {window} is outside the positions held ({origin}, {tuple(x.shape[-2:])})")
+    return x[..., top : r1 - origin[0], left : c1 - origin[1]], (r0, c0)
 
 
 class FixedPointNet:
@@ -273,21 +297,54 @@ class FixedPointNet:
             raise OverflowError(f"input out of the range {type(self).__name__} can compute exactly")
         return conv(x)
 
-    def run(self, x: torch.Tensor, wide: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def windowed(self) -> bool:
+        """Whether :meth:`run` can compute a window of the output: every layer keeps the positions in
+        step (stride-1 convolutions that keep the size, transposed ones that multiply it by their stride)."""
+        return all(step[1].fast for step in self.steps if step[0] == "conv")
+
+    def run(self, x: torch.Tensor, wide: bool = False, window: Window | None = None,
+            origin: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """The last convolution's sums (scale ``ACT_BITS + WEIGHT_BITS``) for fixed-point input ``x``
-        (at that scale too with ``wide``: another net's sums), and that convolution's own input."""
-        hidden = x
-        for step in self.steps:
+        (at that scale too with ``wide``: another net's sums), that convolution's own input, and where
+        that input starts.
+
+        With ``window`` (``((r0, r1), (c0, c1))``, half-open, inside the output), the sums at those
+        positions only: each layer computes just what the layers after it read (:meth:`span`), from
+        ``x`` holding the input's positions from ``origin`` on of an input ``size`` large (default:
+        ``x`` is the whole input). The sums are exact, so they are the whole input's, bit for bit, at
+        the cost of the window and a few positions around it."""
+        size = tuple(x.shape[-2:]) if size is None else tuple(size)
+        needs: list = [None] * len(self.steps)
+        if window is not None:
+            if not self.windowed:
+                raise ValueError(f"this {type(self).__name__} cannot compute a window of its output")
+            want = [(a, b - 1) for a, b in window]
+            for i in reversed(range(len(self.steps))):
+                if self.steps[i][0] == "conv":
+                    want = [self.steps[i][1].span(lo, hi, axis) for axis, (lo, hi) in enumerate(want)]
+                    needs[i] = want
+        hidden, hidden_origin = x, origin
+        for step, need in zip(self.steps, needs):
             if step[0] == "leaky":
                 slope = step[1]
                 x = torch.where(x >= 0, x, x * slope)
                 continue
+            if need is not None:
+                # Positions past the input's ends are the convolution's zero padding, as for the whole.
+                x, origin = cut(x, origin, [(max(lo, 0), min(hi + 1, n)) for (lo, hi), n in zip(need, size)])
             if wide:
                 x = torch.floor(x * 2.0**-self.WEIGHT_BITS)
-            hidden = x
+            hidden, hidden_origin = x, origin
             x = self.conv(step, x)
+            conv = step[1]
+            origin = (conv.out_origin(origin[0], 0), conv.out_origin(origin[1], 1))
+            size = (conv.out_size(size[0], 0), conv.out_size(size[1], 1))
             wide = True
-        return x, hidden
+        if window is not None:
+            x, _ = cut(x, origin, window)
+        return x, hidden, hidden_origin
 
     def span(self, lo: int, hi: int, axis: int = 0) -> tuple[int, int]:
         """The input positions along ``axis`` that outputs ``lo .. hi`` read through every layer.
@@ -298,6 +355,14 @@ class FixedPointNet:
             if step[0] == "conv":
                 lo, hi = step[1].span(lo, hi, axis)
         return lo, hi
+
+    def input_window(self, window: Window, size: tuple[int, int]) -> Window:
+        """The part of an input ``size`` large that outputs in ``window`` read (half-open, cut at its ends)."""
+        out = []
+        for axis, ((a, b), n) in enumerate(zip(window, size)):
+            lo, hi = self.span(a, b - 1, axis)
+            out.append((max(lo, 0), min(hi + 1, n)))
+        return tuple(out)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The output (float64, exact) for a float input, which is first put in fixed point."""
@@ -331,17 +396,21 @@ class ExactHyperSynthesis(FixedPointNet):
         self.means = (w[scale_channels:].clone(), b[scale_channels:].clone(), last.stride, last.padding)
         self.exact_means = self.integer_conv(last, w[scale_channels:].double(), b[scale_channels:].double())
 
-    def __call__(self, z_hat: torch.Tensor, exact_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, z_hat: torch.Tensor, exact_means: bool = False,
+                 window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales (float64, exact) and means (float64 and exact with ``exact_means``, else float32)
-        for a decoded hyper latent.
+        for a decoded hyper latent; with ``window``, at those latent positions only (:meth:`run`).
 
         Raises ``OverflowError`` when a sum could pass 2**52 (a hyper latent thousands
         of times larger than any a trained model produces)."""
-        x, hidden = self.run(self.to_fixed(z_hat))
+        x, hidden, origin = self.run(self.to_fixed(z_hat), window=window)
         unit = 2.0 ** -(self.ACT_BITS + self.WEIGHT_BITS)
         scales = x * unit
         if exact_means:
-            return scales, self.conv(("conv", *self.exact_means), hidden) * unit
-        w, b, stride, padding = self.means
-        means = F.conv2d((hidden * 2.0**-self.ACT_BITS).float(), w, b, stride, padding)
+            means = self.conv(("conv", *self.exact_means), hidden) * unit
+        else:
+            w, b, stride, padding = self.means
+            means = F.conv2d((hidden * 2.0**-self.ACT_BITS).float(), w, b, stride, padding)
+        if window is not None:
+            means, _ = cut(means, origin, window)  # the last layer keeps positions in step (windowed)
         return scales, means

@@ -398,40 +398,31 @@ def tiles(changed: np.ndarray) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def reach(span, per_block: int) -> int:
-    """Blocks around an output block that a fixed-point net reads: ``span(lo, hi, axis)`` gives the input
-    positions its outputs ``lo .. hi`` read, ``per_block`` input positions make a block (1 for a hyper
-    latent, ``BLOCK`` for a latent)."""
-    margin = 0
-    for axis in (0, 1):
-        lo, hi = span(0, BLOCK - 1, axis)
-        margin = max(margin, -(lo // per_block), hi // per_block)
-    return margin
+#: Above this share of a frame's blocks, entropy parameters are computed for the whole frame at once.
+WINDOWS_MAX_SHARE = 0.5
 
 
-def exact_in_blocks(needed: np.ndarray, margin: int, compute, z_hat: torch.Tensor,
-                    ref: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """The outputs of a fixed-point entropy-model net, ``compute(z_hat, ref)`` (hyper latent, optional
-    latent-resolution reference), at the blocks ``needed`` marks; zeros at blocks it does not mark.
+def exact_in_blocks(needed: np.ndarray, compute, windowed: bool = True) -> tuple[torch.Tensor, ...]:
+    """The outputs of an exact entropy-model net at the blocks ``needed`` marks (zeros elsewhere):
+    ``compute(window)`` gives them for a window of latent positions (None: the whole frame, what a
+    net that is not ``windowed`` always computes).
 
-    The nets' sums are exact, so an output computed on a crop that holds the ``margin`` blocks it reads
-    (:func:`reach`) is the whole frame's, bit for bit: the few blocks of a predicted frame that are coded
-    cost crops around them instead of the whole frame, on both sides. The whole frame is computed when
-    the crops would cover as much."""
-    hb, wb = needed.shape
-    crops = [((r0, r1, c0, c1), (max(r0 - margin, 0), min(r1 + margin, hb), max(c0 - margin, 0), min(c1 + margin, wb)))
-             for r0, r1, c0, c1 in tiles(needed)]
-    if not crops or sum((a1 - a0) * (b1 - b0) for _, (a0, a1, b0, b1) in crops) >= hb * wb:
-        return compute(z_hat, ref)
-    outs = None
+    The nets' sums are exact, so each window, computed with just the positions around it that its
+    layers read (:meth:`~.entropy.FixedPointNet.run`), holds the whole frame's values bit for bit: the
+    few blocks of a predicted frame that use an entropy model cost about their own area, on both
+    sides."""
+    rects = tiles(needed)
+    area = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in rects)
+    if not windowed or not rects or area > WINDOWS_MAX_SHARE * needed.size:
+        return compute(None)
     B = BLOCK
-    for (r0, r1, c0, c1), (a0, a1, b0, b1) in crops:
-        part = compute(z_hat[..., a0:a1, b0:b1], None if ref is None else ref[..., a0 * B : a1 * B, b0 * B : b1 * B])
+    outs = None
+    for r0, r1, c0, c1 in rects:
+        part = compute(((r0 * B, r1 * B), (c0 * B, c1 * B)))
         if outs is None:
-            outs = tuple(p.new_zeros(*p.shape[:2], hb * B, wb * B) for p in part)
+            outs = tuple(p.new_zeros(*p.shape[:2], needed.shape[0] * B, needed.shape[1] * B) for p in part)
         for out, p in zip(outs, part):
-            out[..., r0 * B : r1 * B, c0 * B : c1 * B] = \
-                p[..., (r0 - a0) * B : (r1 - a0) * B, (c0 - b0) * B : (c1 - b0) * B]
+            out[..., r0 * B : r1 * B, c0 * B : c1 * B] = p
     return outs
 
 
@@ -475,8 +466,8 @@ class IntraBlocks:
         """Exact scales and means at the blocks ``needed`` marks (zeros elsewhere)."""
         net = model.exact_hyper_synthesis()
         try:
-            scales, means = exact_in_blocks(needed, reach(net.span, 1), lambda z, _: net(z, exact_means=True),
-                                            z_hat)
+            scales, means = exact_in_blocks(needed, lambda window: net(z_hat, exact_means=True, window=window),
+                                            net.windowed)
         except OverflowError:
             raise FormatError("frame payload's hyper latent is out of range (damaged data?)") from None
         return cls(z_string, z_hat, scales, means)
@@ -485,9 +476,7 @@ class IntraBlocks:
 def conditional_in_blocks(exact: ExactConditional, needed: np.ndarray, z_hat: torch.Tensor,
                           ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The conditional model's exact table indexes and means at the blocks ``needed`` marks."""
-    margin = max(reach(lambda lo, hi, axis: exact.spans(lo, hi, axis)[0], 1),
-                 reach(lambda lo, hi, axis: exact.spans(lo, hi, axis)[1], BLOCK))
-    return exact_in_blocks(needed, margin, exact, z_hat, ref)
+    return exact_in_blocks(needed, lambda window: exact(z_hat, ref, window=window), exact.windowed)
 
 
 def code_predicted(model, cond: ConditionalEntropyModel, y64, qm: QualityMap, h, w, prev, bg, modes, bg_updates,

@@ -226,19 +226,15 @@ def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):
     assert not np.array_equal(tiled[:64, 128:192], first[:64, 128:192])
 
 
-def test_entropy_parameters_computed_around_the_blocks_that_need_them_are_the_whole_frames(codec, conditional):
-    """The exact nets read a few blocks around each output block (their reach, from their layers): inputs
-    beyond it leave the block's output alone, and crops around the needed blocks give the whole frame's
-    values there, bit for bit, wherever the blocks lie (corners, edges, scattered)."""
-    from vidsieve.codec.predictive import conditional_in_blocks, exact_in_blocks, reach
+def test_entropy_parameters_computed_in_windows_are_the_whole_frames(codec, conditional):
+    """The exact nets' spans say what an output reads: inputs outside a block's span leave it alone, one
+    at its edge moves it. A window of the output, computed with just the positions its layers read, is
+    the whole frame's there, bit for bit, wherever it lies (corners, edges, inside, one position wide)."""
+    from vidsieve.codec.predictive import conditional_in_blocks, exact_in_blocks
 
     m = codec.model
     net, exact = m.exact_hyper_synthesis(), conditional[0].exact()
-    intra_reach = reach(net.span, 1)
-    cond_reach = max(reach(lambda lo, hi, a: exact.spans(lo, hi, a)[0], 1),
-                     reach(lambda lo, hi, a: exact.spans(lo, hi, a)[1], BLOCK))
-    assert 1 <= intra_reach <= 3 and 1 <= cond_reach <= 3
-
+    assert net.windowed and exact.windowed
     frame = source_frame(640, 384, seed=3)
     with torch.inference_mode():
         y = m.analysis(pad(to_tensor(frame)), [4.0])
@@ -250,55 +246,58 @@ def test_entropy_parameters_computed_around_the_blocks_that_need_them_are_the_wh
         whole_intra = net(z_hat, exact_means=True)
         whole_cond = exact(cz, ref)
 
-        # Beyond the reach, nothing an output block reads: move the inputs there, the block stays put.
-        def block(t, r, c):
-            return t[..., r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK]
-
+        # Block (2, 3), latent rows 8-11 and columns 12-15: what it reads, and nothing beyond.
+        rows, cols = net.span(8, 11, 0), net.span(12, 15, 1)
+        assert rows[0] < 2 and rows[1] > 2 and cols[0] < 3 and cols[1] > 3  # its neighbours, at least
+        block = (slice(8, 12), slice(12, 16))
         far = z_hat.clone()
-        far[..., :, 3 + intra_reach + 1 :] += 2.0
-        assert torch.equal(block(net(far, exact_means=True)[0], 2, 3), block(whole_intra[0], 2, 3))
-        near = z_hat.clone()
-        near[..., 2, 3 + intra_reach] += 2.0
-        assert not torch.equal(block(net(near, exact_means=True)[0], 2, 3), block(whole_intra[0], 2, 3))
-        far_ref = ref.clone()
-        far_ref[..., (3 + cond_reach + 1) * BLOCK :] += 3.0
-        far_z = cz.clone()
-        far_z[..., 3 + cond_reach + 1 :] += 2.0
+        far[..., :, cols[1] + 1 :] += 2.0
+        far[..., : rows[0], :] -= 2.0
+        at_block = (..., block[0], block[1])
+        assert torch.equal(net(far, exact_means=True)[0][at_block], whole_intra[0][at_block])
+        edge = z_hat.clone()
+        edge[..., 2, cols[1]] += 2.0
+        assert not torch.equal(net(edge, exact_means=True)[0][at_block], whole_intra[0][at_block])
+        (_, ref_rows), (z_cols, _) = exact.spans(8, 11, 0), exact.spans(12, 15, 1)
+        far_z, far_ref = cz.clone(), ref.clone()
+        far_z[..., :, z_cols[1] + 1 :] += 2.0
+        far_ref[..., ref_rows[1] + 1 :, :] += 3.0
         for got, want in zip(exact(far_z, far_ref), whole_cond):
-            assert torch.equal(block(got, 2, 3), block(want, 2, 3))
+            assert torch.equal(got[at_block], want[at_block])
 
-        masks = [np.zeros((hb, wb), bool) for _ in range(4)]
-        masks[0][0, 0] = True  # a corner
-        masks[1][5, 4:6] = True  # the bottom edge
-        masks[2][[1, 4], [8, 2]] = True  # scattered
-        masks[3][2:4, 9] = True  # the right edge
-        for needed in masks:
-            sel = torch.from_numpy(needed).repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)
-            for got, want in zip(exact_in_blocks(needed, intra_reach, lambda z, _: net(z, exact_means=True), z_hat),
-                                 whole_intra):
-                assert torch.equal(got[..., sel], want[..., sel])
-                assert not got[..., ~sel].any()  # computed only around the blocks asked for
-            for got, want in zip(conditional_in_blocks(exact, needed, cz, ref), whole_cond):
-                assert torch.equal(got[..., sel], want[..., sel])
-                assert not got[..., ~sel].any()
+        H, W = ref.shape[-2:]
+        windows = [((0, 4), (0, 4)), ((20, 24), (16, 24)), ((8, 16), (36, 40)), ((9, 10), (17, 18)), ((0, H), (0, W))]
+        for window in windows:
+            (r0, r1), (c0, c1) = window
+            for got, want in zip(net(z_hat, exact_means=True, window=window), whole_intra):
+                assert torch.equal(got, want[..., r0:r1, c0:c1]), window
+            for got, want in zip(exact(cz, ref, window=window), whole_cond):
+                assert torch.equal(got, want[..., r0:r1, c0:c1]), window
+
+        needed = np.zeros((hb, wb), bool)
+        needed[0, 0] = needed[5, 4:6] = needed[2, 9] = True
+        sel = torch.from_numpy(needed).repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)
+        for got, want in zip(conditional_in_blocks(exact, needed, cz, ref), whole_cond):
+            assert torch.equal(got[..., sel], want[..., sel]) and not got[..., ~sel].any()
+        for got, want in zip(exact_in_blocks(needed, lambda w: net(z_hat, exact_means=True, window=w)), whole_intra):
+            assert torch.equal(got[..., sel], want[..., sel]) and not got[..., ~sel].any()
 
 
-def test_streams_are_the_same_whether_entropy_parameters_run_on_crops_or_whole_frames(codec, conditional,
-                                                                                     monkeypatch):
-    """A scene where few blocks change (what the crops are for): the payloads are byte for byte those of
+def test_streams_are_the_same_whether_entropy_parameters_run_in_windows_or_whole_frames(codec, conditional,
+                                                                                       monkeypatch):
+    """A scene where few blocks change (what windows are for): the payloads are byte for byte those of
     computing every frame's entropy parameters whole, and decode to the encoder's latents."""
     import vidsieve.codec.predictive as predictive
 
     scene = Scene(width=640, height=384, frames=9, noise=1.0, movers=[Mover(2, 8, (120, 80), 0.3)])
     frames = [rgb for _, rgb in render(scene)]
-    enc, cropped = code(codec, conditional, frames)
-    assert enc.stats.alone > 0 and enc.stats.skipped > enc.stats.blocks // 2  # sparse: crops, not the frame
+    enc, windowed = code(codec, conditional, frames)
+    assert enc.stats.alone > 0 and enc.stats.skipped > enc.stats.blocks // 2  # sparse: windows, not the frame
     dec = PredictiveStreamDecoder(codec, conditional[0])
-    for i, c in enumerate(cropped):
+    for i, c in enumerate(windowed):
         dec.decode(c.data, i, c.intra)
         assert np.array_equal(dec.picture.rgb, c.recon)
     with monkeypatch.context() as mp:
-        mp.setattr(predictive, "exact_in_blocks",
-                   lambda needed, margin, compute, z_hat, ref=None: compute(z_hat, ref))
+        mp.setattr(predictive, "WINDOWS_MAX_SHARE", -1.0)  # every frame whole
         _, whole = code(codec, conditional, frames)
-    assert [c.data for c in cropped] == [c.data for c in whole]
+    assert [c.data for c in windowed] == [c.data for c in whole]
