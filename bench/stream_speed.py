@@ -4,10 +4,10 @@ For each clip: compress its first ``--frames`` frames (default settings: selecti
 predicted frames; ``--keep-all`` codes every frame), then decompress the file to FFV1;
 report frames a second of each, the file's rate and PSNR, and what the stream coder did.
 
-``--compare-whole`` times each run twice more, in turns, once with predicted frames' exact
-entropy parameters computed for the whole frame instead of in windows around the blocks
-that use them (:func:`vidsieve.codec.predictive.exact_in_blocks`; the streams are the
-same), and reports the medians of both side by side.
+``--compare-whole`` times each run ``--reps`` times in each of two ways, in turns: predicted
+frames' exact entropy parameters in windows around the blocks that use them (the default)
+and for the whole frame (:func:`vidsieve.codec.predictive.exact_in_blocks`; the streams are
+the same), and reports the medians of both side by side.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ def compare_whole(clip: str, frames: int, keep_all: bool, model: str, reps: int)
 
 def _main(a) -> None:
     from ..codec.frame_codec import set_threads
+
+    if a.reps < 1:
+        raise ValueError("--reps must be at least 1")
     from ..codec.registry import load_codec
 
     res = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "threads": set_threads(),
