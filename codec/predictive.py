@@ -485,13 +485,14 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64, qm: QualityMap, h,
     blocks coded alone, and the quality map when there is one."""
     H, W = y64.shape[-2:]
     ref = torch.where(block_mask(((modes == SKIP_BG) | (modes == CODE_BG)), (H, W)), bg, prev)
-    coded = block_mask((modes == CODE_PREV) | (modes == CODE_BG), (H, W))
+    coded_blocks, fresh_blocks = (modes == CODE_PREV) | (modes == CODE_BG), modes == INTRA
+    coded = block_mask(coded_blocks, (H, W))
     strings = [encode_symbols(modes.numpy(), MODES), b"", b"", encode_symbols(bg_updates.astype(np.int64), 2),
                b"", b""]
     y_hat = ref.clone()
-    fresh = block_mask(modes == INTRA, (H, W)).expand_as(ref)
+    fresh = block_mask(fresh_blocks, (H, W)).expand_as(ref)
     if fresh.any():
-        alone = IntraBlocks.exact(model, alone.z_string, alone.z_hat, (modes == INTRA).numpy())
+        alone = IntraBlocks.exact(model, alone.z_string, alone.z_hat, fresh_blocks.numpy())
         means = alone.means[fresh]
         sym = torch.round(y64[fresh] - means)
         coder = model.latent_coder()
@@ -503,8 +504,7 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64, qm: QualityMap, h,
         z = cond.h_a(diff.float())
         z_strings = cond.entropy_bottleneck.compress(z)
         z_hat = cond.entropy_bottleneck.decompress(z_strings, tuple(z.shape[-2:]))
-        indexes, mu = conditional_in_blocks(cond.exact(), ((modes == CODE_PREV) | (modes == CODE_BG)).numpy(),
-                                            z_hat, ref)
+        indexes, mu = conditional_in_blocks(cond.exact(), coded_blocks.numpy(), z_hat, ref)
         sym = torch.round(diff - mu)
         sel = coded.expand_as(sym)
         strings[1] = model.latent_coder().encode_indexed(sym[sel].to(torch.int32), indexes[sel])
@@ -581,13 +581,14 @@ def decode_predicted(model, cond, exact, p, qm: QualityMap, refs: _References):
     except ValueError as exc:
         raise FormatError(f"predicted payload: {exc}") from None
     ref = torch.where(block_mask((modes == SKIP_BG) | (modes == CODE_BG), (H, W)), bg, prev)
-    coded = block_mask((modes == CODE_PREV) | (modes == CODE_BG), (H, W))
+    coded_blocks, fresh_blocks = (modes == CODE_PREV) | (modes == CODE_BG), modes == INTRA
+    coded = block_mask(coded_blocks, (H, W))
     y_hat = ref.clone()
-    fresh = block_mask(modes == INTRA, (H, W)).expand_as(ref)
+    fresh = block_mask(fresh_blocks, (H, W)).expand_as(ref)
     if fresh.any():
         if not (p.strings[4] and p.strings[5]):
             raise FormatError("predicted payload codes blocks alone but carries no symbols for them")
-        alone = IntraBlocks.decode(model, p.strings[4], (modes == INTRA).numpy())
+        alone = IntraBlocks.decode(model, p.strings[4], fresh_blocks.numpy())
         coder = model.latent_coder()
         sym = coder.decode_indexed(p.strings[5], coder.indexes(alone.scales[fresh]))
         y_hat[fresh] = sym.double() + alone.means[fresh]
@@ -595,7 +596,7 @@ def decode_predicted(model, cond, exact, p, qm: QualityMap, refs: _References):
         if not (p.strings[1] and p.strings[2]):
             raise FormatError("predicted payload codes blocks but carries no difference")
         z_hat = cond.entropy_bottleneck.decompress([p.strings[2]], ((H + 3) // 4, (W + 3) // 4))
-        indexes, mu = conditional_in_blocks(exact, ((modes == CODE_PREV) | (modes == CODE_BG)).numpy(), z_hat, ref)
+        indexes, mu = conditional_in_blocks(exact, coded_blocks.numpy(), z_hat, ref)
         sel = coded.expand_as(ref)
         sym = model.latent_coder().decode_indexed(p.strings[1], indexes[sel])
         y_hat[sel] = ref[sel] + mu[sel] + sym.double()
