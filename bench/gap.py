@@ -33,7 +33,7 @@ import torch
 from compressai.ops import quantize_ste
 
 from ..codec import DEFAULT_MODEL
-from ..codec.frame_codec import pad, to_tensor, to_uint8
+from ..codec.pixels import pad, to_tensor, to_uint8
 from ..codec.payload import pack
 from ..codec.models import check_quality
 from ..codec.zoo import load_weights

@@ -36,6 +36,7 @@ def sweep(a) -> dict:
     import torch
 
     from ..codec import int8
+    from ..training.quantize import write_graphs
     from ..codec.registry import load_codec
     from ..codec.zoo import load_shipped
     from ..codec.models import GainedMeanScaleHyperprior
@@ -71,7 +72,7 @@ def sweep(a) -> dict:
            "alphas": {}}
     for alpha in a.alphas:
         with tempfile.TemporaryDirectory() as d:
-            int8.write(d, a.model, entry["sha256"], int8.build(float_model, crops, alpha=alpha))
+            write_graphs(d, a.model, entry["sha256"], int8.build(float_model, crops, alpha=alpha))
             t = int8.load(a.model, entry["sha256"], d)
         row = {}
         for label, enc, dec in (("both", t, t), ("analysis", t, None), ("synthesis", None, t)):

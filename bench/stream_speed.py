@@ -6,7 +6,7 @@ report frames a second of each, the file's rate and PSNR, and what the stream co
 
 ``--compare-whole`` times each run ``--reps`` times in each of two ways, in turns: predicted
 frames' exact entropy parameters in windows around the blocks that use them (the default)
-and for the whole frame (:func:`vidsieve.codec.predictive.exact_in_blocks`; the streams are
+and for the whole frame (:func:`vidsieve.codec.fixed_point.exact_in_blocks`; the streams are
 the same), and reports the medians of both side by side.
 """
 
@@ -56,17 +56,17 @@ def compare_whole(clip: str, frames: int, keep_all: bool, model: str, reps: int)
     """Medians of ``reps`` turns of :func:`measure` with entropy parameters in windows and for whole frames."""
     import statistics
 
-    from ..codec import predictive
+    from ..codec import fixed_point
 
-    share = predictive.WINDOWS_MAX_SHARE
+    share = fixed_point.WINDOWS_MAX_SHARE
     runs: dict[str, list[dict]] = {"windows": [], "whole": []}
     try:
         for _ in range(reps):
             for mode in runs:
-                predictive.WINDOWS_MAX_SHARE = share if mode == "windows" else -1.0
+                fixed_point.WINDOWS_MAX_SHARE = share if mode == "windows" else -1.0
                 runs[mode].append(measure(clip, frames, keep_all, model))
     finally:
-        predictive.WINDOWS_MAX_SHARE = share
+        fixed_point.WINDOWS_MAX_SHARE = share
     out = {k: v for k, v in runs["windows"][0].items() if k not in ("encode_fps", "decode_fps")}
     for mode, rs in runs.items():
         for k in ("encode_fps", "decode_fps"):

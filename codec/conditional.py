@@ -25,16 +25,36 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.utils import conv, deconv
 from torch import nn
 
-from .entropy import FixedPointNet, Window, cut
+from .fixed_point import FixedPointNet, Window, cut
 
-#: CompressAI's Gaussian scale table: 64 scales, log-spaced from 0.11 to 256.
+#: CompressAI's Gaussian scale table (64 scales, log-spaced from 0.11 to 256): the grid a conditional model
+#: trains on until it is bound to its intra model's own table (:meth:`ConditionalEntropyModel.use_scale_table`).
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
-SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
 
 
-def scale_of_level(v: torch.Tensor) -> torch.Tensor:
-    """The scale at (fractional) position ``v`` on the table's log grid."""
-    return torch.exp(math.log(SCALE_MIN) + v.clamp(0, SCALE_LEVELS - 1) * SCALE_STEP)
+class ScaleGrid:
+    """Positions on a log-spaced scale table: position ``v`` is the scale ``min * step**v``, and the
+    entropy table a coded symbol uses is ``v`` rounded (table index)."""
+
+    def __init__(self, lo: float = SCALE_MIN, hi: float = SCALE_MAX, levels: int = SCALE_LEVELS):
+        self.lo, self.hi, self.levels = float(lo), float(hi), int(levels)
+        self.log_step = (math.log(self.hi) - math.log(self.lo)) / (self.levels - 1)
+
+    @classmethod
+    def of_table(cls, table: torch.Tensor) -> "ScaleGrid":
+        """The grid of a ``GaussianConditional``'s scale table; ``ValueError`` when it is not log-spaced."""
+        t = table.detach().double().reshape(-1)
+        if t.numel() < 2 or not bool((t > 0).all()):
+            raise ValueError("its intra model's scale table is not a table of positive scales")
+        grid = cls(float(t[0]), float(t[-1]), t.numel())
+        steps = torch.diff(torch.log(t))
+        if float((steps - grid.log_step).abs().max()) > 1e-4 * grid.log_step:
+            raise ValueError("its intra model's scale table is not log-spaced")
+        return grid
+
+    def scale(self, v: torch.Tensor) -> torch.Tensor:
+        """The scale at (fractional) position ``v`` (float work: training and the encoder's estimates)."""
+        return torch.exp(math.log(self.lo) + v.clamp(0, self.levels - 1) * self.log_step)
 
 
 class ConditionalEntropyModel(nn.Module):
@@ -60,6 +80,11 @@ class ConditionalEntropyModel(nn.Module):
             self.fuse[-1].bias[:M].fill_(20.0)
             self.fuse[-1].bias[M:].zero_()
         self.likelihood = GaussianConditional(None)
+        #: The scale table its ``v`` output indexes: the intra model's, once bound to it.
+        self.grid = ScaleGrid()
+        #: Whether its bottleneck's coding tables came with its weights (only then do its streams decode
+        #: the same everywhere: computing them is float work).
+        self.tables_shipped = False
         #: Pixel energy (images in [0, 1], summed over the three colours) per unit of error in each
         #: channel of the synthesis's input: turns a latent error into the distortion it causes.
         self.register_buffer("synthesis_energy", torch.ones(M))
@@ -72,7 +97,16 @@ class ConditionalEntropyModel(nn.Module):
 
         update_registered_buffers(self.entropy_bottleneck, "entropy_bottleneck",
                                   ["_quantized_cdf", "_offset", "_cdf_length"], state_dict)
-        return super().load_state_dict(state_dict, strict=strict)
+        out = super().load_state_dict(state_dict, strict=strict)
+        self.tables_shipped = self.entropy_bottleneck._quantized_cdf.numel() > 0
+        return out
+
+    def use_scale_table(self, table: torch.Tensor) -> "ConditionalEntropyModel":
+        """Index the scale table of the intra model whose latent coder codes this model's symbols.
+        ``ValueError`` when it is not a log-spaced table (what this model's ``v`` output assumes)."""
+        self.grid = ScaleGrid.of_table(table)
+        self._exact = None
+        return self
 
     def params(self, z_hat: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v, mu)``: scale-table positions and means of the difference (float: training, decisions)."""
@@ -86,7 +120,7 @@ class ConditionalEntropyModel(nn.Module):
         z_hat, z_lik = self.entropy_bottleneck(z)
         v, mu = self.params(z_hat, ref)
         noisy = diff + torch.empty_like(diff).uniform_(-0.5, 0.5) if self.training else torch.round(diff - mu) + mu
-        lik = self.likelihood._likelihood(noisy, scale_of_level(v), mu)
+        lik = self.likelihood._likelihood(noisy, self.grid.scale(v), mu)
         lik = self.likelihood.likelihood_lower_bound(lik)
         return {"likelihoods": {"y": lik, "z": z_lik}, "v": v, "mu": mu}
 
@@ -95,7 +129,8 @@ class ConditionalEntropyModel(nn.Module):
         if self._exact is None:
             self.eval().requires_grad_(False)
             # Coding tables ship with the weights (computing them is float work that could differ between
-            # machines); only a model that was never exported builds its own.
+            # machines); only a model that was never exported builds its own, and the registry's stream
+            # coders refuse it (tables_shipped).
             if self.entropy_bottleneck._quantized_cdf.numel() == 0:
                 self.entropy_bottleneck.update(force=True)
             self._exact = ExactConditional(self)
@@ -112,6 +147,7 @@ class ExactConditional:
 
     def __init__(self, model: ConditionalEntropyModel):
         self.M = model.M
+        self.levels = model.grid.levels
         self.h_s = FixedPointNet(model.h_s)
         self.ref = FixedPointNet(model.ref)
         self.fuse = FixedPointNet(model.fuse)
@@ -145,7 +181,7 @@ class ExactConditional:
             out = net.run(h, wide=True, window=window, origin=(need[0][0], need[1][0]), size=size)[0]
         out = out * 2.0 ** -(net.ACT_BITS + net.WEIGHT_BITS)
         v, mu = out[:, : self.M], out[:, self.M :]
-        indexes = torch.floor(v + 0.5).clamp_(0, SCALE_LEVELS - 1).to(torch.int32)
+        indexes = torch.floor(v + 0.5).clamp_(0, self.levels - 1).to(torch.int32)
         return indexes, mu
 
 

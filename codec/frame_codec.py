@@ -21,15 +21,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import FormatError
 from .models import check_quality
-from .payload import HYPER_STRIDE, INTRA_EXACT, PAYLOAD_VERSION, PREDICTED, Payload, pack, unpack
+from .payload import INTRA_EXACT, PAYLOAD_VERSION, PREDICTED_VERSIONS, Payload, pack, unpack
+from .pixels import PAD, as_rgb, pad, to_tensor, to_uint8
 
-#: Frames are padded to a multiple of this: the hyperprior's total down-sampling.
-PAD = HYPER_STRIDE
-MAX_SIDE = 65535
 
 
 def set_threads() -> int:
@@ -42,45 +39,6 @@ def set_threads() -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(max(1, n))
     return n
-
-
-def to_tensor(frame: np.ndarray) -> torch.Tensor:
-    frame = np.ascontiguousarray(as_rgb(frame))
-    if not frame.flags.writeable:
-        frame = frame.copy()  # torch.from_numpy wants memory it may write
-    return torch.from_numpy(frame).permute(2, 0, 1).float().div_(255)[None]
-
-
-def as_rgb(frame: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 from uint8/uint16 gray, RGB or RGBA arrays."""
-    a = np.asarray(frame)
-    if a.dtype == np.uint16:
-        a = (a.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 or uint16, got {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ValueError(f"frames must be HxW, HxWx1, HxWx3 or HxWx4, got shape {a.shape}")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif a.shape[2] == 4:
-        a = a[:, :, :3]
-    if a.shape[0] < 1 or a.shape[1] < 1 or max(a.shape[:2]) > MAX_SIDE:
-        raise ValueError(f"frame size {a.shape[1]}x{a.shape[0]} is outside 1..{MAX_SIDE}")
-    return a
-
-
-def to_uint8(x: torch.Tensor, h: int, w: int) -> np.ndarray:
-    return x[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-
-
-def pad(x: torch.Tensor, multiple: int = PAD) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x
 
 
 @dataclass
@@ -123,6 +81,8 @@ class GainedCodec(FrameCodec):
     """Codec around :class:`~.models.GainedMeanScaleHyperprior` (continuous quality)."""
 
     variable_rate = True
+    #: Whether the entropy coder's tables came with the weights (registry: predicted streams need them).
+    tables_shipped = True
 
     def __init__(self, model, name: str, weights_sha256: str, precision: str = "float"):
         from .int8 import check_precision, load
@@ -183,7 +143,7 @@ class GainedCodec(FrameCodec):
         return self._symbols(unpack(data))[0]
 
     def _symbols(self, p: Payload) -> tuple[torch.Tensor, torch.Tensor]:
-        if p.version == PREDICTED:
+        if p.version in PREDICTED_VERSIONS:
             raise FormatError("a predicted frame decodes only in its stream, after the frames it refers to")
         if len(p.strings) != 2 and not (p.version == INTRA_EXACT and len(p.strings) == 3):  # 3: with a map
             raise FormatError("frame payload has the wrong number of streams for this model")

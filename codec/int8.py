@@ -25,7 +25,8 @@ it). Two things keep the rate-distortion loss small:
   later layers (measured in docs/RESULTS.md).
 
 The quantised graphs are built once from the float weights (:func:`build`, which needs the
-``onnx`` package) and ship beside them; at run time only ``onnxruntime`` is needed.
+``onnx`` package) and ship beside them (:func:`vidsieve.training.quantize.write_graphs`); at run
+time only ``onnxruntime`` is needed.
 """
 
 from __future__ import annotations
@@ -208,38 +209,6 @@ class Int8Transforms:
     def __init__(self, analysis: bytes, synthesis: bytes):
         self.analysis = OnnxTransform(analysis)
         self.synthesis = OnnxTransform(synthesis)
-
-
-def write(folder: str | os.PathLike, name: str, float_sha256: str, graphs: tuple[bytes, bytes],
-          notes: dict | None = None) -> dict:
-    """Ship ``graphs`` beside the float weights of ``name`` (``<name>.int8-analysis.onnx`` and
-    ``-synthesis.onnx``, each written whole or not at all) with their manifest entry."""
-    import hashlib
-    import time
-
-    from ..training.export import set_manifest_entry
-
-    from .zoo import read_manifest
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    mpath = folder / "manifest.json"
-    # Models that share transforms (a pruned hyper-synthesis) share the graphs' files too.
-    shipped = {e[p]["sha256"]: e[p]["file"] for e in (read_manifest(mpath).get("int8", {}).values()
-                                                      if mpath.exists() else ()) for p in ("analysis", "synthesis")}
-    entry: dict = {"float_sha256": float_sha256}
-    for part, data in zip(("analysis", "synthesis"), graphs):
-        sha = hashlib.sha256(data).hexdigest()
-        path = folder / shipped.get(sha, f"{name}.int8-{part}.onnx")
-        if not (path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        entry[part] = {"file": path.name, "sha256": sha}
-    entry.update(notes or {})
-    entry["exported"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    set_manifest_entry(folder, "int8", name, entry)
-    return entry
 
 
 def load(name: str, float_sha256: str, folder: str | os.PathLike | None = None) -> Int8Transforms:

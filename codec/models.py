@@ -12,9 +12,12 @@ weights covers qualities 1..8 and everything between.
 Determinism matters more than throughput here: an entropy-model index computed
 from a scale that differs by one ulp between encoder and decoder corrupts the
 rANS stream. So the hyper path runs one frame at a time in both (CPU
-convolutions can round differently for different batch shapes), and the scales
+convolutions can round differently for different batch shapes), the scales
 come from a fixed-point form of h_s whose result does not depend on the machine
-(:class:`~.entropy.ExactHyperSynthesis`).
+(:class:`~.fixed_point.ExactHyperSynthesis`), and the gains a coder uses come
+from basic arithmetic only (:meth:`GainedMeanScaleHyperprior.coding_gains`,
+:mod:`.exact`); the float ``exp`` of :meth:`GainedMeanScaleHyperprior.gains`
+serves training.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 from compressai.layers import GDN
@@ -29,7 +33,9 @@ from compressai.models import MeanScaleHyperprior
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 
-from .entropy import ExactHyperSynthesis, LatentCoder
+from . import exact
+from .entropy import LatentCoder
+from .fixed_point import ExactHyperSynthesis
 from .layers import PolyphaseDeconv, freeze_gdn
 
 #: Rate-distortion trade-offs (MSE, images in [0, 1], loss = lambda * 255^2 * MSE + bpp)
@@ -135,13 +141,32 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
 
     # -- gains ---------------------------------------------------------------
     def gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain and inverse gain for qualities in [1, levels], shape [B, M, 1, 1]."""
+        """Gain and inverse gain for qualities in [1, levels], shape [B, M, 1, 1], differentiable: for
+        training (coding uses :meth:`coding_gains`)."""
         t = (quality.to(self.log_gain.dtype) - 1.0).clamp(0, self.levels - 1)
         lo = t.floor().long().clamp(max=self.levels - 2)
         frac = (t - lo.to(t.dtype))[:, None]
         g = (1 - frac) * self.log_gain[lo] + frac * self.log_gain[lo + 1]
         ig = (1 - frac) * self.log_inv_gain[lo] + frac * self.log_inv_gain[lo + 1]
         return g.exp()[:, :, None, None], ig.exp()[:, :, None, None]
+
+    def coding_gains(self, qualities, rule: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain (float64, [len(qualities), M, 1, 1]) that coders use: the same bits on
+        every machine. ``rule``: ``exact`` (:func:`.exact.gains`), or ``f32`` (the float32 gains of
+        payload version 4, :mod:`.legacy`). Qualities are taken as float32, as payloads store them."""
+        q = np.asarray(qualities, dtype=np.float32).reshape(-1)
+        lg = self.log_gain.detach().cpu().numpy()
+        lig = self.log_inv_gain.detach().cpu().numpy()
+        if rule == "exact":
+            g, ig = exact.gains(lg, lig, q)
+        elif rule == "f32":
+            from .legacy import gains_f32
+
+            g, ig = gains_f32(lg, lig, q)
+        else:
+            raise ValueError(f"unknown gain rule {rule!r}")
+        return (torch.from_numpy(np.asarray(g, np.float64))[:, :, None, None],
+                torch.from_numpy(np.asarray(ig, np.float64))[:, :, None, None])
 
     # -- training ------------------------------------------------------------
     def forward(self, x: torch.Tensor, quality: torch.Tensor | None = None) -> dict:
@@ -192,10 +217,9 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
     @torch.inference_mode()
     def analysis(self, x: torch.Tensor, quality: Sequence[float]) -> torch.Tensor:
         """Batched analysis transform, already multiplied by the gains."""
-        q = torch.as_tensor(list(quality), dtype=torch.float32, device=x.device)
-        gain, _ = self.gains(q)
+        gain, _ = self.coding_gains(list(quality))
         # The hyper path is small and runs per frame (see hyper_synthesis).
-        return (self.analyse(x) * gain).contiguous()
+        return (self.analyse(x) * gain.to(x.dtype)).contiguous()
 
     def hyper_synthesis(self, z_hat: torch.Tensor, exact: bool = True,
                         exact_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,8 +289,8 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         """Pixels from a gained latent; ``inv_gain`` (per position, [1, M, h, w]: a quality map's) replaces the
         inverse gains of ``quality``."""
         if inv_gain is None:
-            _, inv_gain = self.gains(torch.tensor([float(quality)], device=y_hat.device))
-        y = y_hat * inv_gain.to(y_hat.dtype)
+            _, inv_gain = self.coding_gains([quality])
+        y = (y_hat * inv_gain.to(y_hat.dtype)).float()
         if self._int8 is not None:
             return self._int8.synthesis(y).clamp_(0, 1)
         return self.g_s(y.contiguous(memory_format=torch.channels_last)).clamp_(0, 1).contiguous()

@@ -2,7 +2,7 @@
 
 Layout (little-endian; docs/FORMAT.md)::
 
-    u8  version (1 or 2)  u16 width   u16 height   f32 quality
+    u8  version (1 to 5)  u16 width   u16 height   f32 quality
     u16 latent_h          u16 latent_w              u8  n_strings
     u32 length * n_strings, then the strings themselves
 
@@ -12,9 +12,12 @@ hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
 range; still read); 3, an intra frame of a predicted stream, whose means are
 exact too (its latent is a reference); 4, a predicted frame (strings: block
 modes, the coded difference, its hyper latent, background updates, the
-intra hyper latent and symbols of blocks coded alone; :mod:`.predictive`). Versions 3
-and 4 may carry one more string, the frame's quality map (:mod:`.quality_map`). Every
-length is checked against the bytes present before anything is sliced.
+intra hyper latent and symbols of blocks coded alone; its references rescaled with
+float32 gains); 5, a predicted frame whose references are rescaled with exact gains onto
+a fixed-point grid, with a seventh string: the check value of the latents it leaves.
+Versions 3 to 5 may carry one more string, the frame's quality map (:mod:`.quality_map`).
+What each string holds and how it is read: :mod:`.latent_codecs`. Every length is checked
+against the bytes present before anything is sliced.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from ..errors import FormatError
 HYPER_STRIDE = 64
 _HEAD = struct.Struct("<BHHfHHB")
 PAYLOAD_VERSION = 2
-#: An intra frame with exact means, and a predicted frame (:mod:`.predictive`).
-INTRA_EXACT, PREDICTED = 3, 4
-PAYLOAD_VERSIONS = (1, 2, INTRA_EXACT, PREDICTED)
-#: A predicted frame's six strings and its quality map.
-MAX_STRINGS = 7
+#: An intra frame with exact means; a predicted frame as first written (float32 gains) and as written now
+#: (exact gains, references on a fixed-point grid, a check value): :mod:`.latent_codecs`.
+INTRA_EXACT, PREDICTED_F32_GAINS, PREDICTED = 3, 4, 5
+PREDICTED_VERSIONS = (PREDICTED_F32_GAINS, PREDICTED)
+PAYLOAD_VERSIONS = (1, 2, INTRA_EXACT, *PREDICTED_VERSIONS)
+#: A predicted frame's seven strings and its quality map.
+MAX_STRINGS = 8
 
 
 def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes],

@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FormatError
+from .blocks import BLOCK
 from .entropy import decode_symbols, encode_symbols
 from .models import QUALITY_MAX, QUALITY_MIN, check_quality, quality_lambda
-from .payload import INTRA_EXACT, PREDICTED, Payload, unpack
+from .payload import INTRA_EXACT, PREDICTED_VERSIONS, Payload, unpack
 
 #: Offsets are whole multiples of this many quality steps.
 STEP = 0.25
-#: Latent positions per block side (64 pixels).
-BLOCK = 4
 #: Most distinct offsets one map may hold.
 MAX_LEVELS = 64
 
@@ -39,12 +38,12 @@ class QualityMap:
     """A frame's quality: ``base`` everywhere, or ``base`` plus an offset per block.
 
     Args:
-        base: the frame's quality.
+        base: the frame's quality (taken as float32: what a payload stores, and so what both sides use).
         offsets: int8 [hb, wb], quarter steps per block (None or all zero: uniform).
     """
 
     def __init__(self, base: float, offsets: np.ndarray | None = None):
-        self.base = float(base)
+        self.base = float(np.float32(base))
         if offsets is not None and not np.any(offsets):
             offsets = None
         self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int8)
@@ -56,30 +55,32 @@ class QualityMap:
     def uniform(self) -> bool:
         return self.offsets is None
 
-    def qualities(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Each block's quality, [hb, wb] float32, within the trained range."""
+    def qualities(self, grid: tuple[int, int], dtype=torch.float32) -> torch.Tensor:
+        """Each block's quality, [hb, wb], within the trained range; in float32 (what payload version 4
+        computed them in) or float64 (exact: the base is a float32 and offsets are quarter steps)."""
         if self.offsets is None:
-            return torch.full(grid, self.base, dtype=torch.float32)
+            return torch.full(grid, self.base, dtype=dtype)
         if self.offsets.shape != tuple(grid):
             raise ValueError(f"quality map of {self.offsets.shape} blocks for a frame of {tuple(grid)}")
-        q = self.base + torch.from_numpy(self.offsets.astype(np.float32)) * STEP
+        q = torch.tensor(self.base, dtype=dtype) + torch.from_numpy(self.offsets).to(dtype) * STEP
         return q.clamp(QUALITY_MIN, QUALITY_MAX)
 
-    def gains(self, model, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain and inverse gain: [1, M, 1, 1] for a uniform quality (what a frame without a map uses),
-        else per latent position [1, M, h, w] (``shape``: the latent's)."""
-        if self.offsets is None:
-            g, ig = model.gains(torch.tensor([self.base]))
-            return g, ig
-        key = (id(model), tuple(shape))
+    def gains(self, model, shape: tuple[int, int], rule: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain (float64, the same bits on every machine; ``rule``:
+        :meth:`~.models.GainedMeanScaleHyperprior.coding_gains`): [1, M, 1, 1] for a uniform quality
+        (what a frame without a map uses), else per latent position [1, M, h, w] (``shape``: the latent's)."""
+        key = (id(model), None if self.offsets is None else tuple(shape), rule)
         if key not in self._gains:
-            self._gains[key] = self._spread_gains(model, shape)
+            if self.offsets is None:
+                self._gains[key] = model.coding_gains([self.base], rule)
+            else:
+                self._gains[key] = self._spread_gains(model, shape, rule)
         return self._gains[key]
 
-    def _spread_gains(self, model, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.qualities(self.offsets.shape)
+    def _spread_gains(self, model, shape: tuple[int, int], rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.qualities(self.offsets.shape, torch.float32 if rule == "f32" else torch.float64)
         levels, where = torch.unique(q, return_inverse=True)
-        g, ig = model.gains(levels)  # [k, M, 1, 1]: the same arithmetic as a uniform quality's
+        g, ig = model.coding_gains(levels.numpy(), rule)  # [k, M, 1, 1]: a uniform quality's arithmetic
 
         def spread(t):
             per_block = t[:, :, 0, 0][where].permute(2, 0, 1)[None]  # [1, M, hb, wb]
@@ -141,7 +142,7 @@ def offsets_from_steps(steps: np.ndarray) -> np.ndarray:
 
 
 #: Strings of a payload without and with a quality map.
-_STRINGS = {INTRA_EXACT: (2, 3), PREDICTED: (6, 7)}
+_STRINGS = {INTRA_EXACT: (2, 3), **{v: (s, s + 1) for v, s in zip(PREDICTED_VERSIONS, (6, 7))}}
 
 
 def has_map(data: bytes) -> bool:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import ModelError
-from . import DEFAULT_MODEL
+from . import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
 from .frame_codec import FrameCodec, GainedCodec, ZooCodec
+from .stream import IntraStreamDecoder, IntraStreamEncoder, StreamDecoder, StreamEncoder
 from .models import GainedMeanScaleHyperprior
 from .zoo import WEIGHTS_SUFFIXES, ZOO_ARCHS, load_shipped, load_weights, load_zoo
 
@@ -31,10 +32,14 @@ def gained_from_state(state: dict, name: str, sha: str, precision: str = "float"
         model = GainedMeanScaleHyperprior.from_state_dict(state)
     except (KeyError, RuntimeError) as exc:
         raise ModelError(f"weights for {name} do not fit its architecture: {str(exc).splitlines()[0]}") from None
-    # CDF tables ship with the weights; only recompute when they were not saved.
-    if model.gaussian_conditional._quantized_cdf.numel() == 0:
+    # CDF tables ship with the weights; only recompute when they were not saved (float work that may differ
+    # between machines: such a codec codes no predicted stream, check_exact_tables).
+    shipped = model.gaussian_conditional._quantized_cdf.numel() > 0
+    if not shipped:
         model.update(force=True)
-    return GainedCodec(model, name, sha, precision)
+    codec = GainedCodec(model, name, sha, precision)
+    codec.tables_shipped = shipped
+    return codec
 
 
 #: Weights shipped in ``codec/weights``: registry name -> the widths of the untrained model
@@ -66,7 +71,9 @@ def _shipped_factory(name: str, widths: dict):
                 raise ModelError(f"an untrained {name} runs in float only")
             model = GainedMeanScaleHyperprior(**widths)
             model.update(force=True)
-            return GainedCodec(model, name, "untrained")
+            codec = GainedCodec(model, name, "untrained")
+            codec.tables_shipped = False
+            return codec
         state, entry = load_shipped(name)
         return gained_from_state(state, name, entry["sha256"], precision)
     return factory
@@ -144,4 +151,57 @@ def load_conditional(codec: FrameCodec, name: str | None = None):
         model.load_state_dict(state)
     except (KeyError, RuntimeError) as exc:
         raise ModelError(f"{name} is not a conditional entropy model's weights: {str(exc).splitlines()[0]}") from None
+    if isinstance(codec, GainedCodec):
+        try:
+            model.use_scale_table(codec.model.gaussian_conditional.scale_table)
+        except ValueError as exc:
+            raise ModelError(f"{name} cannot serve {codec.name}: {exc}") from None
     return model, name, sha
+
+
+def check_exact_tables(codec: GainedCodec, conditional, name: str) -> None:
+    """Refuse a predicted stream whose entropy tables were computed here rather than shipped with the
+    weights: computing them is float work that may differ between machines, so such a stream might not
+    decode on another."""
+    if not getattr(codec, "tables_shipped", True):
+        raise ModelError(f"{codec.name}'s weights carry no entropy-coding tables, so its predicted streams would "
+                         "not decode the same on every machine; export them with vidsieve.training.export")
+    if not conditional.tables_shipped:
+        raise ModelError(f"the conditional model {name} carries no entropy-coding tables; export it with "
+                         "python -m vidsieve.training.inter (its export writes them)")
+
+
+def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_INTRA_PERIOD,
+                   predict: bool = True, conditional: str | None = None) -> StreamEncoder:
+    """The stream encoder for ``codec``: predicted frames where a conditional entropy model exists for
+    its weights (``conditional`` names another: a shipped name or a weights file), else intra only."""
+
+    if predict and isinstance(codec, GainedCodec):
+        found = load_conditional(codec, conditional)
+        if found is not None:
+            from .predictive_encoder import PredictiveStreamEncoder
+
+            model, name, sha = found
+            check_exact_tables(codec, model, name)
+            return PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha)
+    return IntraStreamEncoder(codec)
+
+
+def stream_decoder(codec: FrameCodec, description: dict | None = None, conditional: str | None = None) -> StreamDecoder:
+    """The decoder of a stream that ``description`` (its header's) says ``codec`` coded; ``conditional``
+    names the conditional model's weights when the file's are not the shipped ones."""
+
+    description = description or {}
+    if description.get("coder") != "predictive":
+        return IntraStreamDecoder(codec)
+    if not isinstance(codec, GainedCodec):
+        raise ModelError(f"{codec.name} cannot decode predicted frames")
+    found = load_conditional(codec, conditional or description.get("conditional"))
+    want = description.get("conditional_sha256", "")
+    if found is None or (conditional is None and found[2] != want):
+        raise ModelError(f"this file's predicted frames need the conditional model {description.get('conditional')} "
+                         f"(sha256 {want[:12]}...), which is not installed")
+    from .predictive import PredictiveStreamDecoder
+
+    check_exact_tables(codec, found[0], found[1])
+    return PredictiveStreamDecoder(codec, found[0])

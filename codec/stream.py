@@ -8,7 +8,9 @@ whose pts the container records, so readers can seek to and recover at intra
 frames.
 
 :class:`IntraStreamEncoder` / :class:`IntraStreamDecoder` code every frame
-alone, the behaviour every existing file has.
+alone, the behaviour every existing file has. The registry
+(:func:`~.registry.stream_encoder`, :func:`~.registry.stream_decoder`) picks a
+file's coders.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Protocol
 
 import numpy as np
 
-from . import DEFAULT_INTRA_PERIOD
 from .frame_codec import FrameCodec
 
 
@@ -100,42 +101,3 @@ class IntraStreamDecoder:
 
     def reset(self) -> None:
         pass
-
-
-def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_INTRA_PERIOD,
-                   predict: bool = True, conditional: str | None = None) -> StreamEncoder:
-    """The stream encoder for ``codec``: predicted frames where a conditional entropy model exists for
-    its weights (``conditional`` names another: a shipped name or a weights file), else intra only."""
-    from .frame_codec import GainedCodec
-    from .registry import load_conditional
-
-    if predict and isinstance(codec, GainedCodec):
-        found = load_conditional(codec, conditional)
-        if found is not None:
-            from .predictive import PredictiveStreamEncoder
-
-            model, name, sha = found
-            return PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha)
-    return IntraStreamEncoder(codec)
-
-
-def stream_decoder(codec: FrameCodec, description: dict | None = None, conditional: str | None = None) -> StreamDecoder:
-    """The decoder of a stream that ``description`` (its header's) says ``codec`` coded; ``conditional``
-    names the conditional model's weights when the file's are not the shipped ones."""
-    from ..errors import ModelError
-    from .frame_codec import GainedCodec
-    from .registry import load_conditional
-
-    description = description or {}
-    if description.get("coder") != "predictive":
-        return IntraStreamDecoder(codec)
-    if not isinstance(codec, GainedCodec):
-        raise ModelError(f"{codec.name} cannot decode predicted frames")
-    found = load_conditional(codec, conditional or description.get("conditional"))
-    want = description.get("conditional_sha256", "")
-    if found is None or (conditional is None and found[2] != want):
-        raise ModelError(f"this file's predicted frames need the conditional model {description.get('conditional')} "
-                         f"(sha256 {want[:12]}...), which is not installed")
-    from .predictive import PredictiveStreamDecoder
-
-    return PredictiveStreamDecoder(codec, found[0])

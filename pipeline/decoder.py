@@ -20,7 +20,8 @@ import numpy as np
 
 from ..codec import DEFAULT_PRECISION
 from ..container import ContainerReader, CorruptRecordWarning, FrameRecord, Header, SkipRecord, TruncatedWarning
-from ..codec.stream import stream_decoder
+from ..codec.latent_codecs import DivergenceError
+from ..codec.registry import stream_decoder
 from ..datasets.video import VideoWriter
 from ..errors import FormatError, ModelError, OutputError
 from .encoder import load_codec
@@ -57,8 +58,10 @@ def iter_decoded(reader: ContainerReader, codec: "FrameCodec", conditional: str 
                  start_pts: int | None = None) -> Iterable[DecodedFrame]:
     """Frames in display order: coded frames decoded, skipped pts hold the last decoded frame.
 
-    After damage that ``recover`` read past, predicted frames have lost their references:
-    they hold the last decoded frame too, until the next intra frame. ``start_pts`` seeks:
+    After damage that ``recover`` read past, or a predicted frame whose check value says the
+    decoder's references differ from the encoder's, predicted frames have lost their references:
+    they hold the last decoded frame too, until the next intra frame (without ``recover``, such a
+    frame stops decoding with a one-line error). ``start_pts`` seeks:
     decoding starts at the last intra frame at or before it (from the file's index; a file
     without one is read from its start), and frames before it are decoded but not given."""
     stream = stream_decoder(codec, reader.header.stream, conditional)
@@ -85,6 +88,17 @@ def _decoded(reader: ContainerReader, stream, start: int | None) -> Iterable[Dec
                 continue
             try:
                 last = stream.decode(rec.payload, rec.pts, rec.intra, None if rec.intra else rec.ref_pts)
+            except DivergenceError as exc:
+                if not reader.recover:
+                    raise DivergenceError(f"{reader.path}: frame at byte {rec.offset}: {exc}; --recover resumes "
+                                          "at the next intra frame") from None
+                # The decoder's state is not the encoder's: hold the last good picture until an intra frame.
+                log.warning("%s: frame at byte %d: %s; resuming at the next intra frame", reader.path, rec.offset, exc)
+                stream.reset()
+                lost = True
+                if last is not None:
+                    yield DecodedFrame(last, rec.pts, False)
+                continue
             except FormatError as exc:
                 raise FormatError(f"{reader.path}: bad frame payload at byte {rec.offset}: {exc}") from None
             lost = False

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..codec import DEFAULT_INTRA_PERIOD
 from ..codec.registry import load_codec
-from ..codec.stream import stream_encoder
+from ..codec.registry import stream_encoder
 from ..container import REC_META, ContainerWriter, Header
 from ..datasets.video import VideoReader
 from ..errors import InputError, ModelError

@@ -6,7 +6,7 @@ import os
 import warnings
 
 from ..container import REC_GAP, REC_META, REC_SEGMENT, ContainerReader, FrameRecord, IndexRecord, JsonRecord, SkipRecord
-from ..codec.predictive import SKIP_BG, SKIP_PREV, block_modes
+from ..codec.latent_codecs import SKIP_BG, SKIP_PREV, block_modes
 from ..codec.quality_map import has_map
 from ..errors import FormatError
 

@@ -34,7 +34,7 @@ def sample_bits(codec, frames, qualities, time_base, opts):
     """At each quality: bits of the first frame coded alone, the mean bits of the next ones predicted
     (None where frames are not predicted), and the bits of a predicted frame that repeats the last one (what
     a frame selection drops costs, at least). A fresh stream per quality, as the file will have."""
-    from ..codec.stream import stream_encoder
+    from ..codec.registry import stream_encoder
 
     alone, predicted, still = [], [], []
     for q in qualities:
@@ -96,7 +96,7 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
     if not plans or duration <= 0:
         return None
     qs = [1.0, 2.5, 4.0, 5.5, 7.0, 8.0] if codec.variable_rate else [1, 2, 3, 4, 5, 6, 7, 8]
-    from ..codec.stream import stream_encoder
+    from ..codec.registry import stream_encoder
 
     code_dropped = opts.code_dropped and bool(stream_encoder(codec, tb, predict=opts.predict).describe())
     # Frames coded alone: the first, then one every intra period (none more where frames are predicted).

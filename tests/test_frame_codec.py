@@ -4,9 +4,9 @@ import sys
 
 import numpy as np
 import pytest
-from vidsieve.codec.frame_codec import as_rgb, pad, to_tensor, to_uint8
+from vidsieve.codec.pixels import as_rgb, pad, to_tensor, to_uint8
 from vidsieve.codec.payload import pack, unpack
-from vidsieve.codec.entropy import ExactHyperSynthesis
+from vidsieve.codec.fixed_point import ExactHyperSynthesis
 from vidsieve.datasets.synthetic import background
 from vidsieve.errors import FormatError
 from vidsieve.metrics import psnr

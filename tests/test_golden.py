@@ -44,7 +44,7 @@ def read_png(path: Path) -> np.ndarray:
 def exact_sums(reader, codec) -> list[str]:
     """Per coded frame of a stream, the checksum of what is exact on every machine: the latent each
     frame leaves for the next to refer to (predicted streams), or its symbols (intra-only streams)."""
-    from vidsieve.codec.stream import stream_decoder
+    from vidsieve.codec.registry import stream_decoder
     from vidsieve.container import FrameRecord
 
     decoder = stream_decoder(codec, reader.header.stream)
@@ -107,13 +107,17 @@ def test_golden_stream_decodes_as_committed(codecs, name):
         assert_same_picture(d.rgb, last)  # a dropped frame shows the last kept one
 
 
-def test_the_quality_map_golden_has_maps_in_predicted_frames():
-    """What makes predicted-motion-roi.vsv worth keeping: predicted frames that carry quality maps."""
+@pytest.mark.parametrize("name, version", [("predicted-motion-roi.vsv", 4), ("exact-motion-roi.vsv", 5)])
+def test_the_quality_map_goldens_have_maps_in_predicted_frames(name, version):
+    """What makes the -roi goldens worth keeping: predicted frames (of their payload version) that carry
+    quality maps."""
+    from vidsieve.codec.payload import unpack
     from vidsieve.codec.quality_map import has_map
     from vidsieve.container import ContainerReader, FrameRecord
 
-    with ContainerReader(GOLDEN / "predicted-motion-roi.vsv") as reader:
+    with ContainerReader(GOLDEN / name) as reader:
         recs = [r for r in reader.records() if isinstance(r, FrameRecord)]
+    assert {unpack(r.payload).version for r in recs if not r.intra} == {version}
     assert any(has_map(r.payload) and not r.intra for r in recs)
     assert any(not has_map(r.payload) for r in recs)
 

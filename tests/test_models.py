@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compressai.layers import GDN
-from vidsieve.codec.entropy import ExactHyperSynthesis, IntegerConv
+from vidsieve.codec.fixed_point import ExactHyperSynthesis, IntegerConv
 from vidsieve.codec.layers import FrozenGDN, PolyphaseDeconv
 from vidsieve.codec.models import GainedMeanScaleHyperprior
 from vidsieve.codec.registry import load_codec

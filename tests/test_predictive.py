@@ -14,11 +14,12 @@ import torch
 
 from conftest import run_cli, source_frame
 from vidsieve.codec.entropy import decode_symbols, encode_symbols
+from vidsieve.codec.blocks import BLOCK
+from vidsieve.codec.latent_codecs import CODE_BG, CODE_PREV, INTRA, SKIP_BG, block_modes
 from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, unpack
-from vidsieve.codec.frame_codec import pad, to_tensor
-from vidsieve.codec.predictive import (CODE_BG, CODE_PREV, INTRA, INTRA_BOOST, SKIP_BG, PredictiveStreamDecoder,
-                                       PredictiveStreamEncoder, block_modes, boxes_to_blocks)
-from vidsieve.codec.quality_map import BLOCK
+from vidsieve.codec.pixels import pad, to_tensor
+from vidsieve.codec.predictive import PredictiveStreamDecoder
+from vidsieve.codec.predictive_encoder import INTRA_BOOST, PredictiveStreamEncoder, boxes_to_blocks
 from vidsieve.codec.registry import load_conditional
 from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
 from vidsieve.errors import FormatError
@@ -203,8 +204,9 @@ def test_files_with_predicted_frames_seek_recover_and_report(tmp_path):
 def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):
     """Tiles around the changed blocks, computed with the synthesis's margin, give what synthesising the
     whole frame gives (to float rounding in the last level of a few pixels), and nothing else moves."""
-    from vidsieve.codec.frame_codec import pad, to_tensor, to_uint8
-    from vidsieve.codec.predictive import Picture, tiles
+    from vidsieve.codec.blocks import tiles
+    from vidsieve.codec.incremental import Picture
+    from vidsieve.codec.pixels import pad, to_tensor, to_uint8
     from vidsieve.codec.quality_map import QualityMap
 
     assert tiles(np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], bool)) == [(0, 1, 1, 2), (1, 2, 5, 6)]
@@ -230,7 +232,8 @@ def test_entropy_parameters_computed_in_windows_are_the_whole_frames(codec, cond
     """The exact nets' spans say what an output reads: inputs outside a block's span leave it alone, one
     at its edge moves it. A window of the output, computed with just the positions its layers read, is
     the whole frame's there, bit for bit, wherever it lies (corners, edges, inside, one position wide)."""
-    from vidsieve.codec.predictive import conditional_in_blocks, exact_in_blocks
+    from vidsieve.codec.fixed_point import exact_in_blocks
+    from vidsieve.codec.latent_codecs import conditional_in_blocks
 
     m = codec.model
     net, exact = m.exact_hyper_synthesis(), conditional[0].exact()
@@ -287,7 +290,7 @@ def test_streams_are_the_same_whether_entropy_parameters_run_in_windows_or_whole
                                                                                        monkeypatch):
     """A scene where few blocks change (what windows are for): the payloads are byte for byte those of
     computing every frame's entropy parameters whole, and decode to the encoder's latents."""
-    import vidsieve.codec.predictive as predictive
+    import vidsieve.codec.fixed_point as fixed_point
 
     scene = Scene(width=640, height=384, frames=9, noise=1.0, movers=[Mover(2, 8, (120, 80), 0.3)])
     frames = [rgb for _, rgb in render(scene)]
@@ -298,6 +301,6 @@ def test_streams_are_the_same_whether_entropy_parameters_run_in_windows_or_whole
         dec.decode(c.data, i, c.intra)
         assert np.array_equal(dec.picture.rgb, c.recon)
     with monkeypatch.context() as mp:
-        mp.setattr(predictive, "WINDOWS_MAX_SHARE", -1.0)  # every frame whole
+        mp.setattr(fixed_point, "WINDOWS_MAX_SHARE", -1.0)  # every frame whole
         _, whole = code(codec, conditional, frames)
     assert [c.data for c in windowed] == [c.data for c in whole]

@@ -11,7 +11,7 @@ from conftest import assert_clean_error, run_cli, source_frames
 from vidsieve.codec.payload import unpack
 from vidsieve.codec.predictive import PredictiveStreamDecoder
 from vidsieve.codec.quality_map import QualityMap, offsets_from_steps
-from vidsieve.codec.stream import stream_decoder, stream_encoder
+from vidsieve.codec.registry import stream_decoder, stream_encoder
 from vidsieve.detection.base import Detection
 from vidsieve.errors import FormatError
 from vidsieve.metrics import masked_sse, psnr_from_mse
@@ -77,7 +77,7 @@ def test_maps_decode_exactly_in_intra_and_predicted_frames(codec):
     enc, out = coded(codec, frames, rois)
     assert out[0].intra and not any(o.intra for o in out[1:])
     strings = [len(unpack(o.data).strings) for o in out]
-    assert strings == [2, 7, 6, 7, 7, 7]  # a map is one more string; none without
+    assert strings == [2, 8, 7, 8, 8, 8]  # a map is one more string; none without
     dec = stream_decoder(codec, enc.describe())
     assert isinstance(dec, PredictiveStreamDecoder)
     for i, o in enumerate(out):

@@ -59,7 +59,7 @@ def video_files(paths: list[str]) -> list[Path]:
 @torch.no_grad()
 def cache_video(codec, path: Path, frames: int, span: tuple[float, float]) -> np.ndarray | None:
     """``g_a(x)`` (float16, [T, M, h, w]) of ``frames`` consecutive frames from ``span`` of the video."""
-    from ..codec.frame_codec import pad, to_tensor
+    from ..codec.pixels import pad, to_tensor
     from ..datasets.video import VideoReader
 
     with VideoReader(path) as r:

@@ -1,7 +1,7 @@
 """Structured pruning of a trained codec: narrower transforms, the same latent and entropy coder.
 
 The codec's time goes to the two big transforms and to the fixed-point hyper-synthesis that
-every encoder and decoder runs (:class:`~vidsieve.codec.entropy.ExactHyperSynthesis`). Whole
+every encoder and decoder runs (:class:`~vidsieve.codec.fixed_point.ExactHyperSynthesis`). Whole
 channels of their hidden layers are removed, so the result is a smaller dense network that
 runs faster on any CPU (unlike scattered zeros, which dense kernels still multiply). The
 channels kept are those that carry the most signal into the next layer: the mean magnitude

@@ -11,9 +11,42 @@ float weights' sha256: new float weights need a new build). Needs the ``onnx`` p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import torch
+
+
+def write_graphs(folder: str | os.PathLike, name: str, float_sha256: str, graphs: tuple[bytes, bytes],
+          notes: dict | None = None) -> dict:
+    """Ship ``graphs`` beside the float weights of ``name`` (``<name>.int8-analysis.onnx`` and
+    ``-synthesis.onnx``, each written whole or not at all) with their manifest entry."""
+    import hashlib
+    import time
+
+    from ..codec.zoo import read_manifest
+    from .export import set_manifest_entry
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mpath = folder / "manifest.json"
+    # Models that share transforms (a pruned hyper-synthesis) share the graphs' files too.
+    shipped = {e[p]["sha256"]: e[p]["file"] for e in (read_manifest(mpath).get("int8", {}).values()
+                                                      if mpath.exists() else ()) for p in ("analysis", "synthesis")}
+    entry: dict = {"float_sha256": float_sha256}
+    for part, data in zip(("analysis", "synthesis"), graphs):
+        sha = hashlib.sha256(data).hexdigest()
+        path = folder / shipped.get(sha, f"{name}.int8-{part}.onnx")
+        if not (path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha):
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        entry[part] = {"file": path.name, "sha256": sha}
+    entry.update(notes or {})
+    entry["exported"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    set_manifest_entry(folder, "int8", name, entry)
+    return entry
 
 
 def main(argv=None) -> int:
@@ -43,7 +76,7 @@ def main(argv=None) -> int:
         graphs = int8.build(model, list(crops.split(1)), keep_float_ends=not a.quantize_ends, alpha=a.alpha)
         notes = {"calibration": {"crops": a.crops, "size": a.size, "alpha": a.alpha,
                                  "float_ends": not a.quantize_ends}}
-        out = int8.write(a.out_dir, a.model, entry["sha256"], graphs, notes)
+        out = write_graphs(a.out_dir, a.model, entry["sha256"], graphs, notes)
     except (VidsieveError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 from conftest import latent_sha256, source_frame, source_frames, symbols_sha256  # noqa: E402
 
 from vidsieve.codec.registry import load_codec  # noqa: E402
-from vidsieve.codec.stream import stream_decoder  # noqa: E402
+from vidsieve.codec.registry import stream_decoder  # noqa: E402
 from vidsieve.datasets.synthetic import Mover, Scene, render  # noqa: E402
 from vidsieve.pipeline import CompressOptions  # noqa: E402
 
@@ -37,7 +37,7 @@ FRAMES = [
 ]
 
 #: Streams: intra-only ones (written with payload version 2), then predicted ones (versions 3 and 4), then
-#: predicted ones with quality maps.
+#: predicted ones with quality maps; then predicted ones of version 5 (exact gains, check values), one with maps.
 STREAMS = {
     "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, predict=False),
     "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, predict=False),
@@ -47,10 +47,13 @@ STREAMS = {
     # Quality maps from the motion boxes (payload strings 3 and 7), on a larger source (SOURCES).
     "predicted-motion-roi.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=5.0, roi_boost=2.0,
                                                 roi_background=-1.0),
+    "exact-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6),
+    "exact-motion-roi.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=5.0, roi_boost=2.0,
+                                            roi_background=-1.0),
 }
 #: A stream's source scene, where not ``source_frames(96, 64, 12)``: a mover small enough not to be a scene cut.
-SOURCES = {"predicted-motion-roi.vsv": Scene(width=192, height=128, frames=12, noise=0.0,
-                                             movers=[Mover(3, 9, (300, 120), 0.5)])}
+SOURCES = {name: Scene(width=192, height=128, frames=12, noise=0.0, movers=[Mover(3, 9, (300, 120), 0.5)])
+           for name in ("predicted-motion-roi.vsv", "exact-motion-roi.vsv")}
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -89,10 +92,10 @@ def main() -> int:
         for i, rgb in enumerate(frames_in):
             writer.write(rgb, i)
         writer.close()
-        codec = codecs.setdefault("vidsieve-hyperprior-wide", load_codec("vidsieve-hyperprior-wide"))
         compress(clip, HERE / name, opts, progress=False)
         frames, pictures = [], {}
         with ContainerReader(HERE / name) as r:
+            codec = codecs.setdefault(r.header.model, load_codec(r.header.model))
             decoder = stream_decoder(codec, r.header.stream)
             for rec in r.records():
                 if isinstance(rec, FrameRecord):

@@ -1,0 +1,205 @@
+"""The encoder of predicted streams: the float decisions of which block takes which mode.
+
+What the decisions produce is coded by :mod:`.latent_codecs`, which alone says
+how bits are written and read; here the encoder estimates, from its float models,
+what each mode would cost and leave, and picks the cheapest by rate-distortion
+cost (the quality level's lambda; distortion from the latent error through the
+synthesis's measured energy per channel). It codes against exactly what the
+decoder holds (:class:`~.predictive.References`: closed loop, nothing drifts).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .blocks import BLOCK
+from .conditional import ConditionalEntropyModel
+from .frame_codec import GainedCodec
+from .incremental import IncrementalAnalysis, Picture
+from .latent_codecs import CODE_BG, INTRA, SKIP_BG, SKIP_PREV, IntraBlocks, code_intra_exact, code_predicted
+from .models import QUALITY_MAX, check_quality
+from .payload import PREDICTED
+from .pixels import as_rgb
+from .predictive import PredictionStats, References
+from .quality_map import QualityMap
+from .stream import StreamFrame
+
+#: A box's margin, in pixels, when deciding which blocks the background may take from a frame.
+BOX_MARGIN = 16
+#: The block decisions' distortion weight relative to the quality level's training lambda.
+LAMBDA_SCALE = 1.0
+#: Quality steps an intra frame gets above the stream's quality.
+INTRA_BOOST = 3.0
+#: A block whose copy from the previous frame costs less distortion than this many bits' worth (at the
+#: quality's lambda) is copied without asking any model: when all are, the frame costs no model time.
+STILL_BITS = 8.0
+
+
+def boxes_to_blocks(boxes, grid: tuple[int, int]) -> np.ndarray:
+    """Which blocks (64-pixel cells) any box (x1, y1, x2, y2, pixels) touches, margin included."""
+    cover = np.zeros(grid, bool)
+    cell = 16 * BLOCK
+    for x1, y1, x2, y2 in boxes:
+        r0, r1 = int(max(0, (y1 - BOX_MARGIN) // cell)), int(min(grid[0] - 1, (y2 + BOX_MARGIN) // cell))
+        c0, c1 = int(max(0, (x1 - BOX_MARGIN) // cell)), int(min(grid[1] - 1, (x2 + BOX_MARGIN) // cell))
+        if r1 >= r0 and c1 >= c0:
+            cover[r0 : r1 + 1, c0 : c1 + 1] = True
+    return cover
+
+
+class PredictiveStreamEncoder:
+    """Codes a stream's frames as intra frames and predicted frames (a :class:`~.stream.StreamEncoder`),
+    each at one quality or under a quality map.
+
+    Args:
+        codec: the intra codec (its model's analysis, synthesis and hyperprior).
+        conditional: the entropy model of predicted frames, trained for ``codec``'s weights.
+        time_base: of the pts it is given.
+        intra_period: seconds between intra frames (0: only the first and scene cuts).
+    """
+
+    maps = True
+
+    def __init__(self, codec: GainedCodec, conditional: ConditionalEntropyModel, time_base: Fraction,
+                 intra_period: float = 10.0, conditional_name: str = "", conditional_sha256: str = ""):
+        self.codec, self.model = codec, codec.model
+        self.conditional_name, self.conditional_sha256 = conditional_name, conditional_sha256
+        self.name, self.weights_sha256 = codec.name, codec.weights_sha256
+        self.cond = conditional
+        self.exact = conditional.exact()
+        self.tb = time_base
+        self.intra_period = intra_period
+        self.refs = References()
+        self.picture = Picture()
+        self.analysed = IncrementalAnalysis()
+        self.last_intra_pts: int | None = None
+        self.stats = PredictionStats()
+
+    def describe(self) -> dict:
+        return {"coder": "predictive", "conditional": self.conditional_name,
+                "conditional_sha256": self.conditional_sha256, "intra_period": self.intra_period}
+
+    def reset(self) -> None:
+        self.refs.clear()
+        self.picture.clear()
+        self.analysed.clear()
+
+    @torch.inference_mode()
+    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
+               roi: np.ndarray | None = None) -> StreamFrame:
+        """One frame; ``boxes`` (pixel boxes of what the detector saw, or None) keep moving objects out
+        of the background; ``intra`` forces an intra frame (a scene cut); ``roi`` (int8 quarter-step
+        offsets per 64 x 64 block, :mod:`.quality_map`) shifts each block's quality from ``quality``."""
+        q = check_quality(quality)
+        rgb = as_rgb(frame)
+        h, w = rgb.shape[:2]
+        due = (self.intra_period > 0 and self.last_intra_pts is not None
+               and float((pts - self.last_intra_pts) * self.tb) >= self.intra_period - 1e-9)
+        alone = intra or due or self.refs.prev is None or self.analysed.shape(rgb) != self.refs.prev.shape[-2:]
+        g = self.analysed.run(self.model, rgb, whole=alone)
+        if alone:
+            # The frame every predicted one copies from (most blocks, for seconds): worth more bits.
+            q = min(QUALITY_MAX, q + INTRA_BOOST)
+        qm = QualityMap(q, roi)
+        gain, _ = qm.gains(self.model, g.shape[-2:])
+        y = g * gain.to(g.dtype)
+        self.stats.mapped += not qm.uniform
+        if alone:
+            return self._intra(y, qm, pts, h, w)
+        return self._predicted(y, qm, rgb, boxes)
+
+    def _intra(self, y, qm: QualityMap, pts, h, w) -> StreamFrame:
+        data, y_hat = code_intra_exact(self.model, y, qm, h, w)
+        self.refs.set_intra(y_hat, qm)
+        self.last_intra_pts = pts
+        self.stats.intra += 1
+        self.picture.clear()
+        return StreamFrame(data, self.picture.synthesise(self.model, y_hat, qm, h, w))
+
+    def _predicted(self, y: torch.Tensor, qm: QualityMap, rgb: np.ndarray, boxes) -> StreamFrame:
+        m, cond = self.model, self.cond
+        h, w = rgb.shape[:2]
+        prev, bg = self.refs.at_quality(m, qm, PREDICTED)
+        y64 = y.double()
+        H, W = y.shape[-2:]
+        grid = (H // BLOCK, W // BLOCK)
+        _, inv_gain = qm.gains(m, (H, W))
+        weight = (cond.synthesis_energy.reshape(1, -1, 1, 1) * inv_gain ** 2).double()
+        lam = LAMBDA_SCALE * qm.lambdas(grid) * 255**2 / 3  # per unit of pixel SSE (images in [0, 1], 3 colours)
+
+        def pool(t):  # per-position sums -> per-block sums [hb, wb]
+            return F.avg_pool2d(t, BLOCK)[0, 0] * BLOCK * BLOCK
+
+        # What copying the previous latent leaves is known in pixels: the previous picture against this one.
+        # The other modes' distortions are estimated from their latent errors, scaled by how the latent
+        # estimate of copying compares with those pixels (the synthesis is not linear).
+        held = self.picture.rgb.astype(np.float64) - rgb
+        pix = np.zeros((grid[0] * BLOCK * 16, grid[1] * BLOCK * 16))
+        pix[:h, :w] = (held * held).sum(2) / 255**2
+        d_held = torch.from_numpy(pix.reshape(grid[0], BLOCK * 16, grid[1], BLOCK * 16).sum((1, 3)))
+        if not bool((lam * d_held > STILL_BITS).any()):
+            # Nothing moved more than a few bits' worth anywhere: every block copies the previous frame,
+            # and no model needs to run.
+            modes = torch.full(grid, SKIP_PREV, dtype=torch.int64)
+            return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, None)
+        costs = []
+        scale = 1.0
+        for ref in (prev, bg):
+            diff = y64 - ref
+            d_skip = pool((weight * diff.square()).sum(1, keepdim=True))
+            if ref is prev:
+                scale = float(d_held.sum() / d_skip.sum().clamp_min(1e-9)) if float(d_held.sum()) > 0 else 1.0
+                scale = min(max(scale, 0.25), 16.0)
+                weight = weight * scale
+                d_skip = d_held
+            # What coding the difference would cost and leave, from the float model (the encoder's guess).
+            z_hat = torch.round(cond.h_a(diff.float()))
+            v, mu = cond.params(z_hat, ref.float())
+            mu = mu.double()
+            sym = torch.round(diff - mu)
+            lik = cond.likelihood._likelihood((sym + mu).float(), cond.grid.scale(v), mu.float())
+            bits = pool(-torch.log2(cond.likelihood.likelihood_lower_bound(lik)).sum(1, keepdim=True).double())
+            d_code = pool((weight * (diff - mu - sym).square()).sum(1, keepdim=True))
+            costs += [lam * d_skip, lam * d_code + bits + 2.0]  # ~2 bits of hyper latent a block
+        # Coding the block alone, with the intra model's entropy model (its hyper latent is coded for the
+        # whole frame when any block is: its bits shared among the blocks).
+        alone = IntraBlocks.measure(m, y64)
+        sym = torch.round(y64 - alone.means)
+        lik = m.gaussian_conditional._likelihood(sym.float(), alone.scales.float())
+        bits = pool(-torch.log2(m.gaussian_conditional.likelihood_lower_bound(lik)).sum(1, keepdim=True).double())
+        d_alone = pool((weight * (y64 - alone.means - sym).square()).sum(1, keepdim=True))
+        costs.append(lam * d_alone + bits + 8.0 * len(alone.z_string) / (grid[0] * grid[1]))
+        costs = torch.stack(costs)
+        # An object the map raises is never copied from a reference while it moves: it is what the map is for.
+        moving = qm.raised(grid) & (lam * d_held > STILL_BITS)
+        costs[SKIP_PREV][moving] = costs[SKIP_BG][moving] = float("inf")
+        modes = costs.argmin(0)  # [hb, wb], in the order of the modes' numbers
+        return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, alone)
+
+    def _finish(self, y64, qm, h, w, prev, bg, modes, boxes, grid, alone) -> StreamFrame:
+        m = self.model
+        updates = self._bg_updates(modes, boxes, grid)
+        data, y_hat, bg_after = code_predicted(m, self.cond, y64, qm, h, w, prev, bg, modes, updates, alone)
+        self._count(modes)
+        self.refs.set_predicted(y_hat, bg_after)
+        return StreamFrame(data, self.picture.synthesise(m, y_hat, qm, h, w), intra=False)
+
+    def _bg_updates(self, modes, boxes, grid) -> np.ndarray:
+        """Blocks whose decoded latent becomes the background: still (copied from the previous frame)
+        and, when the detector's boxes are known, clear of them."""
+        upd = modes.numpy() == SKIP_PREV
+        if boxes is not None:
+            upd &= ~boxes_to_blocks(boxes, grid)
+        return upd
+
+    def _count(self, modes) -> None:
+        s = self.stats
+        s.predicted += 1
+        s.blocks += modes.numel()
+        s.skipped += int(((modes == SKIP_PREV) | (modes == SKIP_BG)).sum())
+        s.from_background += int(((modes == SKIP_BG) | (modes == CODE_BG)).sum())
+        s.alone += int((modes == INTRA).sum())
