@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import latent_sha256
 from vidsieve.datasets.synthetic import Mover, Scene, write_scene
 
 HERE = Path(__file__).resolve().parent

@@ -135,3 +135,27 @@ def test_the_slim_model_shares_the_wide_models_latents_and_conditional_model():
     from vidsieve.metrics import psnr
 
     assert psnr(wide.decode(dw), slim.decode(ds)) > 35
+
+
+def test_predicted_streams_need_shipped_tables_and_index_their_intra_models_own_scale_table():
+    """Entropy tables computed at load time (float work that may differ between machines) code no
+    predicted stream; a conditional model indexes the scale table of the intra model it serves."""
+    from fractions import Fraction
+
+    from vidsieve.codec.conditional import ScaleGrid
+    from vidsieve.codec.registry import load_conditional, stream_decoder, stream_encoder
+
+    codec = load_codec(DEFAULT_MODEL)
+    cond = load_conditional(codec)[0]
+    table = codec.model.gaussian_conditional.scale_table
+    assert cond.tables_shipped and cond.grid.levels == table.numel() == cond.exact().levels
+    assert cond.grid.scale(torch.tensor([0.0, float(table.numel() - 1)])).tolist() == pytest.approx(
+        [float(table[0]), float(table[-1])], rel=1e-5)
+    with pytest.raises(ValueError, match="log-spaced"):
+        ScaleGrid.of_table(torch.tensor([0.1, 0.2, 0.5, 0.6]))
+    untrained = load_codec(DEFAULT_MODEL, pretrained=False)
+    for make in (lambda: stream_encoder(untrained, Fraction(1, 10), conditional="vidsieve-inter-wide"),
+                 lambda: stream_decoder(untrained, {"coder": "predictive", "conditional": "vidsieve-inter-wide"},
+                                        conditional="vidsieve-inter-wide")):
+        with pytest.raises(ModelError, match="no entropy-coding tables"):
+            make()
