@@ -74,7 +74,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-all", action="store_true",
                    help="encode every frame at --quality (no detection); for benchmarks")
     g.add_argument("--quality", type=quality, default=None,
-                   help="fixed quality 1 (smallest) .. 8 (best), fractions allowed; "
+                   help="fixed quality 1 (smallest) .. 8 (best), fractions allowed; every step gives a bigger, "
+                        "better file. Where frames are predicted, intra frames they copy from are coded a little "
+                        "higher and predicted frames a little lower above 4 (`vidsieve info` shows both); "
                         "with detection it is the quality of active segments")
     g.add_argument("--detector", default="auto",
                    help="auto | motion | yolo11n.pt | path to .pt/.onnx (ultralytics or YOLOX layout) "

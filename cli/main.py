@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=positive(float), default=None, metavar="SECONDS",
                    help="write only this much video")
 
-    i = sub.add_parser("info", help="show a .vsv file's header, segments, counts and integrity",
-                       description="Show a .vsv file's header, segments, frame counts, sizes and integrity.")
+    i = sub.add_parser("info", help="show a .vsv file's header, segments, counts, the qualities its frames were coded at and its integrity",
+                       description="Show a .vsv file's header, segments, frame counts, sizes, the quality each frame was coded at beside the one asked for, and integrity.")
     i.add_argument("input", help=".vsv file")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--recover", action="store_true", help="read past damaged records")
@@ -140,6 +140,10 @@ def cmd_decompress(a) -> int:
     return 0
 
 
+#: Most (kind, asked, coded) quality groups the text of ``info`` lists.
+QUALITY_LINES = 8
+
+
 def format_info(d: dict) -> str:
     h = d["header"]
     fps = h["fps"][0] / h["fps"][1]
@@ -162,6 +166,12 @@ def format_info(d: dict) -> str:
             lines.append(f"             {g['mapped']} frames with a quality map (more quality where the objects are)")
     else:
         lines.append("coding:      every frame alone")
+    groups = d.get("qualities") or []
+    for i, q in enumerate(groups[:QUALITY_LINES]):
+        coded = "?" if q["coded"] is None else f"{q['coded']:.2f}"
+        lines.append(f"{'qualities:' if i == 0 else '':13s}{q['frames']} {q['frame']} at {coded} (asked {q['asked']:.2f})")
+    if len(groups) > QUALITY_LINES:
+        lines.append(f"             ... {len(groups) - QUALITY_LINES} more (every frame's: --json, coded_frames)")
     if d["truncated_at"] is not None:
         lines.append(f"             cut off at byte {d['truncated_at']}")
     for dmg in d["damaged"]:

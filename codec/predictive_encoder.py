@@ -10,7 +10,9 @@ decoder holds (:class:`~.predictive.References`: closed loop, nothing drifts).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,11 +34,41 @@ from .stream import StreamFrame
 BOX_MARGIN = 16
 #: The block decisions' distortion weight relative to the quality level's training lambda.
 LAMBDA_SCALE = 1.0
-#: Quality steps an intra frame gets above the stream's quality.
-INTRA_BOOST = 3.0
+#: Quality steps an intra frame that predicted frames copy from gets above theirs, up to quality
+#: :data:`BOOST_KNEE`; above it, the least it gets (at the top of the range).
+INTRA_BOOST, INTRA_BOOST_MIN = 3.0, 1.0
+#: Where the asked quality stops mapping one to one onto predicted frames' (see :func:`coded_qualities`).
+BOOST_KNEE = QUALITY_MAX - INTRA_BOOST - INTRA_BOOST_MIN
 #: A block whose copy from the previous frame costs less distortion than this many bits' worth (at the
 #: quality's lambda) is copied without asking any model: when all are, the frame costs no model time.
 STILL_BITS = 8.0
+
+
+@dataclass(frozen=True)
+class CodedQualities:
+    """The qualities a predicted stream codes its frames at, for one asked quality."""
+
+    referenced: float  # an intra frame that predicted frames will copy from
+    predicted: float
+    alone: float  # an intra frame nothing refers to (a still image, a stream's last frame)
+
+
+def coded_qualities(quality: float) -> CodedQualities:
+    """The qualities a predicted stream codes at for ``quality``: strictly increasing, all three.
+
+    An intra frame that predicted frames refer to is shown, through every block they copy, for up to
+    the intra period, so it gets more quality than they do: :data:`INTRA_BOOST` steps up to
+    :data:`BOOST_KNEE`, where both map one to one from the asked quality. Above the knee both are squeezed
+    linearly into what is left of the range, so the top asks the top of the intra frame and
+    :data:`INTRA_BOOST_MIN` less of predicted frames: no two asked qualities give the same stream, and the
+    boost never reaches zero. A frame nothing refers to is coded at the asked quality.
+    """
+    q = check_quality(quality)
+    if q <= BOOST_KNEE:
+        return CodedQualities(q + INTRA_BOOST, q, q)
+    t = (q - BOOST_KNEE) / (QUALITY_MAX - BOOST_KNEE)
+    return CodedQualities(BOOST_KNEE + INTRA_BOOST + t * INTRA_BOOST_MIN,
+                          BOOST_KNEE + t * (QUALITY_MAX - INTRA_BOOST_MIN - BOOST_KNEE), q)
 
 
 def boxes_to_blocks(boxes, grid: tuple[int, int]) -> np.ndarray:
@@ -60,12 +92,14 @@ class PredictiveStreamEncoder:
         conditional: the entropy model of predicted frames, trained for ``codec``'s weights.
         time_base: of the pts it is given.
         intra_period: seconds between intra frames (0: only the first and scene cuts).
+        qualities: maps an asked quality to the coded ones (an ablation may replace the rule).
     """
 
     maps = True
 
     def __init__(self, codec: GainedCodec, conditional: ConditionalEntropyModel, time_base: Fraction,
-                 intra_period: float = 10.0, conditional_name: str = "", conditional_sha256: str = ""):
+                 intra_period: float = 10.0, conditional_name: str = "", conditional_sha256: str = "",
+                 qualities: Callable[[float], CodedQualities] = coded_qualities):
         self.codec, self.model = codec, codec.model
         self.conditional_name, self.conditional_sha256 = conditional_name, conditional_sha256
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
@@ -73,6 +107,7 @@ class PredictiveStreamEncoder:
         self.exact = conditional.exact()
         self.tb = time_base
         self.intra_period = intra_period
+        self.qualities = qualities
         self.refs = References()
         self.picture = Picture()
         self.analysed = IncrementalAnalysis()
@@ -90,20 +125,20 @@ class PredictiveStreamEncoder:
 
     @torch.inference_mode()
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
-               roi: np.ndarray | None = None) -> StreamFrame:
+               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
         """One frame; ``boxes`` (pixel boxes of what the detector saw, or None) keep moving objects out
         of the background; ``intra`` forces an intra frame (a scene cut); ``roi`` (int8 quarter-step
-        offsets per 64 x 64 block, :mod:`.quality_map`) shifts each block's quality from ``quality``."""
-        q = check_quality(quality)
+        offsets per 64 x 64 block, :mod:`.quality_map`) shifts each block's quality from the one
+        :func:`coded_qualities` gives for ``quality``; ``referenced``: whether a predicted frame will
+        follow this one (False: an intra frame is not boosted)."""
+        qs = self.qualities(quality)
         rgb = as_rgb(frame)
         h, w = rgb.shape[:2]
         due = (self.intra_period > 0 and self.last_intra_pts is not None
                and float((pts - self.last_intra_pts) * self.tb) >= self.intra_period - 1e-9)
         alone = intra or due or self.refs.prev is None or self.analysed.shape(rgb) != self.refs.prev.shape[-2:]
         g = self.analysed.run(self.model, rgb, whole=alone)
-        if alone:
-            # The frame every predicted one copies from (most blocks, for seconds): worth more bits.
-            q = min(QUALITY_MAX, q + INTRA_BOOST)
+        q = (qs.referenced if referenced else qs.alone) if alone else qs.predicted
         qm = QualityMap(q, roi)
         gain, _ = qm.gains(self.model, g.shape[-2:])
         y = g * gain.to(g.dtype)

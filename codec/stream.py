@@ -42,10 +42,11 @@ class StreamEncoder(Protocol):
     maps: bool
 
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
-               roi: np.ndarray | None = None) -> StreamFrame:
+               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
         """One frame. ``boxes``: pixel boxes (x1, y1, x2, y2) of what the detector saw in it (None: unknown);
         ``intra``: code it alone (a scene cut); ``roi``: quality offsets per 64 x 64 block, in quarter steps
-        (:mod:`.quality_map`)."""
+        (:mod:`.quality_map`); ``referenced``: whether the next coded frame may be predicted from this one
+        (False for a stream's last frame, or one before a scene cut; True where that is not known)."""
 
     def describe(self) -> dict:
         """What a decoder needs to know of this coder (stored in the file's header)."""
@@ -74,7 +75,7 @@ class IntraStreamEncoder:
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
 
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
-               roi: np.ndarray | None = None) -> StreamFrame:
+               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
         enc = self.codec.encode_batch([frame], [quality])[0]
         return StreamFrame(enc.data, enc.recon)
 

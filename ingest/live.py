@@ -205,7 +205,8 @@ class Ingester:
         self.comp = Compressor(path, self.codec, self.selector, w, h, reader.fps, reader.time_base, meta,
                                atomic=True, fsync_interval=self.opts.fsync_interval,
                                intra_period=copts.intra_period, predict=copts.predict,
-                               code_dropped=copts.code_dropped and self.guard.level == 0)
+                               code_dropped=copts.code_dropped and self.guard.level == 0,
+                               lookahead=False)  # a live frame is written as soon as it is coded
         self.seg_info = {"path": str(path), "start_s": t_s, "utc_start": start.isoformat(),
                          "wall0": time.monotonic()}
         if gap_since is not None:

@@ -92,12 +92,16 @@ class Compressor:
         intra_period: seconds between frames coded alone, where frames are predicted.
         predict: predict frames where the codec has a conditional model (False: every frame alone).
         code_dropped: where frames are predicted, code the frames the selector drops too.
+        lookahead: code each frame once the next one's decision is known (one frame later), so a frame
+            nothing will refer to (a still image, a stream's last frame, one before a scene cut) is coded
+            as such (False, for live sources: code at once, taking every frame to be referred to).
     """
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
                  fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
                  fsync_interval: float | None = None, skip_flush_s: float | None = 1.0,
-                 intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True):
+                 intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True,
+                 lookahead: bool = True):
         self.selector = selector
         self.stream = stream_encoder(codec, time_base, intra_period, predict)
         self.tb = time_base
@@ -110,6 +114,8 @@ class Compressor:
         #: that runs behind turns this off to save the time.
         self.predicts = bool(self.stream.describe())
         self.code_dropped = code_dropped
+        self.lookahead = lookahead
+        self._pending: tuple[np.ndarray, int, FrameDecision] | None = None
         self.writer = ContainerWriter(output, header, atomic=atomic, fsync_interval=fsync_interval)
         self.summary = CompressSummary(output=str(output), width=width, height=height,
                                        detector=selector.detector_name)
@@ -136,34 +142,52 @@ class Compressor:
         return self.writer.bytes_written
 
     def push(self, rgb: np.ndarray, pts: int) -> FrameDecision:
-        """One source frame: the selector decides, a kept frame is coded and written."""
+        """One source frame: the selector decides, a kept frame is coded and written (with a look-ahead,
+        when the next frame's decision is known)."""
         d = self.selector.decide(rgb, pts)
+        coded = d.keep or (self.code_dropped and self.predicts)
+        # Whether the last coded frame is referred to: unless this one starts afresh, it (or, if this one is
+        # dropped, the next coded one) is predicted from it.
+        self._settle(referenced=d.reason not in INTRA_REASONS)
         for seg in d.closed:
             self._write_segment(seg)
-        if d.keep or (self.code_dropped and self.predicts):
+        if coded:
             self._flush_skips()
-            # Boxes tell the stream coder what must not become background; no detector, no boxes to tell.
-            boxes = None if self.selector.detector_name == "none" else [det.box for det in d.detections]
-            enc = self.stream.encode(rgb, d.quality, pts, boxes=boxes, intra=d.reason in INTRA_REASONS,
-                                     roi=d.roi if self.stream.maps else None)
-            self.writer.write_frame(pts, d.quality, enc.data, ref_pts=None if enc.intra else self.last_coded_pts)
-            self.last_coded_pts = pts
+            self._pending = (rgb, pts, d)
+            if not self.lookahead:
+                self._settle(referenced=True)
             self.summary.kept += 1
-            self._psnr_sum += psnr(rgb, enc.recon)
-            self._pixels += rgb.shape[0] * rgb.shape[1]
-            self.selector.on_coded(len(enc.data) * 8)
-            self._count(pts)
         else:
-            self.skip(pts)
+            self._skipped.append(pts)
+            self._flush_skips_if_due()
+        self._count(pts)
         return d
+
+    def _settle(self, referenced: bool) -> None:
+        """Code and write the frame waiting for its successor's decision, if any."""
+        if self._pending is None:
+            return
+        (rgb, pts, d), self._pending = self._pending, None
+        # Boxes tell the stream coder what must not become background; no detector, no boxes to tell.
+        boxes = None if self.selector.detector_name == "none" else [det.box for det in d.detections]
+        enc = self.stream.encode(rgb, d.quality, pts, boxes=boxes, intra=d.reason in INTRA_REASONS,
+                                 roi=d.roi if self.stream.maps else None, referenced=referenced)
+        self.writer.write_frame(pts, d.quality, enc.data, ref_pts=None if enc.intra else self.last_coded_pts)
+        self.last_coded_pts = pts
+        self._psnr_sum += psnr(rgb, enc.recon)
+        self._pixels += rgb.shape[0] * rgb.shape[1]
+        self.selector.on_coded(len(enc.data) * 8)
 
     def skip(self, pts: int) -> None:
         """A frame represented by the last coded one (dropped by the selector, or never analysed)."""
         self._skipped.append(pts)
+        self._flush_skips_if_due()
+        self._count(pts)
+
+    def _flush_skips_if_due(self) -> None:
         if len(self._skipped) >= SKIP_RECORD_MAX or (
                 self._skip_flush is not None and time.monotonic() - self._last_skip_flush >= self._skip_flush):
             self._flush_skips()
-        self._count(pts)
 
     def _count(self, pts: int) -> None:
         self.summary.frames += 1
@@ -172,12 +196,16 @@ class Compressor:
         self.last_pts = pts
 
     def mark_gap(self, start_pts: int | None, end_pts: int | None, reason: str) -> None:
+        self._settle(referenced=True)
         self._flush_skips()
         self.writer.write_gap({"start_pts": start_pts, "end_pts": end_pts, "reason": reason,
                                "wall_time": time.time()})
 
     def _flush_skips(self) -> None:
+        # Skipped frames are shown as the last coded one, which must be written before them; whether a
+        # later frame refers to it is not known yet, so it is taken to be.
         if self._skipped:
+            self._settle(referenced=True)
             self.writer.write_skip(self._skipped)
             self._skipped = []
         self._last_skip_flush = time.monotonic()
@@ -190,6 +218,7 @@ class Compressor:
         self.summary.segments += 1
 
     def close(self, seconds: float | None = None) -> CompressSummary:
+        self._settle(referenced=False)  # the last coded frame: nothing refers to it
         for seg in self.selector.finish():
             self._write_segment(seg)
         self._flush_skips()

@@ -7,8 +7,27 @@ import warnings
 
 from ..container import REC_GAP, REC_META, REC_SEGMENT, ContainerReader, FrameRecord, IndexRecord, JsonRecord, SkipRecord
 from ..codec.latent_codecs import SKIP_BG, SKIP_PREV, block_modes
+from ..codec.payload import unpack
 from ..codec.quality_map import has_map
 from ..errors import FormatError
+
+
+def _coded_quality(payload: bytes) -> float | None:
+    """The quality a frame was coded at (its payload's), beside the one the selector asked for."""
+    try:
+        return round(unpack(payload).quality, 4)
+    except FormatError:
+        return None
+
+
+def _quality_groups(coded: list[dict]) -> list[dict]:
+    """Runs of frames by kind, asked and coded quality, in order of first appearance, with their counts."""
+    groups: dict[tuple, dict] = {}
+    for f in coded:
+        key = ("intra" if f["intra"] else "predicted", f["asked"], f["coded"])
+        g = groups.setdefault(key, {"frame": key[0], "asked": key[1], "coded": key[2], "frames": 0})
+        g["frames"] += 1
+    return list(groups.values())
 
 
 def info(path: str | os.PathLike, recover: bool = False) -> dict:
@@ -19,6 +38,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
         gops: list[int] = []  # coded frames per group of pictures (an intra frame and those predicted from it)
         blocks = skipped = mapped = 0
         segments, gaps, meta = [], [], {}
+        coded: list[dict] = []
         first = last = None
         index_entries = None
         with warnings.catch_warnings(record=True) as caught:
@@ -33,6 +53,8 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
                             gops.append(0)
                         gops[-1] += 1
                         mapped += has_map(rec.payload)
+                        coded.append({"pts": rec.pts, "intra": rec.intra, "asked": round(rec.quality, 4),
+                                      "coded": _coded_quality(rec.payload), "bytes": len(rec.payload)})
                         modes = None if rec.intra else block_modes(rec.payload)
                         if modes is not None:
                             blocks += modes.size
@@ -84,5 +106,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
                     "longest": max(gops, default=0) if h.stream else min(kept, 1),
                     "skipped_block_share": round(skipped / blocks, 4) if blocks else None,
                     "mapped": mapped},
+            "qualities": _quality_groups(coded),
+            "coded_frames": coded,
             "warnings": [str(w.message) for w in caught],
         }

@@ -123,3 +123,73 @@ def test_bad_inputs_and_outputs_raise_clear_errors(tmp_path, small_clip, codec):
     with pytest.raises(OutputError, match=".mp4, .mkv"):
         decompress(small_clip, tmp_path / "o.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def _quality_sweep(src, tmp_path, codec, frames=None):
+    """Size and PSNR-RGB (all frames, decoded) of ``src`` compressed at each integer quality, with the
+    qualities ``info`` says each frame was coded at."""
+    out = []
+    for q in range(1, 9):
+        path = tmp_path / f"q{q}.vsv"
+        s = compress(src, path, CompressOptions(keep_all=True, quality=float(q), max_frames=frames), progress=False,
+                     codec=codec)
+        ref = read_frames(src)[0][: s.frames] if str(src).endswith(".mkv") else None
+        dec = [f.rgb for f in decoded_frames(path)]
+        db = np.mean([psnr(a, b) for a, b in zip(ref, dec)]) if ref is not None else s.psnr_kept
+        out.append((s.frame_bytes, float(db), info(path)["qualities"]))
+    return out
+
+
+def test_every_quality_step_gives_a_bigger_better_still(tmp_path, codec):
+    from PIL import Image
+
+    from conftest import source_frame
+
+    img = tmp_path / "still.png"
+    Image.fromarray(source_frame(256, 192, 5)).save(img)
+    sweep = _quality_sweep(img, tmp_path, codec)
+    sizes, dbs = [s for s, _, _ in sweep], [d for _, d, _ in sweep]
+    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+    assert all(a < b for a, b in zip(dbs, dbs[1:])), dbs
+    # Nothing refers to a lone frame: it is coded at the quality asked, never boosted.
+    assert [g for _, _, g in sweep] == [[{"frame": "intra", "asked": float(q), "coded": float(q), "frames": 1}]
+                                        for q in range(1, 9)]
+
+
+def test_every_quality_step_gives_a_bigger_better_video(tmp_path, small_clip, codec):
+    from vidsieve.codec.predictive_encoder import coded_qualities
+
+    sweep = _quality_sweep(small_clip, tmp_path, codec, frames=8)
+    sizes, dbs = [s for s, _, _ in sweep], [d for _, d, _ in sweep]
+    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+    assert all(a < b for a, b in zip(dbs, dbs[1:])), dbs
+    for q, (_, _, groups) in zip(range(1, 9), sweep):
+        want = coded_qualities(q)
+        # The intra frame the others copy from is coded above them, at every asked quality.
+        assert groups == [{"frame": "intra", "asked": float(q), "coded": round(want.referenced, 4), "frames": 1},
+                          {"frame": "predicted", "asked": float(q), "coded": round(want.predicted, 4), "frames": 7}]
+
+
+def test_a_frame_before_a_scene_cut_is_coded_as_nothing_refers_to_it(tmp_path, codec):
+    """The look-ahead: the compressor codes each frame once it knows whether the next one is predicted."""
+    from dataclasses import replace
+
+    from vidsieve.codec.predictive_encoder import coded_qualities
+
+    class CutAt1(KeepAllSelector):
+        def decide(self, rgb, pts):
+            d = super().decide(rgb, pts)
+            return replace(d, reason="scene-cut") if pts == 1 else d
+
+    frames = source_frames(96, 64, 4)
+    tb = Fraction(1, 10)
+    out = tmp_path / "cut.vsv"
+    comp = Compressor(out, codec, CutAt1(5.0, tb), 96, 64, Fraction(10), tb)
+    for pts, f in enumerate(frames):
+        comp.push(f, pts)
+    comp.close()
+    got = [(f["pts"], f["intra"], f["coded"]) for f in info(out)["coded_frames"]]
+    q = coded_qualities(5.0)
+    ref, pred = round(q.referenced, 4), round(q.predicted, 4)
+    # Frame 0 is followed by a cut: nothing refers to it, so it is coded at the quality asked.
+    assert got == [(0, True, 5.0), (1, True, ref), (2, False, pred), (3, False, pred)]

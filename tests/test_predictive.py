@@ -19,7 +19,9 @@ from vidsieve.codec.latent_codecs import CODE_BG, CODE_PREV, INTRA, SKIP_BG, blo
 from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, unpack
 from vidsieve.codec.pixels import pad, to_tensor
 from vidsieve.codec.predictive import PredictiveStreamDecoder
-from vidsieve.codec.predictive_encoder import INTRA_BOOST, PredictiveStreamEncoder, boxes_to_blocks
+from vidsieve.codec.models import QUALITY_MAX, QUALITY_MIN
+from vidsieve.codec.predictive_encoder import (BOOST_KNEE, INTRA_BOOST, INTRA_BOOST_MIN, PredictiveStreamEncoder,
+                                               boxes_to_blocks, coded_qualities)
 from vidsieve.codec.registry import load_conditional
 from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
 from vidsieve.errors import FormatError
@@ -99,9 +101,39 @@ def test_quality_changes_without_an_intra_frame(codec, conditional):
     dec = PredictiveStreamDecoder(codec, conditional[0])
     assert [unpack(c.data).version for c in coded].count(INTRA_EXACT) == 1
     for i, c in enumerate(coded):
-        # The intra frame, which the others copy from for seconds, gets INTRA_BOOST more quality.
-        assert unpack(c.data).quality == (min(8.0, qs[i] + INTRA_BOOST) if i == 0 else qs[i])
+        # The intra frame, which the others copy from for seconds, gets more quality than they do.
+        want = coded_qualities(qs[i]).referenced if i == 0 else coded_qualities(qs[i]).predicted
+        assert unpack(c.data).quality == np.float32(want)
         assert np.array_equal(dec.decode(c.data, i, c.intra), c.recon)
+
+
+def test_coded_qualities_rise_with_the_asked_one_and_keep_a_boost():
+    asked = np.linspace(QUALITY_MIN, QUALITY_MAX, 141)
+    qs = [coded_qualities(q) for q in asked]
+    for field in ("referenced", "predicted", "alone"):
+        v = np.array([getattr(q, field) for q in qs])
+        assert (np.diff(v) > 0).all(), field  # no two asked qualities code alike
+        assert v.min() >= QUALITY_MIN and v.max() <= QUALITY_MAX
+    assert [q.alone for q in qs] == pytest.approx(asked)  # a frame nothing refers to: what was asked
+    boost = np.array([q.referenced - q.predicted for q in qs])
+    assert (boost >= INTRA_BOOST_MIN - 1e-12).all() and (boost <= INTRA_BOOST + 1e-12).all()
+    low = asked <= BOOST_KNEE
+    assert boost[low] == pytest.approx(INTRA_BOOST) and [q.predicted for q in qs if q.alone <= BOOST_KNEE] == \
+        pytest.approx(asked[low])
+    assert coded_qualities(QUALITY_MAX).referenced == QUALITY_MAX
+    with pytest.raises(ValueError, match="quality must be"):
+        coded_qualities(QUALITY_MAX + 0.5)
+
+
+def test_an_intra_frame_nothing_refers_to_is_not_boosted(codec, conditional):
+    frame = scene_frames(frames=1)[0]
+    enc = PredictiveStreamEncoder(codec, conditional[0], TB)
+    lone = enc.encode(frame, 6.0, 0, referenced=False)
+    enc.reset()
+    referred = enc.encode(frame, 6.0, 0)
+    assert unpack(lone.data).quality == 6.0 and unpack(referred.data).quality == np.float32(coded_qualities(6.0).referenced)
+    assert len(lone.data) < len(referred.data) and psnr(frame, lone.recon) < psnr(frame, referred.recon)
+    assert np.array_equal(PredictiveStreamDecoder(codec, conditional[0]).decode(lone.data, 0), lone.recon)
 
 
 def test_intra_period_and_damage(codec, conditional):

@@ -108,7 +108,7 @@ def test_a_boosted_box_gains_quality_at_the_cost_of_the_rest(codec):
 
     def code(q, boost=0.0, background=0.0):
         r = RoiMap(boost=boost, background=background, margin=0).offsets(target, (256, 384))
-        o = stream_encoder(codec, TB).encode(frame, q, 0, roi=r)  # an intra frame: 3 steps above q
+        o = stream_encoder(codec, TB).encode(frame, q, 0, roi=r)  # an intra frame others copy from: boosted
         (s_in, n_in), (s_out, n_out) = masked_sse(frame, o.recon, inside), masked_sse(frame, o.recon, ~inside)
         return psnr_from_mse(s_in / n_in), psnr_from_mse(s_out / n_out), len(o.data)
 
