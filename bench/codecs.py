@@ -1,9 +1,10 @@
-"""Codecs under comparison, behind one small interface.
+"""Codecs under comparison, behind one small interface: one table for video and still images.
 
 Each codec encodes a clip (a list of RGB frames with timestamps) at one
 setting and hands back the number of bytes and the decoded frames, one per
-input frame (hold-filled where the codec drops frames). A new codec is one
-class here and one entry in :data:`CODECS`.
+input frame (hold-filled where the codec drops frames). A codec that also codes
+a still image lists its ``still_settings`` and codes one in :meth:`BenchCodec.code_still`
+(``vidsieve bench-image``). A new codec is one class here and one entry in :data:`CODECS`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from ..codec import DEFAULT_BLOCK_PX
 
 
 @dataclass
@@ -39,7 +42,8 @@ class Encoded:
     decoded: list[np.ndarray]
     enc_s: float
     dec_s: float
-    kept_fraction: float = 1.0
+    coded_fraction: float = 1.0  # of the input frames, those with a coded frame of their own
+    selected_fraction: float | None = None  # those a selector picked (None: no selector)
 
 
 class BenchCodec:
@@ -47,9 +51,22 @@ class BenchCodec:
 
     name = ""
     settings: list[str] = []
+    #: Settings for a still image (empty: a video-only codec).
+    still_settings: list[str] = []
+    #: Whether its points make a rate curve (BD-rate, the fixed-rate table); a sanity row's single point does not.
+    curve = True
 
     def __init__(self, detector: str = "auto"):
         self.detector = detector
+
+    @property
+    def still_name(self) -> str:
+        """What its still-image curve is called."""
+        return self.name
+
+    def code_still(self, img: np.ndarray, setting: str) -> Encoded:
+        """One picture at ``setting``: its coded size, the decoded picture (the one item of ``decoded``), times."""
+        raise NotImplementedError
 
     def available(self) -> bool:
         return True
@@ -63,6 +80,15 @@ class BenchCodec:
 
     def run(self, clip: Clip, setting: str) -> Encoded:
         raise NotImplementedError
+
+
+def _timed(encode, decode) -> Encoded:
+    """One picture: ``encode()`` gives its bytes, ``decode(bytes)`` the picture."""
+    t0 = time.perf_counter()
+    data = encode()
+    t1 = time.perf_counter()
+    dec = decode(data)
+    return Encoded(len(data), [dec], t1 - t0, time.perf_counter() - t1)
 
 
 def _value(setting: str) -> float:
@@ -80,6 +106,8 @@ class PyAVCodec(BenchCodec):
     encoder = ""
     key = "crf"
     extra: dict = {}
+    #: What the encoder codes: 4:2:0 (even sizes; an odd edge is cropped, then repeated back) or RGB.
+    pix_fmt = "yuv420p"
 
     def available(self) -> bool:
         try:
@@ -104,8 +132,9 @@ class PyAVCodec(BenchCodec):
         nbytes = 0
         with av.open(buf, mode="w", format="matroska") as out:
             st = out.add_stream(self.encoder, rate=clip.fps)
-            st.width, st.height = w - w % 2, h - h % 2
-            st.pix_fmt = "yuv420p"
+            sub = self.pix_fmt == "yuv420p"
+            st.width, st.height = (w - w % 2, h - h % 2) if sub else (w, h)
+            st.pix_fmt = self.pix_fmt
             st.time_base = clip.time_base
             st.options = self.options(setting)
             for i, (rgb, p) in enumerate(zip(clip.frames, clip.pts)):
@@ -205,6 +234,19 @@ class X265LowDelay(X265):
     extra = {"preset": "medium", "tune": "zerolatency", "x265-params": "bframes=0:log-level=error:frame-threads=1"}
 
 
+class Lossless(PyAVCodec):
+    """Every frame losslessly (FFV1, RGB): the sanity row. Its detection survival must read 1.0, since the
+    decoded pictures are the originals; anything less is the measurement, not a codec."""
+
+    name, encoder = "ffv1-lossless", "ffv1"
+    settings = ["lossless"]
+    curve = False
+    pix_fmt = "bgr0"
+
+    def options(self, setting: str) -> dict:
+        return {}
+
+
 class X264(PyAVCodec):
     name, encoder = "x264", "libx264"
     settings = ["crf=18", "crf=23", "crf=28", "crf=33", "crf=38", "crf=43"]
@@ -228,26 +270,102 @@ class SvtAv1(PyAVCodec):
         return super().run(clip, setting)
 
 
-class Jpeg(BenchCodec):
-    """Every frame as a baseline JPEG (Pillow, 4:2:0)."""
+#: The JPEG qualities of every JPEG curve, video frames and still images alike.
+JPEG_QUALITIES = (10, 20, 30, 45, 60, 75, 85, 92)
+#: WebP's, for still images.
+WEBP_QUALITIES = (5, 15, 30, 50, 70, 85, 95)
 
-    name = "jpeg"
-    settings = ["q=10", "q=25", "q=45", "q=65", "q=80", "q=92"]
+
+def pil_encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
+    """One picture through Pillow: ``JPEG`` (baseline, 4:2:0) or ``WEBP`` (method 6, its slowest and best)."""
+    from PIL import Image
+
+    b = io.BytesIO()
+    Image.fromarray(img).save(b, format=fmt, quality=int(quality), **({"method": 6} if fmt == "WEBP" else {}))
+    return b.getvalue()
+
+
+def pil_decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+class PilCodec(BenchCodec):
+    """Every frame as a still image through Pillow (:func:`pil_encode`)."""
+
+    fmt = ""
+
+    def code_still(self, img: np.ndarray, setting: str) -> Encoded:
+        return _timed(lambda: pil_encode(img, self.fmt, int(_value(setting))), pil_decode)
 
     def run(self, clip: Clip, setting: str) -> Encoded:
-        from PIL import Image
-
         q = int(_value(setting))
         t0 = time.perf_counter()
-        blobs = []
-        for rgb in clip.frames:
-            b = io.BytesIO()
-            Image.fromarray(rgb).save(b, format="JPEG", quality=q)
-            blobs.append(b.getvalue())
+        blobs = [pil_encode(rgb, self.fmt, q) for rgb in clip.frames]
         enc_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        dec = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
+        dec = [pil_decode(b) for b in blobs]
         return Encoded(sum(map(len, blobs)), dec, enc_s, time.perf_counter() - t0)
+
+
+class Jpeg(PilCodec):
+    """Baseline JPEG, 4:2:0."""
+
+    name, fmt = "jpeg", "JPEG"
+    settings = still_settings = [f"q={q}" for q in JPEG_QUALITIES]
+
+
+class WebP(PilCodec):
+    """WebP (lossy, method 6)."""
+
+    name, fmt = "webp", "WEBP"
+    settings = still_settings = [f"q={q}" for q in WEBP_QUALITIES]
+
+
+class ZooCodec(BenchCodec):
+    """A CompressAI zoo model (every frame alone), where its pretrained weights are on this machine."""
+
+    arch = ""
+
+    def _qualities(self) -> list[int]:
+        from ..codec.zoo import zoo_available
+
+        return [q for q in range(1, 9) if zoo_available(self.arch, q)]
+
+    def available(self) -> bool:
+        return bool(self._qualities())
+
+    @property
+    def settings(self) -> list[str]:  # type: ignore[override]
+        return [f"quality={q}" for q in self._qualities()]
+
+    still_settings = settings
+
+    def _codec(self):
+        if getattr(self, "_loaded", None) is None:
+            from ..codec.registry import load_codec
+
+            self._loaded = load_codec(self.arch)
+        return self._loaded
+
+    def code_still(self, img: np.ndarray, setting: str) -> Encoded:
+        return _timed(lambda: self._codec().encode(img, int(_value(setting))), self._codec().decode)
+
+    def run(self, clip: Clip, setting: str) -> Encoded:
+        t0 = time.perf_counter()
+        blobs = [self._codec().encode(f, int(_value(setting))) for f in clip.frames]
+        enc_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dec = [self._codec().decode(b) for b in blobs]
+        return Encoded(sum(map(len, blobs)), dec, enc_s, time.perf_counter() - t0)
+
+
+def _zoo_codecs() -> list[type]:
+    from ..codec.zoo import ZOO_ARCHS
+
+    return [type(f"Zoo_{a.replace('-', '_')}", (ZooCodec,), {"name": a, "arch": a, "__doc__": ZooCodec.__doc__})
+            for a in ZOO_ARCHS]
 
 
 class Vidsieve(BenchCodec):
@@ -260,10 +378,28 @@ class Vidsieve(BenchCodec):
     predict = True
     roi_boost: float | None = None  # None: the product's defaults
     roi_background: float | None = None
+    block_px = DEFAULT_BLOCK_PX
+
+    still_settings = [f"quality={q}" for q in range(1, 9)]
 
     def __init__(self, detector: str = "auto", model: str | None = None, precision: str = "float"):
         super().__init__(detector)
         self.model, self.precision = model, precision
+        self._frame_codec = None
+
+    @property
+    def still_name(self) -> str:
+        from ..codec import DEFAULT_MODEL
+
+        return self.model or DEFAULT_MODEL
+
+    def code_still(self, img: np.ndarray, setting: str) -> Encoded:
+        """The frame codec alone, as ``vidsieve compress IMAGE`` codes a still (docs/RESULTS.md)."""
+        if self._frame_codec is None:
+            from ..codec.registry import load_codec
+
+            self._frame_codec = load_codec(self.still_name, precision=self.precision)
+        return _timed(lambda: self._frame_codec.encode(img, _value(setting)), self._frame_codec.decode)
 
     def run(self, clip: Clip, setting: str) -> Encoded:
         from ..pipeline import CompressOptions, compress, decoded_frames
@@ -271,7 +407,7 @@ class Vidsieve(BenchCodec):
         opts = CompressOptions(quality=_value(setting), keep_all=self.keep_all, detector=self.detector,
                                max_frames=len(clip.frames), predict=self.predict,
                                roi_boost=self.roi_boost, roi_background=self.roi_background,
-                               precision=self.precision)
+                               precision=self.precision, block_px=self.block_px)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -282,11 +418,14 @@ class Vidsieve(BenchCodec):
             t0 = time.perf_counter()
             dec = [f.rgb for f in decoded_frames(out, self.model, precision=self.precision)]
             dec_s = time.perf_counter() - t0
-            return Encoded(out.stat().st_size, dec, enc_s, dec_s, s.kept_fraction)
+            return Encoded(out.stat().st_size, dec, enc_s, dec_s, s.coded_fraction,
+                           None if self.keep_all else s.selected_fraction)
 
 
 class VidsieveNoRoi(Vidsieve):
     """Selection and predicted frames, one quality per frame (no quality map)."""
+
+    still_settings: list[str] = []  # stills are the frame codec's, listed once under vidsieve
 
     name = "vidsieve-noroi"
     roi_boost = 0.0
@@ -296,12 +435,23 @@ class VidsieveNoRoi(Vidsieve):
 class VidsieveKeepAll(Vidsieve):
     """Every frame coded, predicted from the ones before it (no selection)."""
 
+    still_settings: list[str] = []  # stills are the frame codec's, listed once under vidsieve
+
     name = "vidsieve-keepall"
     keep_all = True
 
 
+class VidsieveKeepAll16(VidsieveKeepAll):
+    """Every frame coded and predicted, modes down to 16-pixel blocks (an ablation of finer blocks)."""
+
+    name = "vidsieve-keepall-16px"
+    block_px = 16
+
+
 class VidsieveIntra(Vidsieve):
     """Selection, and every kept frame coded alone: what vidsieve did before predicted frames."""
+
+    still_settings: list[str] = []  # stills are the frame codec's, listed once under vidsieve
 
     name = "vidsieve-intra"
     predict = False
@@ -309,5 +459,7 @@ class VidsieveIntra(Vidsieve):
     roi_background = 0.0
 
 
-CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveIntra, X265, X265Roi, X265LowDelay,
-                              X264, X264LowDelay, Jpeg, SvtAv1)}
+CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveKeepAll16, VidsieveIntra, X265, X265Roi, X265LowDelay,
+                              X264, X264LowDelay, Jpeg, WebP, SvtAv1, Lossless, *_zoo_codecs())}
+#: Codecs ``vidsieve bench`` runs unless told: the zoo's intra-only models and WebP are for still images.
+VIDEO_DEFAULT = [n for n, c in CODECS.items() if not issubclass(c, (ZooCodec, WebP))]

@@ -7,10 +7,8 @@ ours, so the distance to fully trained models is visible.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -19,21 +17,11 @@ import numpy as np
 from ..codec import DEFAULT_MODEL
 from ..datasets.images import IMAGE_EXTS, load_rgb
 from ..metrics import psnr_from_mse
-from .jsonfile import write_json
+from ..files import write_json
+from .codecs import CODECS, BenchCodec, Vidsieve, ZooCodec
 from ..metrics import ms_ssim_mean
 
 log = logging.getLogger(__name__)
-
-
-def _pil_codec(fmt: str, q: int, img: np.ndarray) -> tuple[int, np.ndarray]:
-    from PIL import Image
-
-    b = io.BytesIO()
-    kw = {"quality": q}
-    if fmt == "WEBP":
-        kw["method"] = 6
-    Image.fromarray(img).save(b, format=fmt, **kw)
-    return b.tell(), np.asarray(Image.open(io.BytesIO(b.getvalue())).convert("RGB"))
 
 
 def _score(img, nbytes, dec) -> dict:
@@ -47,9 +35,7 @@ def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAUL
                     limit: int | None = None, progress: bool | None = None, precision: str = "float") -> dict:
     from tqdm import tqdm
 
-    from ..codec.registry import load_codec
-    from ..codec.zoo import ZOO_ARCHS, zoo_available
-    from .bdrate import bd_rate
+    from ..metrics.curves import bd_rate
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)[:limit]
     if not files:
@@ -70,41 +56,21 @@ def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAUL
             "ms_ssim": (float(np.mean([r["ms_ssim"] for r in per_image]))
                         if all(r["ms_ssim"] is not None for r in per_image) else None)})
 
-    codec = load_codec(model, precision=precision)
-    jobs = [(model, q) for q in qualities]
-    jobs += [("jpeg", q) for q in (10, 20, 30, 45, 60, 75, 85, 92)]
-    jobs += [("webp", q) for q in (5, 15, 30, 50, 70, 85, 95)]
-    zoo_models = {}
-    if zoo:
-        for arch in ZOO_ARCHS:
-            qs = [q for q in range(1, 9) if zoo_available(arch, q)]
-            if qs:
-                zoo_models[arch] = load_codec(arch)
-                jobs += [(arch, q) for q in qs]
-            else:
-                log.info("%s: no cached weights, not measured (its published curve is still drawn)", arch)
-    bar = tqdm(total=len(jobs) * len(images), disable=None if progress is None else not progress, desc="bench-image", unit="img")
-    for name, q in jobs:
+    codecs = still_codecs(model, precision, zoo, qualities)
+    jobs = [(c, st) for c, settings in codecs for st in settings]
+    bar = tqdm(total=len(jobs) * len(images), disable=None if progress is None else not progress, desc="bench-image",
+               unit="img")
+    for c, setting in jobs:
         per = []
         t_enc = t_dec = 0.0
         for img in images:
-            if name in ("jpeg", "webp"):
-                nbytes, dec = _pil_codec(name.upper(), q, img)
-            else:
-                c = codec if name == model else zoo_models[name]
-                t0 = time.perf_counter()
-                data = c.encode(img, q)
-                t1 = time.perf_counter()
-                dec = c.decode(data)
-                t_dec += time.perf_counter() - t1
-                t_enc += t1 - t0
-                nbytes = len(data)
-            per.append(_score(img, nbytes, dec))
+            enc = c.code_still(img, setting)
+            t_enc, t_dec = t_enc + enc.enc_s, t_dec + enc.dec_s
+            per.append(_score(img, enc.bytes, enc.decoded[0]))
             bar.update(1)
-        add(name, f"{'quality' if name not in ('jpeg', 'webp') else 'q'}={q}", per)
-        if t_enc:
-            timing.setdefault(name, []).append({"quality": q, "enc_s": t_enc / len(images),
-                                                "dec_s": t_dec / len(images)})
+        add(c.still_name, setting, per)
+        timing.setdefault(c.still_name, []).append({"setting": setting, "enc_s": t_enc / len(images),
+                                                    "dec_s": t_dec / len(images)})
     bar.close()
     published = load_reference(reference_dir) if reference_dir else {}
     bd = {}
@@ -122,6 +88,23 @@ def run_image_bench(folder: str | Path, out_dir: str | Path, model: str = DEFAUL
     write_json(out / "image_results.json", doc)
     _plot(doc, out, model)
     return doc
+
+
+def still_codecs(model: str, precision: str = "float", zoo: bool = True,
+                 qualities=(1, 2, 3, 4, 5, 6, 7, 8)) -> list[tuple[BenchCodec, list[str]]]:
+    """The codecs of the table that code still images, each with the settings to sweep: ``model`` at
+    ``qualities`` (the frame codec, as ``vidsieve compress IMAGE`` codes a still), JPEG, WebP, and the
+    CompressAI zoo models whose weights are on this machine (``zoo``)."""
+    out = []
+    for name, cls in CODECS.items():
+        if not cls.still_settings or (issubclass(cls, ZooCodec) and not zoo):
+            continue
+        c = cls(model=model, precision=precision) if issubclass(cls, Vidsieve) else cls()
+        if not c.available():
+            log.info("%s: no cached weights, not measured (its published curve is still drawn)", name)
+            continue
+        out.append((c, [f"quality={q:g}" for q in qualities] if isinstance(c, Vidsieve) else list(c.still_settings)))
+    return out
 
 
 def load_reference(folder: str | Path) -> dict[str, list[dict]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .detection_eval import CONF, MATCH_CONF, MIN_IOU
+
 
 def _fmt(v, nd=2):
     return "-" if v is None else f"{v:.{nd}f}"
@@ -55,9 +57,13 @@ def write_report(doc: dict, out: Path) -> None:
     desc = ", ".join("{} ({}x{}, {} frames, {:.2f} fps)".format(c["name"], c["width"], c["height"], c["frames"],
                                                               c["fps"]) for c in doc["clips"])
     lines = ["# vidsieve bench report", "", f"Clips: {desc}.",
-             "PSNR is the mean over all input frames after hold-filling dropped frames. "
-             "Recall/precision: reference detector on the decoded video against the original (IoU >= 0.5, "
-             "same class, same frame). ROI-PSNR: inside the reference detector's boxes on the original.", ""]
+             "PSNR is the mean over all input frames after hold-filling held frames. "
+             f"Recall/precision/F1: the reference detector's objects (confidence >= {CONF:g}) on the original "
+             f"found on the decoded video (IoU >= {MIN_IOU:g}, same class, same frame, confidence >= "
+             f"{MATCH_CONF:g}: a hysteresis, so a detector flickering across its threshold is not counted as "
+             "loss), and the converse; `objects`: how many objects on the original each recall rests on. "
+             "`ffv1-lossless`, the originals coded losslessly, is the sanity row: its survival must read 1. "
+             "ROI-PSNR: inside the reference detector's boxes on the original.", ""]
     st = doc.get("settings", {})
     if st.get("reference"):
         lines += [f"Detectors: selection and quality maps (vidsieve, x265-roi's boxes): `{st.get('detector')}`; "
@@ -65,7 +71,7 @@ def write_report(doc: dict, out: Path) -> None:
     bd = doc["bd_rate"]
     if bd is None:
         lines += ["No BD-rate table: x265, the anchor, was not among the codecs measured."]
-    else:
+    elif bd["mean"]:  # empty when the anchor is the only curve measured
         lines += [f"## BD-rate vs {bd['anchor']} ({bd['metric']}, {bd['method']}); negative = fewer bits", "",
                   "| codec | " + " | ".join(bd["per_clip"]) + " | mean |", "|---" * (len(bd["per_clip"]) + 2) + "|"]
         for codec, m in bd["mean"].items():
@@ -76,25 +82,27 @@ def write_report(doc: dict, out: Path) -> None:
                        ("vs x265-roi (ROI-PSNR, pchip)", "roi_psnr_vs_x265_roi"),
                        ("vs x265 (background PSNR, pchip)", "background_psnr")):
         t = doc.get("bd_rate_extra", {}).get(key)
-        if t:  # None when its anchor was not measured: no line rather than a row of blanks
+        if t and t["mean"]:  # None when its anchor was not measured: no line rather than a row of blanks
             lines += ["", f"BD-rate {label}: " + bd_summary(t["mean"])]
     at = doc.get("at_kbps")
     if at:
         lines += ["", f"## At {at['kbps']:g} kbps (interpolated in log-rate; - where a codec does not reach it)", "",
-                  "| clip | codec | recall | ROI-PSNR | background PSNR | PSNR-RGB |", "|---" * 6 + "|"]
+                  "| clip | codec | recall | F1 | ROI-PSNR | background PSNR | PSNR-RGB |", "|---" * 7 + "|"]
         for clip, rows in at["per_clip"].items():
             for codec, r in rows.items():
-                lines.append(f"| {clip} | {codec} | {_fmt(r['recall'], 3)} | {_fmt(r['roi_psnr'])} | "
+                lines.append(f"| {clip} | {codec} | {_fmt(r['recall'], 3)} | {_fmt(r.get('f1'), 3)} | "
+                             f"{_fmt(r['roi_psnr'])} | "
                              f"{_fmt(r['background_psnr'])} | {_fmt(r['psnr_rgb'])} |")
     for clip in clips:
         lines += ["", f"## {clip}", "", f"![rate-distortion](rd-psnr-{clip}.png)", "",
                   "| codec | setting | kbps | bpp | PSNR-RGB | PSNR-Y | MS-SSIM | ROI-PSNR | bg PSNR | recall | "
-                  "precision | kept | enc fps | dec fps |", "|---" * 14 + "|"]
+                  "precision | F1 | objects | coded | selected | enc fps | dec fps |", "|---" * 17 + "|"]
         for p in sorted((p for p in points if p["clip"] == clip), key=lambda p: (p["codec"], p["kbps"])):
             lines.append(f"| {p['codec']} | {p['setting']} | {_fmt(p['kbps'], 1)} | {_fmt(p['bpp'], 4)} | "
                          f"{_fmt(p['psnr_rgb'])} | {_fmt(p['psnr_y'])} | {_fmt(p['ms_ssim'], 4)} | "
                          f"{_fmt(p.get('roi_psnr'))} | {_fmt(p.get('background_psnr'))} | {_fmt(p.get('recall'), 3)} | "
-                         f"{_fmt(p.get('precision'), 3)} | {_fmt(p['kept_fraction'], 3)} | {_fmt(p['enc_fps'], 1)} | "
+                         f"{_fmt(p.get('precision'), 3)} | {_fmt(p.get('f1'), 3)} | {p.get('objects') or '-'} | "
+                         f"{_fmt(p.get('coded_fraction'), 3)} | {_fmt(p.get('selected_fraction'), 3)} | {_fmt(p['enc_fps'], 1)} | "
                          f"{_fmt(p['dec_fps'], 1)} |")
     if doc.get("failures"):
         lines += ["", "## Failed points (left out of every table above)", ""] + [

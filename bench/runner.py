@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
@@ -15,10 +14,10 @@ import numpy as np
 
 from .. import __version__
 from ..datasets.video import VideoReader
-from .codecs import CODECS, Clip
+from .codecs import CODECS, VIDEO_DEFAULT, Clip
 from ..metrics import luma, masked_sse, ms_ssim_mean, psnr_from_mse
-from .detection_eval import Survival, roi_mask
-from .jsonfile import write_json
+from .detection_eval import CONF, MATCH_CONF, Survival, roi_mask
+from ..files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +54,23 @@ def measure(clip: Clip, enc, ref_dets: list | None, detector=None) -> dict:
         "ms_ssim": ms_ssim_mean(clip.frames, dec),
         "enc_fps": n / enc.enc_s if enc.enc_s > 0 else None,
         "dec_fps": n / enc.dec_s if enc.dec_s > 0 else None,
-        "kept_fraction": enc.kept_fraction,
-        "recall": None, "precision": None, "roi_psnr": None, "background_psnr": None,
+        "coded_fraction": enc.coded_fraction, "selected_fraction": enc.selected_fraction,
+        "recall": None, "precision": None, "f1": None, "objects": None, "decoded_objects": None, "roi_psnr": None, "background_psnr": None,
     }
     if ref_dets is not None and detector is not None:
         surv = Survival()
         sse_in = cnt_in = sse_out = cnt_out = 0
         for orig, d, dets in zip(clip.frames, dec, ref_dets):
-            surv.add(dets, [x for x in detector.detect(d) if x.score >= 0.4])
-            m = roi_mask(dets, (h, w))
+            surv.add(dets, detector.detect(d))
+            m = roi_mask([x for x in dets if x.score >= CONF], (h, w))
             s, c = masked_sse(orig, d, m)
             sse_in, cnt_in = sse_in + s, cnt_in + c
             s, c = masked_sse(orig, d, ~m)
             sse_out, cnt_out = sse_out + s, cnt_out + c
         point.update(recall=surv.recall if surv.reference else None,
                      precision=surv.precision if surv.decoded else None,
+                     f1=surv.f1 if surv.reference or surv.decoded else None,
+                     objects=surv.reference, decoded_objects=surv.decoded,
                      roi_psnr=psnr_from_mse(sse_in / cnt_in) if cnt_in else None,
                      background_psnr=psnr_from_mse(sse_out / cnt_out) if cnt_out else None)
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in point.items()}
@@ -94,7 +95,7 @@ def _code_version(codec_name: str) -> str:
 def cache_key(clip_path: str, frames: int | None, codec: str, setting: str, reference: str | None) -> str:
     st = os.stat(clip_path)
     raw = json.dumps([os.path.abspath(clip_path), st.st_size, int(st.st_mtime), frames, codec, setting,
-                      _code_version(codec), getattr(CODECS.get(codec), "extra", None), reference, "point-v3"])
+                      _code_version(codec), getattr(CODECS.get(codec), "extra", None), reference, "point-v4"])
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
@@ -110,9 +111,7 @@ def point_task(args) -> dict:
         return json.loads(cpath.read_text())
     with one_thread():
         point = _measure_point(clip_path, frames, codec_name, setting, reference, detector_spec, cache_dir)
-    tmp = cpath.with_name(f".{cpath.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(point))
-    os.replace(tmp, cpath)
+    write_json(cpath, point, indent=None)
     return point
 
 
@@ -134,40 +133,14 @@ def _measure_point(clip_path, frames, codec_name, setting, reference, detector_s
 def _reference_dets(clip: Clip, det, cache_dir: str, reference: str, frames: int | None) -> list:
     from ..detection.base import Detection
 
-    key = hashlib.sha1(json.dumps([clip.path, frames, reference, "dets-v1"]).encode()).hexdigest()[:20]
+    key = hashlib.sha1(json.dumps([clip.path, frames, reference, "dets-v2"]).encode()).hexdigest()[:20]
     p = Path(cache_dir) / f"dets-{key}.json"
     if p.exists():
         raw = json.loads(p.read_text())
         return [[Detection(tuple(d[0]), d[1], d[2]) for d in fr] for fr in raw]
-    out = [[d for d in det.detect(f) if d.score >= 0.4] for f in clip.frames]
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps([[[list(d.box), d.cls, d.score] for d in fr] for fr in out]))
-    os.replace(tmp, p)
+    out = [[d for d in det.detect(f) if d.score >= MATCH_CONF] for f in clip.frames]
+    write_json(p, [[[list(d.box), d.cls, d.score] for d in fr] for fr in out], indent=None)
     return out
-
-
-#: The rate at which recall and ROI quality are compared across codecs (kbps).
-RECALL_KBPS = 50.0
-
-
-def at_kbps(points: list[dict], kbps: float) -> dict:
-    """Per clip and codec: recall, ROI-PSNR and background PSNR at ``kbps``, interpolated linearly in
-    log-rate between the two points around it (None outside a codec's range)."""
-    out: dict = {}
-    for clip in sorted({p["clip"] for p in points}):
-        for codec in sorted({p["codec"] for p in points if p["clip"] == clip}):
-            pts = sorted((p for p in points if p["clip"] == clip and p["codec"] == codec), key=lambda p: p["kbps"])
-            row = {}
-            for metric in ("recall", "roi_psnr", "background_psnr", "psnr_rgb"):
-                xs = [(math.log(p["kbps"]), p[metric]) for p in pts if p.get(metric) is not None and p["kbps"] > 0]
-                x = math.log(kbps)
-                row[metric] = None
-                for (x0, y0), (x1, y1) in zip(xs, xs[1:]):
-                    if x0 <= x <= x1 and x1 > x0:
-                        row[metric] = round(y0 + (y1 - y0) * (x - x0) / (x1 - x0), 4)
-                        break
-            out.setdefault(clip, {})[codec] = row
-    return {"kbps": kbps, "per_clip": out}
 
 
 def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None = None, frames: int | None = None,
@@ -178,13 +151,13 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
 
     A point that fails is left out of the tables and listed under ``failures`` with its error."""
     from ..executor import LocalExecutor, run_tasks
-    from .bdrate import bd_table
+    from ..metrics.curves import RECALL_KBPS, at_kbps, bd_table
     from .report import write_report
 
     out = Path(out_dir)
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    names = codecs or [c for c in CODECS]
+    names = codecs or VIDEO_DEFAULT
     unknown = [c for c in names if c not in CODECS]
     if unknown:
         raise ValueError(f"unknown codec(s) {', '.join(unknown)}; choose from {', '.join(CODECS)}")
@@ -194,7 +167,8 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
         if inst.available():
             avail.append((c, inst.sweep(points)))
         else:
-            log.warning("skipping %s: its encoder is not in this FFmpeg build", c)
+            log.warning("skipping %s: not available here (an encoder missing from this FFmpeg build, or "
+                        "weights not downloaded)", c)
     clips = []
     for v in videos:
         c = load_clip(v, frames)
@@ -211,19 +185,20 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
     results = [o.value for o in outcomes if o.ok]
     failures = [{"clip": Path(t[0]).stem, "codec": t[2], "setting": t[3], "error": o.error}
                 for t, o in zip(tasks, outcomes) if not o.ok]
+    curves = [p for p in results if CODECS[p["codec"]].curve]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bd = bd_table(results, anchor="x265", metric="psnr_rgb", method="pchip")
-        bd_jpeg = bd_table(results, anchor="jpeg", metric="psnr_rgb", method="pchip")
-        bd_akima = bd_table(results, anchor="x265", metric="psnr_rgb", method="akima")
-        bd_ssim = bd_table(results, anchor="x265", metric="ms_ssim", method="pchip")
-        bd_roi = bd_table(results, anchor="x265", metric="roi_psnr", method="pchip") if reference else None
-        bd_roi_vs_roi = bd_table(results, anchor="x265-roi", metric="roi_psnr", method="pchip") if reference else None
-        bd_bg = bd_table(results, anchor="x265", metric="background_psnr", method="pchip") if reference else None
+        bd = bd_table(curves, anchor="x265", metric="psnr_rgb", method="pchip")
+        bd_jpeg = bd_table(curves, anchor="jpeg", metric="psnr_rgb", method="pchip")
+        bd_akima = bd_table(curves, anchor="x265", metric="psnr_rgb", method="akima")
+        bd_ssim = bd_table(curves, anchor="x265", metric="ms_ssim", method="pchip")
+        bd_roi = bd_table(curves, anchor="x265", metric="roi_psnr", method="pchip") if reference else None
+        bd_roi_vs_roi = bd_table(curves, anchor="x265-roi", metric="roi_psnr", method="pchip") if reference else None
+        bd_bg = bd_table(curves, anchor="x265", metric="background_psnr", method="pchip") if reference else None
     doc = {"clips": clips, "points": results, "failures": failures, "bd_rate": bd,
            "bd_rate_extra": {"vs_jpeg": bd_jpeg, "akima": bd_akima, "ms_ssim": bd_ssim, "roi_psnr": bd_roi,
                              "roi_psnr_vs_x265_roi": bd_roi_vs_roi, "background_psnr": bd_bg},
-           "at_kbps": at_kbps(results, RECALL_KBPS) if reference else None,
+           "at_kbps": at_kbps(curves, RECALL_KBPS) if reference else None,
            "warnings": sorted({str(w.message) for w in caught}),
            "settings": {"frames": frames, "points": points, "reference": reference, "detector": detector,
                         "version": __version__}}
@@ -232,7 +207,7 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
                                f"({detector}): recall and ROI-PSNR then favour vidsieve and x265-roi")
     write_json(out / "results.json", doc)
     fields = ["clip", "codec", "setting", "kbps", "bpp", "psnr_rgb", "psnr_y", "ms_ssim", "enc_fps", "dec_fps",
-              "kept_fraction", "recall", "precision", "roi_psnr", "background_psnr"]
+              "coded_fraction", "selected_fraction", "recall", "precision", "f1", "objects", "decoded_objects", "roi_psnr", "background_psnr"]
     with open(out / "results.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         wr.writeheader()

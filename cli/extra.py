@@ -71,9 +71,10 @@ def add_commands(sub) -> None:
     b.add_argument("videos", nargs="+")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--codecs", default=None,
-                   help="comma-separated (default: all): vidsieve,vidsieve-noroi,vidsieve-keepall,vidsieve-intra,x265,"
-                        "x265-roi (x265 given --detector's boxes as QP offsets),x265-lowdelay,x264,x264-lowdelay,jpeg,"
-                        "svtav1")
+                   help="comma-separated (default: all but webp and the zoo): vidsieve,vidsieve-noroi,vidsieve-keepall,"
+                        "vidsieve-intra,x265,x265-roi (x265 given --detector's boxes as QP offsets),x265-lowdelay,x264,"
+                        "x264-lowdelay,jpeg,webp,svtav1,ffv1-lossless (the sanity row: detection survival must read 1),"
+                        "and CompressAI zoo models (bmshj2018-hyperprior, ...) where their weights are downloaded")
     b.add_argument("--frames", type=positive(int), default=None, help="use only the first N frames of each clip")
     b.add_argument("--points", type=positive(int), default=5, help="rate points per codec (default 5)")
     b.add_argument("--jobs", type=positive(int), default=1, help="points measured in parallel processes")
@@ -112,6 +113,26 @@ def add_commands(sub) -> None:
     g.add_argument("--run-seconds", type=positive(float), default=None, help="stop after this much wall time")
     add_selection_args(g)
     COMMANDS["ingest"] = cmd_ingest
+
+    k = sub.add_parser("soak", help="soak-test live ingestion on this box: a clip served live, ingested for N s",
+                       description="Serve CLIP, looping, as an H.264 MPEG-TS stream over local TCP in real time, "
+                                   "ingest it with `vidsieve ingest` for --seconds, and report the ingester's lag, "
+                                   "memory over time, rate, and frames coded and selected (one JSON object).")
+    k.add_argument("clip", help="footage to loop")
+    k.add_argument("--seconds", type=positive(float), default=600.0, help="how long (default 600)")
+    k.add_argument("--segment-seconds", type=positive(float), default=60.0, help="the ingester's (default 60)")
+    k.add_argument("--model", default=None, help=f"the ingester's codec (default: {DEFAULT_MODEL})")
+    add_precision_arg(k)
+    k.add_argument("--out", default=None, help="also write the result here as JSON")
+    COMMANDS["soak"] = cmd_soak
+
+
+def cmd_soak(a) -> int:
+    from ..ingest.soak import soak
+
+    res = soak(a.clip, a.seconds, a.segment_seconds, a.model, a.precision, a.out)
+    print(json.dumps({k: v for k, v in res.items() if k not in ("rss_samples", "degradations")}))
+    return 0 if res["exit_code"] == 0 else 1
 
 
 def cmd_ingest(a) -> int:

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor_args(c, "inputs coded")
 
     d = sub.add_parser("decompress", help="decode a .vsv into a video or a folder of PNGs",
-                       description="Decode a .vsv file. Skipped frames repeat the last kept frame, so the "
+                       description="Decode a .vsv file. Held frames repeat the coded frame before them, so the "
                                    "output has the input's frame count and timestamps.")
     d.add_argument("input", help=".vsv file")
     d.add_argument("-o", "--output", required=True,
@@ -151,7 +151,8 @@ def format_info(d: dict) -> str:
         f"file:        {d['file']}",
         f"video:       {h['width']}x{h['height']} @ {fps:.3f} fps, time base {h['time_base'][0]}/{h['time_base'][1]}",
         f"codec:       {h['model']} (weights {h['weights_sha256'][:16]})",
-        f"frames:      {d['frames']} represented, {d['kept']} kept, {d['dropped']} dropped",
+        f"frames:      {d['frames']} represented: {d['coded']} coded, {d['held']} held"
+        + ("" if d.get("selected") is None else f"; {d['selected']} selected"),
         f"duration:    {d['duration_s']:.2f} s",
         f"size:        {d['bytes']} bytes ({d['frame_bytes']} in frames), {d['kbps']:.1f} kbps",
         f"integrity:   {d['integrity']}" + (f" ({d['error']})" if d["error"] else ""),
@@ -182,11 +183,11 @@ def format_info(d: dict) -> str:
             lines.append(f"  {g.get('reason', '')}: pts {g.get('start_pts')} .. {g.get('end_pts')}")
     if d["segments"]:
         lines.append(f"segments:    {len(d['segments'])}")
-        lines.append("  #    start_s    end_s  quality  active  kept/frames  classes")
+        lines.append("  #    start_s    end_s  quality  active  selected/frames  classes")
         for s in d["segments"]:
             cls = ", ".join(f"{k}x{v}" for k, v in s.get("classes", {}).items()) or "-"
             lines.append(f"  {s['index']:<4d} {s['start_s'] or 0:8.2f} {s['end_s'] or 0:8.2f}  {s['quality']:7.2f}  "
-                         f"{'yes' if s['active'] else 'no':6s}  {s['kept']:5d}/{s['frames']:<5d}  {cls}")
+                         f"{'yes' if s['active'] else 'no':6s}  {s.get('selected', 0):8d}/{s['frames']:<6d}  {cls}")
     return "\n".join(lines)
 
 

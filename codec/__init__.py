@@ -17,3 +17,8 @@ DEFAULT_PRECISION = "float"
 
 #: Seconds between intra frames of predicted streams: seek points, and where a reader resumes after damage.
 DEFAULT_INTRA_PERIOD = 10.0
+
+#: The smallest block, in pixels, the encoder chooses a predicted frame's modes for (64, 32 or 16: the
+#: format's quadtree goes down to 16). 64: finer blocks measured more bits for the same PSNR with the
+#: encoder's estimates (docs/RESULTS.md, "Predicted frames, lever by lever").
+DEFAULT_BLOCK_PX = 64

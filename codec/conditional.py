@@ -158,6 +158,11 @@ class ExactConditional:
         lo, hi = self.fuse.span(lo, hi, axis)
         return self.h_s.span(lo, hi, axis), self.ref.span(lo, hi, axis)
 
+    def hyper_window(self, window: Window, size: tuple[int, int], z_size: tuple[int, int]) -> Window:
+        """The positions of the hyper latent (``z_size``) that outputs in ``window`` of a latent ``size``
+        large read."""
+        return self.h_s.input_window(self.fuse.input_window(window, size), z_size)
+
     @property
     def windowed(self) -> bool:
         """Whether a window of the output can be computed alone (:meth:`~.entropy.FixedPointNet.run`)."""

@@ -6,7 +6,10 @@ binary search per element), the scales and means from the fixed-point nets of
 :mod:`.fixed_point`. The intra model uses it with parameters from its hyper
 latent; a conditional (predicted-frame) model uses the same coder with
 parameters computed from its references. :func:`encode_symbols` codes block
-modes and flags under their own frequencies. Which strings a payload carries,
+modes and flags under their own frequencies; :class:`SymbolWriter` and
+:class:`SymbolReader` code several such groups in one string and one rANS
+stream, where a group's size may depend on what an earlier group held (a
+quadtree's splits, then its leaves). Which strings a payload carries,
 and in what order they are read, is :mod:`.latent_codecs`'.
 """
 
@@ -26,11 +29,7 @@ def encode_symbols(symbols, alphabet: int) -> bytes:
     from compressai._CXX import pmf_to_quantized_cdf
     from compressai.ans import RansEncoder
 
-    sym = np.asarray(symbols, dtype=np.int64).reshape(-1)
-    if alphabet > 255 or (sym.size and (sym.min() < 0 or sym.max() >= alphabet)):
-        raise ValueError("symbols out of their alphabet")
-    counts = np.bincount(sym, minlength=alphabet).astype(np.float64)
-    freq = np.where(counts > 0, np.maximum(1, np.round(255 * counts / max(counts.max(), 1))), 0).astype(np.uint8)
+    sym, freq = _frequencies(symbols, alphabet)
     if np.count_nonzero(freq) <= 1:
         return bytes(freq)  # one value throughout (or none): the frequencies say it all
     cdf = _symbol_cdf(freq, pmf_to_quantized_cdf)
@@ -58,6 +57,114 @@ def decode_symbols(data: bytes, count: int, alphabet: int) -> np.ndarray:
     if out.size and (out.min() < 0 or out.max() >= alphabet or not freq[out].all()):
         raise ValueError("symbol string decodes outside its alphabet")
     return out
+
+
+def _frequencies(symbols, alphabet: int) -> tuple[np.ndarray, np.ndarray]:
+    """The symbols (int64, flat) and their frequencies, one byte a value (scaled to at most 255; zero only
+    for values absent)."""
+    sym = np.asarray(symbols, dtype=np.int64).reshape(-1)
+    if alphabet > 255 or (sym.size and (sym.min() < 0 or sym.max() >= alphabet)):
+        raise ValueError("symbols out of their alphabet")
+    counts = np.bincount(sym, minlength=alphabet).astype(np.float64)
+    freq = np.where(counts > 0, np.maximum(1, np.round(255 * counts / max(counts.max(), 1))), 0).astype(np.uint8)
+    return sym, freq
+
+
+class SymbolWriter:
+    """Groups of small integers in one string: a varint, the groups' frequencies (one byte a value, as
+    :func:`encode_symbols` writes them; none for an empty group), then one rANS stream holding every group
+    that has more than one value. A reader must know each group's size and alphabet before it reads it,
+    from what it read before."""
+
+    def __init__(self):
+        self.freqs = bytearray()
+        self.groups: list[tuple[np.ndarray, list[int]]] = []
+
+    def add(self, symbols, alphabet: int) -> None:
+        from compressai._CXX import pmf_to_quantized_cdf
+
+        sym, freq = _frequencies(symbols, alphabet)
+        if not sym.size:
+            return
+        self.freqs += bytes(freq)
+        if np.count_nonzero(freq) > 1:
+            self.groups.append((sym, _symbol_cdf(freq, pmf_to_quantized_cdf)))
+
+    def finish(self) -> bytes:
+        """The string (empty when every group was)."""
+        from compressai.ans import BufferedRansEncoder
+
+        from .payload import varint
+
+        if not self.freqs:
+            return b""
+        rans = b""
+        if self.groups:
+            enc = BufferedRansEncoder()
+            for sym, cdf in self.groups:
+                enc.encode_with_indexes(sym.tolist(), [0] * sym.size, [cdf], [len(cdf)], [0])
+            rans = enc.flush()
+        return varint(len(self.freqs)) + bytes(self.freqs) + rans
+
+
+class SymbolReader:
+    """Reads what :class:`SymbolWriter` wrote, group by group; ``ValueError`` for data that cannot hold it.
+
+    ``max_symbols`` bounds what all the reads together ask for: the rANS stream is padded with zeros for
+    that many symbols, so a damaged string decodes garbage (caught by its checks) instead of reading past
+    its end."""
+
+    def __init__(self, data: bytes, max_symbols: int):
+        from compressai.ans import RansDecoder
+
+        from ..errors import FormatError
+        from .payload import read_varint
+
+        self.freqs, self.used = b"", 0
+        self.decoder = None
+        if data:
+            try:
+                n, off = read_varint(data, 0)
+            except FormatError as exc:
+                raise ValueError(str(exc)) from None
+            if off + n > len(data):
+                raise ValueError("symbol string too short for its frequencies")
+            self.freqs = data[off : off + n]
+            if off + n < len(data):
+                self.decoder = RansDecoder()
+                # rANS reads two words to start and at most one more per symbol.
+                self.decoder.set_stream(bytes(data[off + n :]) + bytes(8 + 4 * max_symbols))
+        self.left = max_symbols
+
+    def read(self, count: int, alphabet: int) -> np.ndarray:
+        from compressai._CXX import pmf_to_quantized_cdf
+
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        if count > self.left:
+            raise ValueError("symbol string asked for more symbols than its frame holds")
+        self.left -= count
+        if self.used + alphabet > len(self.freqs):
+            raise ValueError("symbol string has too few frequencies")
+        freq = np.frombuffer(self.freqs[self.used : self.used + alphabet], dtype=np.uint8)
+        self.used += alphabet
+        nonzero = np.count_nonzero(freq)
+        if nonzero == 0:
+            raise ValueError("symbol string has no frequencies")
+        if nonzero == 1:
+            return np.full(count, int(np.flatnonzero(freq)[0]), dtype=np.int64)
+        if self.decoder is None:
+            raise ValueError("symbol string has no coded symbols")
+        cdf = _symbol_cdf(freq, pmf_to_quantized_cdf)
+        out = np.array(self.decoder.decode_stream([0] * count, [cdf], [len(cdf)], [0]), dtype=np.int64)
+        if out.min() < 0 or out.max() >= alphabet or not freq[out].all():
+            raise ValueError("symbol string decodes outside its alphabet")
+        return out
+
+    def done(self) -> None:
+        """``ValueError`` when frequencies are left over (the string holds other groups than were read)."""
+        if self.used != len(self.freqs):
+            raise ValueError("symbol string holds more groups than its frame reads")
 
 
 def _symbol_cdf(freq: np.ndarray, to_cdf) -> list[int]:

@@ -339,3 +339,21 @@ def exact_in_blocks(needed: np.ndarray, compute, windowed: bool = True) -> tuple
         for out, p in zip(outs, part):
             out[..., r0 * B : r1 * B, c0 * B : c1 * B] = p
     return outs
+
+
+def inputs_read(needed: np.ndarray, input_window, shape: tuple[int, int], windowed: bool = True) -> np.ndarray:
+    """Which positions of an input ``shape`` large (a hyper latent) the outputs at the blocks ``needed``
+    marks read: the union of ``input_window(window)`` over the windows :func:`exact_in_blocks` computes
+    them in (everything where the net is not ``windowed``). Outputs there depend on nothing else, so a
+    coder may send the input at these positions only."""
+    read = np.zeros(shape, dtype=bool)
+    if not needed.any():
+        return read
+    if not windowed:
+        read[:] = True
+        return read
+    B = BLOCK
+    for r0, r1, c0, c1 in tiles(needed):
+        (a, b), (c, d) = input_window(((r0 * B, r1 * B), (c0 * B, c1 * B)))
+        read[a:b, c:d] = True
+    return read

@@ -116,7 +116,7 @@ class GainedCodec(FrameCodec):
         for shape, idx in groups.items():
             h, w = shape[:2]
             x = torch.cat([pad(to_tensor(rgbs[i])) for i in idx])
-            y = self.model.analysis(x, [qs[i] for i in idx])
+            y = self.model.gained_latent(x, [qs[i] for i in idx])
             for j, i in enumerate(idx):
                 version = PAYLOAD_VERSION
                 try:

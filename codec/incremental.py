@@ -54,7 +54,7 @@ class IncrementalAnalysis:
             changed = pad_d.reshape(hb, 64, wb, 64).max(axis=(1, 3)) > self.THRESHOLD
         x = pad(to_tensor(rgb))
         if changed is None or changed.mean() > self.MAX_SHARE:
-            g = model.analyse(x)
+            g = model.analysis_transform(x)
         else:
             g = self.g.clone()
             H, W = g.shape[-2:]
@@ -67,7 +67,7 @@ class IncrementalAnalysis:
                 # Latent rows r0*4 .. r1*4 need pixels r0*64 - margin .. r1*64 + margin.
                 p0, p1 = max(r0 * 64 - self.MARGIN, 0), min(r1 * 64 + self.MARGIN, x.shape[-2])
                 q0, q1 = max(c0 * 64 - self.MARGIN, 0), min(c1 * 64 + self.MARGIN, x.shape[-1])
-                t = model.analyse(x[..., p0:p1, q0:q1])
+                t = model.analysis_transform(x[..., p0:p1, q0:q1])
                 a, b = (r0 * 64 - p0) // 16, (c0 * 64 - q0) // 16
                 g[..., r0 * BLOCK : r1 * BLOCK, c0 * BLOCK : c1 * BLOCK] = \
                     t[..., a : a + (r1 - r0) * BLOCK, b : b + (c1 - c0) * BLOCK]

@@ -24,9 +24,17 @@ Versions (strings in order; a quality map, :mod:`.quality_map`, may follow the l
   float64 gains (:func:`.exact.gains`) and rounds them onto the 2**-16 grid
   (:func:`.exact.to_grid`).
 
-Block modes (one per 64 x 64 block, :mod:`.blocks`): copy the previous frame's
-latent, code the difference from it, copy the background's, code the difference
-from it, code the block alone with the intra model's entropy model.
+* 6, predicted: version 5's strings with the block modes chosen per 64, 32 or 16
+  pixels. Its first string holds, in one rANS stream (:class:`.entropy.SymbolWriter`),
+  a quadtree's splits of each 64-pixel block, the splits of each split block's four
+  32-pixel quarters, the mode of every leaf, and the background updates; its fourth
+  string is empty. String lengths are varints (:mod:`.payload`).
+
+Block modes (one per 64 x 64 block, :mod:`.blocks`, in versions 4 and 5; one per
+leaf of a quadtree down to 16 x 16, a latent position, in version 6): copy the
+previous frame's latent, code the difference from it, copy the background's,
+code the difference from it, code the block alone with the intra model's entropy
+model.
 """
 
 from __future__ import annotations
@@ -40,9 +48,9 @@ from ..errors import FormatError
 from . import exact
 from .blocks import BLOCK, block_mask
 from .conditional import ConditionalEntropyModel, ExactConditional
-from .entropy import decode_symbols, encode_symbols
-from .fixed_point import exact_in_blocks
-from .payload import INTRA_EXACT, PREDICTED, PREDICTED_F32_GAINS, Payload, pack, unpack
+from .entropy import SymbolReader, SymbolWriter, decode_symbols
+from .fixed_point import exact_in_blocks, inputs_read
+from .payload import INTRA_EXACT, PREDICTED, PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, Payload, pack, unpack
 from .quality_map import QualityMap, payload_quality
 
 SKIP_PREV, CODE_PREV, SKIP_BG, CODE_BG, INTRA = 0, 1, 2, 3, 4
@@ -52,7 +60,12 @@ MODES = 5
 S_MODES, S_DIFF, S_DIFF_Z, S_UPDATES, S_ALONE_Z, S_ALONE_Y, S_CHECK = range(7)
 #: The gains each predicted version rescales its references with
 #: (:meth:`~.models.GainedMeanScaleHyperprior.coding_gains`).
-GAIN_RULES = {PREDICTED_F32_GAINS: "f32", PREDICTED: "exact"}
+GAIN_RULES = {PREDICTED_F32_GAINS: "f32", PREDICTED_WHOLE_BLOCKS: "exact", PREDICTED: "exact"}
+#: Versions that carry a check value of the latents they leave.
+CHECKED = (PREDICTED_WHOLE_BLOCKS, PREDICTED)
+#: The quarters of a 64-pixel block (and of a 32-pixel one) in the order a quadtree lists them, in latent
+#: positions from its corner.
+_QUARTERS = ((0, 0), (0, 2), (2, 0), (2, 2))
 
 
 class DivergenceError(FormatError):
@@ -105,20 +118,32 @@ class IntraBlocks:
     encoder's decision reads the float hyper-synthesis (a guess, fast); what is coded and decoded reads
     the exact one."""
 
-    def __init__(self, z_string: bytes, z_hat: torch.Tensor, scales: torch.Tensor, means: torch.Tensor):
-        self.z_string, self.z_hat, self.scales, self.means = z_string, z_hat, scales, means
+    def __init__(self, z_string: bytes, z_hat: torch.Tensor, scales: torch.Tensor, means: torch.Tensor,
+                 z: torch.Tensor | None = None):
+        self.z_string, self.z_hat, self.scales, self.means, self.z = z_string, z_hat, scales, means, z
 
     @classmethod
     def measure(cls, model, y64: torch.Tensor) -> IntraBlocks:
+        """The float estimate, its hyper latent coded whole (what coding every block alone would send)."""
         z = model.h_a(y64.float())
         z_string = model.entropy_bottleneck.compress(z)[0]
         z_hat = model.entropy_bottleneck.decompress([z_string], tuple(z.shape[-2:]))
         scales, means = model.hyper_synthesis(z_hat, exact=False)
-        return cls(z_string, z_hat, scales, means)
+        return cls(z_string, z_hat, scales, means, z)
+
+    @staticmethod
+    def reads(model, needed: np.ndarray) -> np.ndarray:
+        """The hyper latent's positions the blocks ``needed`` marks read (version 6 sends only those)."""
+        net = model.exact_hyper_synthesis()
+        return inputs_read(needed, lambda w: net.input_window(w, needed.shape), needed.shape, net.windowed)
 
     @classmethod
-    def decode(cls, model, z_string: bytes, needed: np.ndarray) -> IntraBlocks:
-        return cls.exact(model, z_string, model.entropy_bottleneck.decompress([z_string], needed.shape), needed)
+    def decode(cls, model, z_string: bytes, needed: np.ndarray, version: int = PREDICTED) -> IntraBlocks:
+        if version == PREDICTED:
+            z_hat = decode_hyper(model.entropy_bottleneck, z_string, cls.reads(model, needed))
+        else:
+            z_hat = model.entropy_bottleneck.decompress([z_string], needed.shape)
+        return cls.exact(model, z_string, z_hat, needed)
 
     @classmethod
     def exact(cls, model, z_string: bytes, z_hat: torch.Tensor, needed: np.ndarray) -> IntraBlocks:
@@ -132,28 +157,129 @@ class IntraBlocks:
         return cls(z_string, z_hat, scales, means)
 
 
+def code_hyper(bottleneck, z: torch.Tensor, read: np.ndarray) -> tuple[bytes, torch.Tensor]:
+    """A hyper latent sent at the positions ``read`` marks only (its bottleneck's model is the same at
+    every position): the string, and the decoded hyper latent, zero where nothing reads it."""
+    sel = torch.from_numpy(read)
+    part = z[..., sel][..., None, :]  # [1, C, 1, K]
+    string = bottleneck.compress(part)[0]
+    return string, _scatter(bottleneck.decompress([string], (1, part.shape[-1])), sel, bottleneck.channels)
+
+
+def decode_hyper(bottleneck, string: bytes, read: np.ndarray) -> torch.Tensor:
+    """What :func:`code_hyper` sent, from the positions ``read`` marks (which the decoder knows from the
+    block modes)."""
+    sel = torch.from_numpy(read)
+    return _scatter(bottleneck.decompress([string], (1, int(sel.sum()))), sel, bottleneck.channels)
+
+
+def _scatter(part: torch.Tensor, sel: torch.Tensor, channels: int) -> torch.Tensor:
+    if part.shape[1] != channels:
+        raise FormatError("hyper latent has the wrong number of channels")
+    out = part.new_zeros(1, channels, *sel.shape)
+    out[..., sel] = part[:, :, 0, :]
+    return out
+
+
 def conditional_in_blocks(exact_model: ExactConditional, needed: np.ndarray, z_hat: torch.Tensor,
                           ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The conditional model's exact table indexes and means at the blocks ``needed`` marks."""
     return exact_in_blocks(needed, lambda window: exact_model(z_hat, ref, window=window), exact_model.windowed)
 
 
-class BlockMaps:
-    """A predicted frame's block modes, named once: which reference each block reads, which are coded
-    against it, which are coded alone."""
+def conditional_reads(exact_model: ExactConditional, needed: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The positions of the difference's hyper latent the blocks ``needed`` marks read."""
+    return inputs_read(needed, lambda w: exact_model.hyper_window(w, size, needed.shape), needed.shape,
+                       exact_model.windowed)
 
-    def __init__(self, modes: torch.Tensor, shape: tuple[int, int]):
+
+class BlockMaps:
+    """A predicted frame's modes per latent position (16 x 16 pixels), named once: which reference each
+    position reads, which are coded against it, which are coded alone."""
+
+    def __init__(self, modes: torch.Tensor):
         self.modes = modes
         self.from_bg = (modes == SKIP_BG) | (modes == CODE_BG)
         self.coded = (modes == CODE_PREV) | (modes == CODE_BG)
         self.fresh = modes == INTRA
-        self.shape = shape
 
     def reference(self, prev: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
-        return torch.where(block_mask(self.from_bg, self.shape), bg, prev)
+        return torch.where(self.from_bg[None, None], bg, prev)
 
-    def mask(self, blocks: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return block_mask(blocks, self.shape).expand_as(like)
+    def mask(self, where: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return where[None, None].expand_as(like)
+
+    @staticmethod
+    def blocks(where: torch.Tensor) -> np.ndarray:
+        """The 64-pixel blocks any of whose positions ``where`` marks: what the exact nets compute."""
+        h, w = where.shape
+        return where.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).any(3).any(1).numpy()
+
+
+def per_position(block_modes: np.ndarray) -> np.ndarray:
+    """A map per 64-pixel block as a map per latent position."""
+    return np.repeat(np.repeat(block_modes, BLOCK, 0), BLOCK, 1)
+
+
+def write_modes(modes: np.ndarray, updates: np.ndarray) -> bytes:
+    """Version 6's first string: the quadtree of ``modes`` (per latent position; each leaf as large as its
+    positions agree) and the background ``updates`` (per 64-pixel block)."""
+    gh, gw = updates.shape
+    s64, s32, leaves = [], [], []
+    for r in range(gh):
+        for c in range(gw):
+            b = modes[r * BLOCK : (r + 1) * BLOCK, c * BLOCK : (c + 1) * BLOCK]
+            if (b == b[0, 0]).all():
+                s64.append(0)
+                leaves.append(b[0, 0])
+                continue
+            s64.append(1)
+            for qr, qc in _QUARTERS:
+                q = b[qr : qr + 2, qc : qc + 2]
+                if (q == q[0, 0]).all():
+                    s32.append(0)
+                    leaves.append(q[0, 0])
+                else:
+                    s32.append(1)
+                    leaves.extend(q.reshape(-1))
+    w = SymbolWriter()
+    w.add(s64, 2)
+    w.add(s32, 2)
+    w.add(leaves, MODES)
+    w.add(updates.astype(np.int64), 2)
+    return w.finish()
+
+
+def read_modes(data: bytes, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`write_modes` wrote: modes per latent position, updates per block; ``ValueError`` for
+    data that cannot hold them."""
+    gh, gw = grid
+    n = gh * gw
+    r = SymbolReader(data, 22 * n)  # splits (5 a block at most), leaves (16), updates (1)
+    s64 = r.read(n, 2)
+    s32 = r.read(4 * int(s64.sum()), 2)
+    leaves = r.read(n - int(s64.sum()) + len(s32) + 3 * int(s32.sum()), MODES)
+    updates = r.read(n, 2).astype(bool)
+    r.done()
+    if s64.size != n or updates.size != n:
+        raise ValueError("symbol string holds no modes")
+    modes = np.empty((gh * BLOCK, gw * BLOCK), dtype=np.int64)
+    li = qi = 0
+    for k in range(n):
+        r0, c0 = (k // gw) * BLOCK, (k % gw) * BLOCK
+        if not s64[k]:
+            modes[r0 : r0 + BLOCK, c0 : c0 + BLOCK] = leaves[li]
+            li += 1
+            continue
+        for qr, qc in _QUARTERS:
+            if s32[qi]:
+                modes[r0 + qr : r0 + qr + 2, c0 + qc : c0 + qc + 2] = leaves[li : li + 4].reshape(2, 2)
+                li += 4
+            else:
+                modes[r0 + qr : r0 + qr + 2, c0 + qc : c0 + qc + 2] = leaves[li]
+                li += 1
+            qi += 1
+    return modes, updates.reshape(grid)
 
 
 def background_after(y_hat: torch.Tensor, bg: torch.Tensor, updates: np.ndarray) -> torch.Tensor:
@@ -161,20 +287,31 @@ def background_after(y_hat: torch.Tensor, bg: torch.Tensor, updates: np.ndarray)
     return torch.where(block_mask(torch.from_numpy(updates), y_hat.shape[-2:]), y_hat, bg)
 
 
+def _check(p: Payload, y_hat: torch.Tensor, bg_after: torch.Tensor) -> None:
+    check = p.strings[S_CHECK]
+    if len(check) != 4:
+        raise FormatError("predicted payload's check value is not 4 bytes")
+    if struct.unpack("<I", check)[0] != exact.check_value(y_hat, bg_after):
+        raise DivergenceError("its decoded latents differ from the encoder's (check value mismatch): the "
+                              "references it was decoded from are not the ones it was coded against")
+
+
 def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: QualityMap, h: int, w: int,
                    prev: torch.Tensor, bg: torch.Tensor, modes: torch.Tensor, bg_updates: np.ndarray,
                    alone: IntraBlocks | None) -> tuple[bytes, torch.Tensor, torch.Tensor]:
-    """A predicted frame (version 5) against references already at ``qm``'s quality: the payload, and
-    the previous-frame and background latents it leaves (what the decoder will hold)."""
+    """A predicted frame (version 6) against references already at ``qm``'s quality, with ``modes`` per
+    latent position and ``bg_updates`` per 64-pixel block: the payload, and the previous-frame and
+    background latents it leaves (what the decoder will hold)."""
     H, W = y64.shape[-2:]
-    maps = BlockMaps(modes, (H, W))
+    maps = BlockMaps(modes)
     ref = maps.reference(prev, bg)
-    strings = [encode_symbols(modes.numpy(), MODES), b"", b"", encode_symbols(bg_updates.astype(np.int64), 2),
-               b"", b""]
+    strings = [write_modes(modes.numpy(), bg_updates), b"", b"", b"", b"", b""]
     y_hat = ref.clone()
     fresh = maps.mask(maps.fresh, ref)
     if fresh.any():
-        alone = IntraBlocks.exact(model, alone.z_string, alone.z_hat, maps.fresh.numpy())
+        needed = maps.blocks(maps.fresh)
+        z_string, z_hat = code_hyper(model.entropy_bottleneck, alone.z, IntraBlocks.reads(model, needed))
+        alone = IntraBlocks.exact(model, z_string, z_hat, needed)
         means = alone.means[fresh]
         sym = torch.round(y64[fresh] - means)
         coder = model.latent_coder()
@@ -184,13 +321,13 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: 
     coded = maps.mask(maps.coded, ref)
     if coded.any():
         diff = torch.where(coded, y64 - ref, torch.zeros_like(ref))
-        z = cond.h_a(diff.float())
-        z_strings = cond.entropy_bottleneck.compress(z)
-        z_hat = cond.entropy_bottleneck.decompress(z_strings, tuple(z.shape[-2:]))
-        indexes, mu = conditional_in_blocks(cond.exact(), maps.coded.numpy(), z_hat, ref)
+        needed = maps.blocks(maps.coded)
+        z_string, z_hat = code_hyper(cond.entropy_bottleneck, cond.h_a(diff.float()),
+                                     conditional_reads(cond.exact(), needed, (H, W)))
+        indexes, mu = conditional_in_blocks(cond.exact(), needed, z_hat, ref)
         sym = torch.round(diff - mu)
         strings[S_DIFF] = model.latent_coder().encode_indexed(sym[coded].to(torch.int32), indexes[coded])
-        strings[S_DIFF_Z] = z_strings[0]
+        strings[S_DIFF_Z] = z_string
         y_hat[coded] = (ref + mu + sym)[coded]
     bg_after = background_after(y_hat, bg, bg_updates)
     strings.append(struct.pack("<I", exact.check_value(y_hat, bg_after)))
@@ -199,28 +336,38 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: 
     return pack(w, h, qm.base, (H // BLOCK, W // BLOCK), strings, PREDICTED), y_hat, bg_after
 
 
+def _modes(p: Payload, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A predicted payload's modes per latent position and background updates per block."""
+    n = grid[0] * grid[1]
+    try:
+        if p.version == PREDICTED:
+            if p.strings[S_UPDATES]:
+                raise ValueError("its background updates belong in its first string")
+            return read_modes(p.strings[S_MODES], grid)
+        modes = decode_symbols(p.strings[S_MODES], n, MODES).reshape(grid)
+        return per_position(modes), decode_symbols(p.strings[S_UPDATES], n, 2).reshape(grid).astype(bool)
+    except ValueError as exc:
+        raise FormatError(f"predicted payload: {exc}") from None
+
+
 def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactConditional, p: Payload,
                      prev: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The previous-frame and background latents a predicted payload leaves, from references already at
-    its quality (:func:`rescaled`), and its block modes. Raises :class:`DivergenceError` when a version 5
-    frame's check value differs from what was computed."""
+    its quality (:func:`rescaled`), and its modes per latent position. Raises :class:`DivergenceError`
+    when a checked frame's check value differs from what was computed."""
     H, W = prev.shape[-2:]
     grid = (H // BLOCK, W // BLOCK)
     if p.latent_hw != grid:
         raise FormatError("predicted frame's size does not match its reference")
-    try:
-        modes = torch.from_numpy(decode_symbols(p.strings[S_MODES], grid[0] * grid[1], MODES).reshape(grid))
-        upd = decode_symbols(p.strings[S_UPDATES], grid[0] * grid[1], 2).reshape(grid).astype(bool)
-    except ValueError as exc:
-        raise FormatError(f"predicted payload: {exc}") from None
-    maps = BlockMaps(modes, (H, W))
+    modes, upd = _modes(p, grid)
+    maps = BlockMaps(torch.from_numpy(modes))
     ref = maps.reference(prev, bg)
     y_hat = ref.clone()
     fresh = maps.mask(maps.fresh, ref)
     if fresh.any():
         if not (p.strings[S_ALONE_Z] and p.strings[S_ALONE_Y]):
             raise FormatError("predicted payload codes blocks alone but carries no symbols for them")
-        alone = IntraBlocks.decode(model, p.strings[S_ALONE_Z], maps.fresh.numpy())
+        alone = IntraBlocks.decode(model, p.strings[S_ALONE_Z], maps.blocks(maps.fresh), p.version)
         coder = model.latent_coder()
         sym = coder.decode_indexed(p.strings[S_ALONE_Y], coder.indexes(alone.scales[fresh]))
         y_hat[fresh] = sym.double() + alone.means[fresh]
@@ -228,28 +375,26 @@ def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactCon
     if coded.any():
         if not (p.strings[S_DIFF] and p.strings[S_DIFF_Z]):
             raise FormatError("predicted payload codes blocks but carries no difference")
-        z_hat = cond.entropy_bottleneck.decompress([p.strings[S_DIFF_Z]], ((H + 3) // 4, (W + 3) // 4))
-        indexes, mu = conditional_in_blocks(exact_model, maps.coded.numpy(), z_hat, ref)
+        needed = maps.blocks(maps.coded)
+        if p.version == PREDICTED:
+            z_hat = decode_hyper(cond.entropy_bottleneck, p.strings[S_DIFF_Z],
+                                 conditional_reads(exact_model, needed, (H, W)))
+        else:
+            z_hat = cond.entropy_bottleneck.decompress([p.strings[S_DIFF_Z]], grid)
+        indexes, mu = conditional_in_blocks(exact_model, needed, z_hat, ref)
         sym = model.latent_coder().decode_indexed(p.strings[S_DIFF], indexes[coded])
         y_hat[coded] = ref[coded] + mu[coded] + sym.double()
     bg_after = background_after(y_hat, bg, upd)
-    if p.version == PREDICTED:
-        check = p.strings[S_CHECK]
-        if len(check) != 4:
-            raise FormatError("predicted payload's check value is not 4 bytes")
-        if struct.unpack("<I", check)[0] != exact.check_value(y_hat, bg_after):
-            raise DivergenceError("its decoded latents differ from the encoder's (check value mismatch): the "
-                                  "references it was decoded from are not the ones it was coded against")
-    return y_hat, bg_after, modes
+    if p.version in CHECKED:
+        _check(p, y_hat, bg_after)
+    return y_hat, bg_after, maps.modes
 
 
 def block_modes(data: bytes) -> np.ndarray | None:
-    """The block modes of a predicted frame's payload (None for a frame coded alone), without a model."""
+    """The modes of a predicted frame's payload per latent position (16 x 16 pixels; None for a frame
+    coded alone), without a model."""
     p = unpack(data)
     if p.version not in GAIN_RULES:
         return None
     payload_quality(p)
-    try:
-        return decode_symbols(p.strings[S_MODES], p.latent_hw[0] * p.latent_hw[1], MODES).reshape(p.latent_hw)
-    except ValueError as exc:
-        raise FormatError(f"predicted payload: {exc}") from None
+    return _modes(p, p.latent_hw)[0]

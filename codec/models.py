@@ -207,7 +207,7 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return self
 
     @torch.inference_mode()
-    def analyse(self, x: torch.Tensor) -> torch.Tensor:
+    def analysis_transform(self, x: torch.Tensor) -> torch.Tensor:
         """The analysis transform ``g_a`` (before the gains) at the model's precision."""
         if self._int8 is not None:
             return self._int8.analysis(x)
@@ -215,11 +215,11 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         return self.g_a(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
     @torch.inference_mode()
-    def analysis(self, x: torch.Tensor, quality: Sequence[float]) -> torch.Tensor:
+    def gained_latent(self, x: torch.Tensor, quality: Sequence[float]) -> torch.Tensor:
         """Batched analysis transform, already multiplied by the gains."""
         gain, _ = self.coding_gains(list(quality))
         # The hyper path is small and runs per frame (see hyper_synthesis).
-        return (self.analyse(x) * gain.to(x.dtype)).contiguous()
+        return (self.analysis_transform(x) * gain.to(x.dtype)).contiguous()
 
     def hyper_synthesis(self, z_hat: torch.Tensor, exact: bool = True,
                         exact_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,9 +2,9 @@
 
 Layout (little-endian; docs/FORMAT.md)::
 
-    u8  version (1 to 5)  u16 width   u16 height   f32 quality
+    u8  version (1 to 6)  u16 width   u16 height   f32 quality
     u16 latent_h          u16 latent_w              u8  n_strings
-    u32 length * n_strings, then the strings themselves
+    u32 length * n_strings (version 6: each an unsigned LEB128 varint), then the strings themselves
 
 Versions: 2, the latent's scales come from the exact, machine-independent
 hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
@@ -14,8 +14,10 @@ exact too (its latent is a reference); 4, a predicted frame (strings: block
 modes, the coded difference, its hyper latent, background updates, the
 intra hyper latent and symbols of blocks coded alone; its references rescaled with
 float32 gains); 5, a predicted frame whose references are rescaled with exact gains onto
-a fixed-point grid, with a seventh string: the check value of the latents it leaves.
-Versions 3 to 5 may carry one more string, the frame's quality map (:mod:`.quality_map`).
+a fixed-point grid, with a seventh string: the check value of the latents it leaves; 6, a
+predicted frame whose modes are chosen per 64, 32 or 16 pixels (a quadtree, its splits, modes and
+background updates in the first string) and whose string lengths are varints (a still frame's
+header was most of its size). Versions 3 to 6 may carry one more string, the frame's quality map (:mod:`.quality_map`).
 What each string holds and how it is read: :mod:`.latent_codecs`. Every length is checked
 against the bytes present before anything is sliced.
 """
@@ -35,16 +37,45 @@ _HEAD = struct.Struct("<BHHfHHB")
 PAYLOAD_VERSION = 2
 #: An intra frame with exact means; a predicted frame as first written (float32 gains) and as written now
 #: (exact gains, references on a fixed-point grid, a check value): :mod:`.latent_codecs`.
-INTRA_EXACT, PREDICTED_F32_GAINS, PREDICTED = 3, 4, 5
-PREDICTED_VERSIONS = (PREDICTED_F32_GAINS, PREDICTED)
+#: Then a predicted frame whose modes are a quadtree down to 16 pixels, with varint string lengths.
+INTRA_EXACT, PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED = 3, 4, 5, 6
+PREDICTED_VERSIONS = (PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED)
 PAYLOAD_VERSIONS = (1, 2, INTRA_EXACT, *PREDICTED_VERSIONS)
 #: A predicted frame's seven strings and its quality map.
 MAX_STRINGS = 8
+#: Versions whose string lengths are varints.
+VARINT_LENGTHS = (PREDICTED,)
+
+
+def varint(n: int) -> bytes:
+    """``n`` (unsigned) as a LEB128 varint: 7 bits a byte, low first."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def read_varint(data: bytes, off: int) -> tuple[int, int]:
+    """The varint at ``off`` and the offset after it; :class:`FormatError` when it runs off the end."""
+    n = shift = 0
+    while True:
+        if off >= len(data) or shift > 28:
+            raise FormatError("frame payload's varint runs off its end (damaged data?)")
+        byte = data[off]
+        n |= (byte & 0x7F) << shift
+        off += 1
+        if not byte & 0x80:
+            return n, off
+        shift += 7
 
 
 def pack(width: int, height: int, quality: float, latent_hw: tuple[int, int], strings: Sequence[bytes],
          version: int = PAYLOAD_VERSION) -> bytes:
     head = _HEAD.pack(version, width, height, float(quality), latent_hw[0], latent_hw[1], len(strings))
+    if version in VARINT_LENGTHS:
+        return head + b"".join(varint(len(s)) for s in strings) + b"".join(strings)
     return head + struct.pack(f"<{len(strings)}I", *map(len, strings)) + b"".join(strings)
 
 
@@ -68,10 +99,16 @@ def unpack(data: bytes, latent_stride: int = HYPER_STRIDE) -> Payload:
         raise FormatError("frame payload header is invalid")
     if (lh, lw) != (-(-h // latent_stride), -(-w // latent_stride)):
         raise FormatError("frame payload latent size does not match the frame size")
-    off = _HEAD.size + 4 * n
-    if len(data) < off:
-        raise FormatError("frame payload too short")
-    lens = struct.unpack_from(f"<{n}I", data, _HEAD.size)
+    if ver in VARINT_LENGTHS:
+        lens, off = [], _HEAD.size
+        for _ in range(n):
+            ln, off = read_varint(data, off)
+            lens.append(ln)
+    else:
+        off = _HEAD.size + 4 * n
+        if len(data) < off:
+            raise FormatError("frame payload too short")
+        lens = struct.unpack_from(f"<{n}I", data, _HEAD.size)
     if off + sum(lens) != len(data):
         raise FormatError("frame payload lengths do not add up")
     strings = []

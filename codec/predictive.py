@@ -5,7 +5,8 @@ decoder keeps them: the previous decoded frame's latent and a long-term
 **background latent** (the scene without what moves: in the spirit of the
 background pictures of AVS2 / IEEE 1857, which surveillance coding uses to
 predict what a moving object uncovers). Every frame is cut into blocks of 4 x 4
-latent positions (64 x 64 pixels); each block copies one reference (*skip*, no
+latent positions (64 x 64 pixels), each of which may split into quarters and
+those into single positions (a quadtree down to 16 x 16 pixels); each leaf copies one reference (*skip*, no
 bits but its mode), codes its difference from one reference with the
 :class:`~.conditional.ConditionalEntropyModel`, or is coded alone with the intra
 model's entropy model (new content no reference holds). The encoder's choices
@@ -47,7 +48,7 @@ class PredictionStats:
     intra: int = 0
     predicted: int = 0
     mapped: int = 0  # frames coded with a quality map
-    blocks: int = 0  # blocks of predicted frames
+    blocks: int = 0  # latent positions (16 x 16 pixels) of predicted frames: the finest a mode is chosen for
     skipped: int = 0  # of them, copied from a reference
     from_background: int = 0  # of them, predicted from (or copied from) the background
     alone: int = 0  # of them, coded with the intra model (new content)

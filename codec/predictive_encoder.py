@@ -18,11 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import DEFAULT_BLOCK_PX
 from .blocks import BLOCK
 from .conditional import ConditionalEntropyModel
 from .frame_codec import GainedCodec
 from .incremental import IncrementalAnalysis, Picture
-from .latent_codecs import CODE_BG, INTRA, SKIP_BG, SKIP_PREV, IntraBlocks, code_intra_exact, code_predicted
+from .latent_codecs import (CODE_BG, CODE_PREV, INTRA, SKIP_BG, SKIP_PREV, IntraBlocks, code_intra_exact, code_predicted,
+                             per_position)
 from .models import QUALITY_MAX, check_quality
 from .payload import PREDICTED
 from .pixels import as_rgb
@@ -42,6 +44,16 @@ BOOST_KNEE = QUALITY_MAX - INTRA_BOOST - INTRA_BOOST_MIN
 #: A block whose copy from the previous frame costs less distortion than this many bits' worth (at the
 #: quality's lambda) is copied without asking any model: when all are, the frame costs no model time.
 STILL_BITS = 8.0
+#: The share of the hyper latent around a block (what its entropy parameters read, sent only there) the
+#: block is charged with when deciding its mode: neighbouring blocks that use the same model share it.
+HYPER_SHARE = 0.5
+#: What the encoder's decisions count a leaf's mode and a split flag at (the map is entropy coded; these
+#: are its typical costs, not a bound).
+MODE_BITS, SPLIT_BITS = 2.0, 1.0
+#: The smallest leaf of the mode quadtree the encoder chooses, in latent positions (4: 64 pixels). Finer
+#: leaves cost more bits for the same PSNR with these decisions (docs/RESULTS.md, "Predicted frames, lever by
+#: lever"): a latent position's choice moves pixels beyond its own 16 x 16, which its estimates do not see.
+MIN_BLOCK = DEFAULT_BLOCK_PX // 16
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,75 @@ def coded_qualities(quality: float) -> CodedQualities:
                           BOOST_KNEE + t * (QUALITY_MAX - INTRA_BOOST_MIN - BOOST_KNEE), q)
 
 
+@torch.no_grad()
+def hyper_cost(bottleneck, z: torch.Tensor, reach: int = 2) -> torch.Tensor:
+    """Bits a block [hb, wb] is charged for the hyper latent of a model it uses: the bits of the hyper
+    latent within ``reach`` positions of it (what its entropy parameters read, and all a version 6
+    frame sends of it: 2 positions for the shipped nets) times :data:`HYPER_SHARE`."""
+    _, lik = bottleneck(z, training=False)
+    bits = -torch.log2(lik).sum(1, keepdim=True).double()  # [1, 1, hz, wz]
+    k = 2 * reach + 1
+    around = F.avg_pool2d(bits, k, stride=1, padding=reach, count_include_pad=True) * k * k
+    return around[0, 0] * HYPER_SHARE
+
+
+def _spread(t: torch.Tensor, size: int) -> torch.Tensor:
+    return t.repeat_interleave(size, -2).repeat_interleave(size, -1)
+
+
+def quadtree_modes(costs: torch.Tensor, min_block: int = MIN_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modes per latent position from each mode's cost there (``costs`` [modes, H, W], bits), and each
+    64-pixel block's cost [H / 4, W / 4]: each block takes one mode, or splits into 32-pixel quarters
+    that take one each or split into 16-pixel cells, whichever costs least with :data:`MODE_BITS` a leaf
+    and :data:`SPLIT_BITS` a split. ``min_block`` (4, 2 or 1 latent positions) stops the splitting at
+    that size."""
+    def quarters(t):  # sums over 2 x 2 cells
+        return F.avg_pool2d(t[None], 2)[0] * 4
+
+    level = costs  # each mode's cost over each cell of the current size
+    best = level.min(0).values + MODE_BITS  # the cheapest coding of each cell, its flags included
+    choice = level.argmin(0)
+    size = 1
+    while size < BLOCK:
+        level, size = quarters(level), size * 2
+        whole = level.min(0).values + MODE_BITS
+        split = quarters(best[None])[0]
+        # A cell's split flag is coded whether or not it splits; it tips its parent's choice, not its own.
+        take = (whole <= split) | (size <= min_block)
+        choice = torch.where(_spread(take, size), _spread(level.argmin(0), size), choice)
+        best = torch.where(take, whole, split) + SPLIT_BITS
+    return choice, best
+
+
+#: The modes that read each hyper latent a predicted frame may send (the difference's, the intra model's).
+_USERS = {"difference": (CODE_PREV, CODE_BG), "alone": (INTRA,)}
+
+
+def choose_modes(costs: torch.Tensor, hyper: dict[str, torch.Tensor], min_block: int = MIN_BLOCK) -> torch.Tensor:
+    """Modes per latent position: for each 64-pixel block, the cheapest quadtree (:func:`quadtree_modes`)
+    over the modes of each set of hyper latents it may pay for (``hyper``: the bits a block pays for each
+    one it uses, :func:`hyper_cost`). A hyper latent costs a block the same whether one of its cells
+    reads it or all do, so the choice is made per block and set, not per cell."""
+    best_cost = best_modes = None
+    names = list(hyper)
+    for k in range(1 << len(names)):
+        paid = [n for i, n in enumerate(names) if k >> i & 1]
+        c = costs.clone()
+        for n in names:
+            if n not in paid:
+                c[list(_USERS[n])] = float("inf")
+        modes, cost = quadtree_modes(c, min_block)
+        for n in paid:
+            cost = cost + hyper[n]
+        if best_cost is None:
+            best_cost, best_modes = cost, modes
+        else:
+            better = cost < best_cost
+            best_cost = torch.where(better, cost, best_cost)
+            best_modes = torch.where(_spread(better, BLOCK), modes, best_modes)
+    return best_modes
+
+
 def boxes_to_blocks(boxes, grid: tuple[int, int]) -> np.ndarray:
     """Which blocks (64-pixel cells) any box (x1, y1, x2, y2, pixels) touches, margin included."""
     cover = np.zeros(grid, bool)
@@ -93,13 +174,15 @@ class PredictiveStreamEncoder:
         time_base: of the pts it is given.
         intra_period: seconds between intra frames (0: only the first and scene cuts).
         qualities: maps an asked quality to the coded ones (an ablation may replace the rule).
+        min_block: the smallest block a mode is chosen for, in latent positions (4: 64 pixels, 2: 32,
+            1: 16); an ablation's knob, decoders read any.
     """
 
     maps = True
 
     def __init__(self, codec: GainedCodec, conditional: ConditionalEntropyModel, time_base: Fraction,
                  intra_period: float = 10.0, conditional_name: str = "", conditional_sha256: str = "",
-                 qualities: Callable[[float], CodedQualities] = coded_qualities):
+                 qualities: Callable[[float], CodedQualities] = coded_qualities, min_block: int = MIN_BLOCK):
         self.codec, self.model = codec, codec.model
         self.conditional_name, self.conditional_sha256 = conditional_name, conditional_sha256
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
@@ -108,6 +191,9 @@ class PredictiveStreamEncoder:
         self.tb = time_base
         self.intra_period = intra_period
         self.qualities = qualities
+        if min_block not in (1, 2, BLOCK):
+            raise ValueError(f"min_block must be 1, 2 or {BLOCK} latent positions")
+        self.min_block = min_block
         self.refs = References()
         self.picture = Picture()
         self.analysed = IncrementalAnalysis()
@@ -164,28 +250,32 @@ class PredictiveStreamEncoder:
         grid = (H // BLOCK, W // BLOCK)
         _, inv_gain = qm.gains(m, (H, W))
         weight = (cond.synthesis_energy.reshape(1, -1, 1, 1) * inv_gain ** 2).double()
-        lam = LAMBDA_SCALE * qm.lambdas(grid) * 255**2 / 3  # per unit of pixel SSE (images in [0, 1], 3 colours)
+        lam_blocks = LAMBDA_SCALE * qm.lambdas(grid) * 255**2 / 3  # per unit of pixel SSE (images in [0, 1])
+        lam = (lam_blocks.repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1) if torch.is_tensor(lam_blocks)
+               else lam_blocks)
 
-        def pool(t):  # per-position sums -> per-block sums [hb, wb]
-            return F.avg_pool2d(t, BLOCK)[0, 0] * BLOCK * BLOCK
+        def total(t):  # summed over channels, per latent position [H, W]
+            return t.sum(1)[0]
 
         # What copying the previous latent leaves is known in pixels: the previous picture against this one.
         # The other modes' distortions are estimated from their latent errors, scaled by how the latent
         # estimate of copying compares with those pixels (the synthesis is not linear).
         held = self.picture.rgb.astype(np.float64) - rgb
-        pix = np.zeros((grid[0] * BLOCK * 16, grid[1] * BLOCK * 16))
+        pix = np.zeros((H * 16, W * 16))
         pix[:h, :w] = (held * held).sum(2) / 255**2
-        d_held = torch.from_numpy(pix.reshape(grid[0], BLOCK * 16, grid[1], BLOCK * 16).sum((1, 3)))
-        if not bool((lam * d_held > STILL_BITS).any()):
+        d_held = torch.from_numpy(pix.reshape(H, 16, W, 16).sum((1, 3)))
+        held_blocks = lam * d_held
+        held_blocks = held_blocks.reshape(grid[0], BLOCK, grid[1], BLOCK).sum((1, 3))
+        if not bool((held_blocks > STILL_BITS).any()):
             # Nothing moved more than a few bits' worth anywhere: every block copies the previous frame,
             # and no model needs to run.
-            modes = torch.full(grid, SKIP_PREV, dtype=torch.int64)
+            modes = torch.full((H, W), SKIP_PREV, dtype=torch.int64)
             return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, None)
         costs = []
         scale = 1.0
         for ref in (prev, bg):
             diff = y64 - ref
-            d_skip = pool((weight * diff.square()).sum(1, keepdim=True))
+            d_skip = total(weight * diff.square())
             if ref is prev:
                 scale = float(d_held.sum() / d_skip.sum().clamp_min(1e-9)) if float(d_held.sum()) > 0 else 1.0
                 scale = min(max(scale, 0.25), 16.0)
@@ -197,22 +287,25 @@ class PredictiveStreamEncoder:
             mu = mu.double()
             sym = torch.round(diff - mu)
             lik = cond.likelihood._likelihood((sym + mu).float(), cond.grid.scale(v), mu.float())
-            bits = pool(-torch.log2(cond.likelihood.likelihood_lower_bound(lik)).sum(1, keepdim=True).double())
-            d_code = pool((weight * (diff - mu - sym).square()).sum(1, keepdim=True))
-            costs += [lam * d_skip, lam * d_code + bits + 2.0]  # ~2 bits of hyper latent a block
-        # Coding the block alone, with the intra model's entropy model (its hyper latent is coded for the
-        # whole frame when any block is: its bits shared among the blocks).
+            bits = total(-torch.log2(cond.likelihood.likelihood_lower_bound(lik)).double())
+            d_code = total(weight * (diff - mu - sym).square())
+            costs += [lam * d_skip, lam * d_code + bits]
+            if ref is prev:
+                hyper = {"difference": hyper_cost(cond.entropy_bottleneck, cond.h_a(diff.float()))}
+        # Coding the block alone, with the intra model's entropy model (its hyper latent is sent around the
+        # blocks coded alone: charged per block in hyper).
         alone = IntraBlocks.measure(m, y64)
         sym = torch.round(y64 - alone.means)
         lik = m.gaussian_conditional._likelihood(sym.float(), alone.scales.float())
-        bits = pool(-torch.log2(m.gaussian_conditional.likelihood_lower_bound(lik)).sum(1, keepdim=True).double())
-        d_alone = pool((weight * (y64 - alone.means - sym).square()).sum(1, keepdim=True))
-        costs.append(lam * d_alone + bits + 8.0 * len(alone.z_string) / (grid[0] * grid[1]))
-        costs = torch.stack(costs)
+        bits = total(-torch.log2(m.gaussian_conditional.likelihood_lower_bound(lik)).double())
+        d_alone = total(weight * (y64 - alone.means - sym).square())
+        costs.append(lam * d_alone + bits)
+        hyper["alone"] = hyper_cost(m.entropy_bottleneck, alone.z)
+        costs = torch.stack(costs)  # [modes, H, W], in the order of the modes' numbers
         # An object the map raises is never copied from a reference while it moves: it is what the map is for.
-        moving = qm.raised(grid) & (lam * d_held > STILL_BITS)
+        moving = torch.from_numpy(per_position((qm.raised(grid) & (held_blocks > STILL_BITS)).numpy()))
         costs[SKIP_PREV][moving] = costs[SKIP_BG][moving] = float("inf")
-        modes = costs.argmin(0)  # [hb, wb], in the order of the modes' numbers
+        modes = choose_modes(costs, hyper, self.min_block)
         return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, alone)
 
     def _finish(self, y64, qm, h, w, prev, bg, modes, boxes, grid, alone) -> StreamFrame:
@@ -224,9 +317,9 @@ class PredictiveStreamEncoder:
         return StreamFrame(data, self.picture.synthesise(m, y_hat, qm, h, w), intra=False)
 
     def _bg_updates(self, modes, boxes, grid) -> np.ndarray:
-        """Blocks whose decoded latent becomes the background: still (copied from the previous frame)
-        and, when the detector's boxes are known, clear of them."""
-        upd = modes.numpy() == SKIP_PREV
+        """Blocks whose decoded latent becomes the background: still (every position copied from the
+        previous frame) and, when the detector's boxes are known, clear of them."""
+        upd = (modes == SKIP_PREV).reshape(grid[0], BLOCK, grid[1], BLOCK).all(3).all(1).numpy()
         if boxes is not None:
             upd &= ~boxes_to_blocks(boxes, grid)
         return upd

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import ModelError
-from . import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
+from . import DEFAULT_BLOCK_PX, DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
 from .frame_codec import FrameCodec, GainedCodec, ZooCodec
 from .stream import IntraStreamDecoder, IntraStreamEncoder, StreamDecoder, StreamEncoder
 from .models import GainedMeanScaleHyperprior
@@ -172,10 +172,14 @@ def check_exact_tables(codec: GainedCodec, conditional, name: str) -> None:
 
 
 def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_INTRA_PERIOD,
-                   predict: bool = True, conditional: str | None = None) -> StreamEncoder:
+                   predict: bool = True, conditional: str | None = None,
+                   block_px: int = DEFAULT_BLOCK_PX) -> StreamEncoder:
     """The stream encoder for ``codec``: predicted frames where a conditional entropy model exists for
-    its weights (``conditional`` names another: a shipped name or a weights file), else intra only."""
+    its weights (``conditional`` names another: a shipped name or a weights file), else intra only.
+    ``block_px``: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels)."""
 
+    if block_px not in (16, 32, 64):
+        raise ValueError(f"block_px must be 16, 32 or 64, not {block_px}")
     if predict and isinstance(codec, GainedCodec):
         found = load_conditional(codec, conditional)
         if found is not None:
@@ -183,7 +187,8 @@ def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_I
 
             model, name, sha = found
             check_exact_tables(codec, model, name)
-            return PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha)
+            return PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha,
+                                           min_block=block_px // 16)
     return IntraStreamEncoder(codec)
 
 

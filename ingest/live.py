@@ -185,7 +185,7 @@ class Ingester:
 
     def _must_keep(self) -> bool:
         """Even when skipping, keep the first frame of a file and one every max-gap seconds."""
-        if self.comp is None or self.comp.kept == 0:
+        if self.comp is None or self.comp.coded == 0:
             return True
         last = self.selector.last_kept_pts
         if last is None or self.comp.last_pts is None:
@@ -227,7 +227,7 @@ class Ingester:
             for k, v in seg.get("classes", {}).items():
                 classes[k] = max(classes.get(k, 0), v)
         line = {"segment": self.seg_info["path"], "start": self.seg_info["utc_start"],
-                "end": datetime.now(timezone.utc).isoformat(), "frames_in": s.frames, "kept": s.kept,
+                "end": datetime.now(timezone.utc).isoformat(), "frames_in": s.frames, "coded": s.coded, "selected": s.selected,
                 "kbps": round(s.kbps, 2), "bytes": s.bytes, "lag_max_s": round(self.max_lag, 3),
                 "lag_s": round(self.lag, 3), "active": active, "detections": classes}
         self.max_lag = self.lag
@@ -292,7 +292,7 @@ def status(out_dir: str | os.PathLike) -> dict:
         raise InputError(f"not an ingest folder: {out_dir}")
     files = _segments(out) + sorted(out.glob("*/*/.*.vsv.part"))
     total = covered = 0.0
-    gaps, events, frames, kept = 0, {}, 0, 0
+    gaps, events, frames, coded = 0, {}, 0, 0
     interrupted = 0
     first = last = None
     for p in files:
@@ -305,7 +305,7 @@ def status(out_dir: str | os.PathLike) -> dict:
         covered += d["duration_s"]
         gaps += len(d["gaps"])
         frames += d["frames"]
-        kept += d["kept"]
+        coded += d["coded"]
         interrupted += d["integrity"] != "complete"
         for s in d["segments"]:
             for k, v in s.get("classes", {}).items():
@@ -315,5 +315,5 @@ def status(out_dir: str | os.PathLike) -> dict:
             first = start if first is None else min(first, start)
             last = start if last is None else max(last, start)
     return {"folder": str(out), "segments": len(files), "unfinished": interrupted, "bytes": int(total),
-            "hours_covered": round(covered / 3600, 4), "frames": frames, "kept": kept, "gaps": gaps,
+            "hours_covered": round(covered / 3600, 4), "frames": frames, "coded": coded, "gaps": gaps,
             "segments_with": events, "first_segment_utc": first, "last_segment_utc": last}

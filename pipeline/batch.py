@@ -34,7 +34,7 @@ class BatchItem:
     bytes_in: int = 0
     bytes_out: int = 0
     frames: int = 0
-    kept: int = 0
+    coded: int = 0
     seconds: float = 0.0
 
 
@@ -120,7 +120,7 @@ def compress_task(task: dict) -> dict:
 
     with one_thread():
         s = compress(task["input"], task["output"], task["opts"], progress=False)
-    return {"frames": s.frames, "kept": s.kept, "bytes_out": s.bytes, "seconds": s.seconds}
+    return {"frames": s.frames, "coded": s.coded, "bytes_out": s.bytes, "seconds": s.seconds}
 
 
 def _input_size(src: str) -> int:
@@ -175,7 +175,7 @@ def compress_batch(inputs: list[str], out_dir: str | os.PathLike, opts: Compress
     for (item, _), o in zip(todo, outcomes):
         if o.ok:
             item.status = "done"
-            item.bytes_out, item.frames, item.kept = o.value["bytes_out"], o.value["frames"], o.value["kept"]
+            item.bytes_out, item.frames, item.coded = o.value["bytes_out"], o.value["frames"], o.value["coded"]
             item.seconds = round(o.value["seconds"], 3)
         else:
             item.status, item.error, item.exit_code = "failed", o.error, o.exit_code

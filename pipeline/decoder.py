@@ -153,7 +153,7 @@ def frame_total(path: str | os.PathLike, recover: bool = False) -> int | None:
 class DecompressSummary:
     output: str
     frames: int = 0
-    kept: int = 0
+    coded: int = 0  # of them, decoded from a frame of their own (the rest held)
     seconds: float = 0.0
     truncated_at: int | None = None
     damaged: list = field(default_factory=list)
@@ -164,7 +164,7 @@ class DecompressSummary:
             extra += f" | input cut off at byte {self.truncated_at}"
         if self.damaged:
             extra += f" | skipped {len(self.damaged)} damaged region(s)"
-        return (f"{self.output}: {self.frames} frames ({self.kept} decoded, {self.frames - self.kept} held) "
+        return (f"{self.output}: {self.frames} frames ({self.coded} coded, {self.frames - self.coded} held) "
                 f"in {self.seconds:.1f} s{extra}")
 
 
@@ -208,7 +208,7 @@ def decompress(input: str | os.PathLike, output: str | os.PathLike, lossless: bo
                         break
                     writer.write(df.rgb, df.pts)
                     summary.frames += 1
-                    summary.kept += int(df.kept)
+                    summary.coded += int(df.kept)
                     bar.update(1)
             for w in caught:
                 if issubclass(w.category, (TruncatedWarning, CorruptRecordWarning)):

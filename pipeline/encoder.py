@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..codec import DEFAULT_INTRA_PERIOD
+from ..codec import DEFAULT_BLOCK_PX, DEFAULT_INTRA_PERIOD
 from ..codec.registry import load_codec
 from ..codec.registry import stream_encoder
 from ..container import REC_META, ContainerWriter, Header
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: Selection reasons after which a frame is coded alone: nothing before it predicts it.
 INTRA_REASONS = ("first", "scene-cut")
-#: Most dropped frames one skip record holds.
+#: Most held frames one skip record holds.
 SKIP_RECORD_MAX = 4096
 
 
@@ -40,15 +40,16 @@ SKIP_RECORD_MAX = 4096
 class CompressSummary:
     output: str
     frames: int = 0
-    kept: int = 0
-    dropped: int = 0
+    coded: int = 0  # frames coded (with a frame record)
+    held: int = 0  # frames shown as the coded one before them (no record of their own)
+    selected: int = 0  # frames selection picked; where frames are predicted, the others are coded too
     segments: int = 0
     bytes: int = 0
     frame_bytes: int = 0
     duration_s: float = 0.0
     kbps: float = 0.0
-    bpp: float = 0.0  # bits per pixel of the coded (kept) frames
-    psnr_kept: float = 0.0  # mean PSNR-RGB of the kept frames against the input
+    bpp: float = 0.0  # bits per pixel of the coded frames
+    psnr_coded: float = 0.0  # mean PSNR-RGB of the coded frames against the input
     seconds: float = 0.0
     fps: float = 0.0
     width: int = 0
@@ -56,18 +57,24 @@ class CompressSummary:
     detector: str = ""
 
     @property
-    def kept_fraction(self) -> float:
-        return self.kept / self.frames if self.frames else 0.0
+    def coded_fraction(self) -> float:
+        return self.coded / self.frames if self.frames else 0.0
+
+    @property
+    def selected_fraction(self) -> float:
+        return self.selected / self.frames if self.frames else 0.0
 
     def line(self) -> str:
-        return (f"{self.output}: {self.frames} frames, kept {self.kept} ({100 * self.kept_fraction:.1f}%), "
-                f"dropped {self.dropped}, {self.segments} segments | {self.bytes / 1024:.1f} KiB, "
-                f"{self.kbps:.1f} kbps, {self.bpp:.4f} bpp, PSNR {self.psnr_kept:.2f} dB (kept frames) | "
+        return (f"{self.output}: {self.frames} frames, {self.coded} coded ({100 * self.coded_fraction:.1f}%), "
+                f"{self.held} held, {self.selected} selected, {self.segments} segments | "
+                f"{self.bytes / 1024:.1f} KiB, {self.kbps:.1f} kbps, {self.bpp:.4f} bpp, "
+                f"PSNR {self.psnr_coded:.2f} dB (coded frames) | "
                 f"{self.seconds:.1f} s, {self.fps:.2f} fps")
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["kept_fraction"] = round(self.kept_fraction, 5)
+        d["coded_fraction"] = round(self.coded_fraction, 5)
+        d["selected_fraction"] = round(self.selected_fraction, 5)
         return d
 
 
@@ -80,13 +87,14 @@ class Compressor:
 
     Args:
         output: the ``.vsv`` to write.
-        codec: the frame codec; its :meth:`~vidsieve.codec.frame_codec.FrameCodec.stream_encoder` codes the frames.
+        codec: the frame codec; :func:`vidsieve.codec.registry.stream_encoder` builds the coder of its frames
+            (intra only, or intra and predicted frames).
         selector: decides which frames to code and at which quality.
         width, height, fps, time_base: of the source.
         metadata: stored in the header.
         atomic: write under a temporary name until :meth:`close`.
         fsync_interval: seconds between fsyncs (None: only at close).
-        skip_flush_s: longest time dropped frames wait before their record is written (None: they wait for
+        skip_flush_s: longest time held frames wait before their record is written (None: they wait for
             the next coded frame or :data:`SKIP_RECORD_MAX` of them, so a file's bytes do not depend on how
             fast it was coded).
         intra_period: seconds between frames coded alone, where frames are predicted.
@@ -95,15 +103,16 @@ class Compressor:
         lookahead: code each frame once the next one's decision is known (one frame later), so a frame
             nothing will refer to (a still image, a stream's last frame, one before a scene cut) is coded
             as such (False, for live sources: code at once, taking every frame to be referred to).
+        block_px: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels).
     """
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
                  fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
                  fsync_interval: float | None = None, skip_flush_s: float | None = 1.0,
                  intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True,
-                 lookahead: bool = True):
+                 lookahead: bool = True, block_px: int = DEFAULT_BLOCK_PX):
         self.selector = selector
-        self.stream = stream_encoder(codec, time_base, intra_period, predict)
+        self.stream = stream_encoder(codec, time_base, intra_period, predict, block_px=block_px)
         self.tb = time_base
         self.fps = fps
         header = Header(width=width, height=height, fps=fps, time_base=time_base, model=codec.name,
@@ -130,12 +139,13 @@ class Compressor:
 
     @property
     def frames(self) -> int:
-        """Frames represented so far (coded, dropped and skipped)."""
+        """Frames represented so far (coded and held)."""
         return self.summary.frames
 
     @property
-    def kept(self) -> int:
-        return self.summary.kept
+    def coded(self) -> int:
+        """Frames coded so far (each with a frame record, or waiting for the next frame's decision)."""
+        return self.summary.coded
 
     @property
     def bytes_written(self) -> int:
@@ -145,6 +155,7 @@ class Compressor:
         """One source frame: the selector decides, a kept frame is coded and written (with a look-ahead,
         when the next frame's decision is known)."""
         d = self.selector.decide(rgb, pts)
+        self.summary.selected += d.keep
         coded = d.keep or (self.code_dropped and self.predicts)
         # Whether the last coded frame is referred to: unless this one starts afresh, it (or, if this one is
         # dropped, the next coded one) is predicted from it.
@@ -156,7 +167,7 @@ class Compressor:
             self._pending = (rgb, pts, d)
             if not self.lookahead:
                 self._settle(referenced=True)
-            self.summary.kept += 1
+            self.summary.coded += 1
         else:
             self._skipped.append(pts)
             self._flush_skips_if_due()
@@ -179,7 +190,7 @@ class Compressor:
         self.selector.on_coded(len(enc.data) * 8)
 
     def skip(self, pts: int) -> None:
-        """A frame represented by the last coded one (dropped by the selector, or never analysed)."""
+        """A frame held: represented by the last coded one (left by the selector, or never analysed)."""
         self._skipped.append(pts)
         self._flush_skips_if_due()
         self._count(pts)
@@ -223,11 +234,11 @@ class Compressor:
             self._write_segment(seg)
         self._flush_skips()
         s = self.summary
-        s.dropped = s.frames - s.kept
+        s.held = s.frames - s.coded
         if self.first_pts is not None:
             s.duration_s = float((self.last_pts - self.first_pts) * self.tb) + float(1 / self.fps)
         s.frame_bytes = self.writer.frame_bytes
-        s.psnr_kept = self._psnr_sum / s.kept if s.kept else 0.0
+        s.psnr_coded = self._psnr_sum / s.coded if s.coded else 0.0
         s.bpp = s.frame_bytes * 8 / self._pixels if self._pixels else 0.0
         # Size and rate are only known after the index is written; `info` computes them from the file.
         meta = {"summary": {k: v for k, v in s.to_json().items()
@@ -287,11 +298,11 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
                     comp = Compressor(output, codec, selector, w, h, reader.fps, reader.time_base, meta,
                                       skip_flush_s=None,
                                       intra_period=opts.intra_period, predict=opts.predict,
-                                      code_dropped=opts.code_dropped)
+                                      code_dropped=opts.code_dropped, block_px=opts.block_px)
                 comp.push(frame.rgb, frame.pts)
                 bar.update(1)
                 if bar.n % 10 == 0:
-                    bar.set_postfix(kept=f"{comp.kept}/{comp.frames}", kib=f"{comp.bytes_written / 1024:.0f}")
+                    bar.set_postfix(coded=f"{comp.coded}/{comp.frames}", kib=f"{comp.bytes_written / 1024:.0f}")
                 if opts.max_frames and comp.frames >= opts.max_frames:
                     break
         except BaseException:

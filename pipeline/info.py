@@ -34,11 +34,11 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
     """Everything a user or program wants to know about a ``.vsv`` file."""
     with ContainerReader(path, recover=recover) as reader:
         h = reader.header
-        frames = kept = payload = 0
+        frames = coded = payload = 0
         gops: list[int] = []  # coded frames per group of pictures (an intra frame and those predicted from it)
         blocks = skipped = mapped = 0
         segments, gaps, meta = [], [], {}
-        coded: list[dict] = []
+        per_frame: list[dict] = []
         first = last = None
         index_entries = None
         with warnings.catch_warnings(record=True) as caught:
@@ -46,14 +46,14 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
             try:
                 for rec in reader.records():
                     if isinstance(rec, FrameRecord):
-                        kept += 1
+                        coded += 1
                         frames += 1
                         payload += len(rec.payload)
                         if rec.intra or not gops:
                             gops.append(0)
                         gops[-1] += 1
                         mapped += has_map(rec.payload)
-                        coded.append({"pts": rec.pts, "intra": rec.intra, "asked": round(rec.quality, 4),
+                        per_frame.append({"pts": rec.pts, "intra": rec.intra, "asked": round(rec.quality, 4),
                                       "coded": _coded_quality(rec.payload), "bytes": len(rec.payload)})
                         modes = None if rec.intra else block_modes(rec.payload)
                         if modes is not None:
@@ -67,7 +67,10 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
                             last = max(last if last is not None else rec.pts[-1], max(rec.pts))
                     elif isinstance(rec, JsonRecord):
                         if rec.kind == REC_SEGMENT:
-                            segments.append(rec.data)
+                            seg = dict(rec.data)
+                            if "kept" in seg and "selected" not in seg:  # what files written before said
+                                seg["selected"] = seg.pop("kept")
+                            segments.append(seg)
                         elif rec.kind == REC_GAP:
                             gaps.append(rec.data)
                         elif rec.kind == REC_META:
@@ -92,7 +95,10 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
         return {
             "file": str(path),
             "header": h.to_json(),
-            "frames": frames, "kept": kept, "dropped": frames - kept,
+            # Coded: frames with a record of their own; held: shown as the coded frame before them; selected:
+            # the frames selection picked (where frames are predicted, the others are coded too, mostly as copies).
+            "frames": frames, "coded": coded, "held": frames - coded,
+            "selected": sum(s.get("selected", 0) for s in segments) if segments else None,
             "duration_s": round(duration, 4),
             "bytes": size, "frame_bytes": payload,
             "kbps": round(size * 8 / 1000 / duration, 3) if duration > 0 else 0.0,
@@ -102,11 +108,11 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
             "damaged": [{"offset": o, "reason": r} for o, r in reader.damaged],
             "index_entries": index_entries,
             "stream": h.stream.get("coder", "intra"),
-            "gop": {"intra": len(gops) if h.stream else kept, "predicted": kept - (len(gops) if h.stream else kept),
-                    "longest": max(gops, default=0) if h.stream else min(kept, 1),
+            "gop": {"intra": len(gops) if h.stream else coded, "predicted": coded - (len(gops) if h.stream else coded),
+                    "longest": max(gops, default=0) if h.stream else min(coded, 1),
                     "skipped_block_share": round(skipped / blocks, 4) if blocks else None,
                     "mapped": mapped},
-            "qualities": _quality_groups(coded),
-            "coded_frames": coded,
+            "qualities": _quality_groups(per_frame),
+            "coded_frames": per_frame,
             "warnings": [str(w.message) for w in caught],
         }

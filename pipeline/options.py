@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
-from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_PRECISION
+from ..codec import DEFAULT_BLOCK_PX, DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_PRECISION
 
 #: Quality of every frame with ``keep_all`` when none is given.
 KEEP_ALL_QUALITY = 4.0
@@ -33,6 +33,7 @@ class CompressOptions:
     input_options: dict = field(default_factory=dict)
     intra_period: float = DEFAULT_INTRA_PERIOD  # seconds between frames coded alone (seek points)
     predict: bool = True  # predicted frames where the codec has a conditional model; False: every frame alone
+    block_px: int = DEFAULT_BLOCK_PX  # the smallest block predicted frames choose a mode for: 64, 32 or 16
     code_dropped: bool = True  # with predicted frames, code the frames selection drops too (False: hold them)
     roi_boost: float | None = None  # quality steps where the detector's boxes are (None: selection.roi's default)
     roi_background: float | None = None  # steps for the rest of a frame with boxes (None: the policy's)

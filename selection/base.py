@@ -27,7 +27,7 @@ class Segment:
     quality: float
     active: bool
     frames: int = 0
-    kept: int = 0
+    selected: int = 0  # frames selection picked (the rest it left to be held or coded as copies)
     classes: dict[str, int] = field(default_factory=dict)  # class -> max simultaneous count
     first_event_pts: int | None = None
     last_event_pts: int | None = None
@@ -42,7 +42,7 @@ class Segment:
             "index": self.index, "start_pts": self.start_pts, "end_pts": self.end_pts,
             "start_s": sec(self.start_pts), "end_s": sec(self.end_pts),
             "quality": round(self.quality, 3), "active": self.active,
-            "frames": self.frames, "kept": self.kept, "classes": dict(self.classes),
+            "frames": self.frames, "selected": self.selected, "classes": dict(self.classes),
             "event_start_s": sec(self.first_event_pts), "event_end_s": sec(self.last_event_pts),
         }
 

@@ -138,7 +138,7 @@ class DetectionSelector:
             seg.first_event_pts = pts if seg.first_event_pts is None else seg.first_event_pts
             seg.last_event_pts = pts
         if keep:
-            seg.kept += 1
+            seg.selected += 1
             self.ref_dets = list(dets)
             self.ref_luma = luma
             self.last_kept_pts = pts

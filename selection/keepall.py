@@ -44,7 +44,7 @@ class KeepAllSelector:
             self.count += 1
         self.segment.end_pts = pts
         self.segment.frames += 1
-        self.segment.kept += 1
+        self.segment.selected += 1
         self.last_kept_pts = pts
         return FrameDecision(keep=True, quality=self.quality, reason="keep-all", closed=closed,
                              segment=self.segment, new_segment=opened)

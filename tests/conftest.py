@@ -24,6 +24,25 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("VIDSIEVE_THREADS", "2")
 
 
+TOOLS = ROOT / "tools"
+
+
+def load_tool(name: str):
+    """A tool of ``tools/`` (the lab, not installed) as a module, as ``python tools/NAME.py`` runs it."""
+    import importlib
+
+    if str(TOOLS) not in sys.path:
+        sys.path.insert(0, str(TOOLS))
+    return importlib.import_module(name)
+
+
+def run_tool(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``python tools/NAME.py ARGS`` as the docs quote it, capturing its output."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, str(TOOLS / f"{name}.py"), *map(str, args)], check=False,
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
 def need_shared(path: Path = SHARED):
     if not path.exists():
         pytest.skip(f"needs {path} (the shared data folder beside the checkout); absent here")

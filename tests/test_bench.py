@@ -1,6 +1,7 @@
 """The comparison harness: outputs, schema, and agreement with independent computations."""
 
 import json
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -32,7 +33,7 @@ def test_outputs_and_schema(bench_run):
     assert doc["clips"] == [{"name": "scene", "frames": 16, "fps": 10.0, "width": 192, "height": 176,
                              "path": str(clip)}]
     keys = {"clip", "codec", "setting", "kbps", "bpp", "psnr_rgb", "psnr_y", "ms_ssim", "enc_fps", "dec_fps",
-            "kept_fraction", "recall", "roi_psnr"}
+            "coded_fraction", "selected_fraction", "recall", "f1", "objects", "roi_psnr"}
     assert len(doc["points"]) == 16
     for p in doc["points"]:
         assert keys <= set(p)
@@ -67,7 +68,7 @@ def test_bd_rate_matches_bjontegaard_by_hand(bench_run):
 
 
 def test_bd_rate_over_a_quality_range():
-    from vidsieve.bench.bdrate import bd_rate
+    from vidsieve.metrics.curves import bd_rate
 
     psnrs = [26.0, 28.0, 30.0, 32.0, 34.0, 36.0, 38.0]
     anchor = [{"kbps": 100.0 * 1.5 ** i, "psnr_rgb": d} for i, d in enumerate(psnrs)]
@@ -120,10 +121,10 @@ def test_a_rerun_reads_its_points_from_the_cache(bench_run):
     assert len(again) == 8
     assert again == [p for p in first if p["codec"] in ("x265", "jpeg")]
     # Settings not measured before are measured; the others still come from the cache.
-    run_cli("bench", clip, "--out", out, "--codecs", "jpeg", "--points", "6", "--frames", "16", check=True)
+    run_cli("bench", clip, "--out", out, "--codecs", "jpeg", "--points", "8", "--frames", "16", check=True)
     third = {p["setting"]: p for p in json.loads((out / "results.json").read_text())["points"]}
     old = {p["setting"]: p for p in first if p["codec"] == "jpeg"}
-    assert len(third) == 6 and set(old) < set(third)
+    assert len(third) == 8 and set(old) < set(third)
     assert all(third[s] == p for s, p in old.items())
 
 
@@ -190,32 +191,6 @@ def test_bench_image_on_a_few_images(tmp_path):
     assert "BD-rate vs JPEG" in r.stdout
 
 
-def test_speed_results_name_the_processor(tmp_path):
-    import platform
-
-    from vidsieve.bench.speed import cpu_name
-
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n"
-                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n")
-    assert cpu_name(info) == "AMD EPYC 7B13 64-Core Processor"
-    info.write_text("processor\t: 0\nHardware\t: BCM2835\n")  # no model name (some ARM boards)
-    assert cpu_name(info) == (platform.processor() or platform.machine())
-    assert cpu_name(tmp_path / "absent") == (platform.processor() or platform.machine())
-
-
-def test_results_are_written_whole_or_not_at_all(tmp_path):
-    from vidsieve.bench.jsonfile import write_json
-
-    p = write_json(tmp_path / "deep" / "r.json", {"bd": -18.0})
-    assert json.loads(p.read_text()) == {"bd": -18.0}
-    # A result that cannot be written leaves the previous one, and no temp file beside it.
-    with pytest.raises(TypeError):
-        write_json(p, {"bd": object()})
-    assert json.loads(p.read_text()) == {"bd": -18.0}
-    assert [f.name for f in p.parent.iterdir()] == ["r.json"]
-
-
 def without_timings(doc: dict) -> dict:
     doc = json.loads(json.dumps(doc))
     for p in doc["points"]:
@@ -239,14 +214,14 @@ def test_a_sweep_on_ray_gives_the_local_results(bench_run, tmp_path, ray_local):
 
 
 def test_at_kbps_interpolates_in_log_rate():
-    from vidsieve.bench.runner import at_kbps
+    from vidsieve.metrics.curves import at_kbps
 
-    pts = [{"clip": "c", "codec": "k", "kbps": 25.0, "recall": 0.5, "roi_psnr": 30.0, "background_psnr": None,
-            "psnr_rgb": 31.0},
-           {"clip": "c", "codec": "k", "kbps": 100.0, "recall": 0.9, "roi_psnr": 34.0, "background_psnr": None,
-            "psnr_rgb": 35.0}]
+    pts = [{"clip": "c", "codec": "k", "kbps": 25.0, "recall": 0.5, "f1": 0.6, "roi_psnr": 30.0,
+            "background_psnr": None, "psnr_rgb": 31.0},
+           {"clip": "c", "codec": "k", "kbps": 100.0, "recall": 0.9, "f1": 0.8, "roi_psnr": 34.0,
+            "background_psnr": None, "psnr_rgb": 35.0}]
     row = at_kbps(pts, 50.0)["per_clip"]["c"]["k"]
-    assert row == {"recall": 0.7, "roi_psnr": 32.0, "background_psnr": None, "psnr_rgb": 33.0}
+    assert row == {"recall": 0.7, "f1": 0.7, "roi_psnr": 32.0, "background_psnr": None, "psnr_rgb": 33.0}
     assert at_kbps(pts, 200.0)["per_clip"]["c"]["k"]["recall"] is None  # no extrapolation
 
 
@@ -280,3 +255,49 @@ def test_x265_roi_spends_its_bits_in_the_boxes(tmp_path):
     assert with_roi.bytes < 0.95 * plain.bytes
     assert psnr(with_roi, True) > psnr(plain, True) - 0.3
     assert psnr(with_roi, False) <= psnr(plain, False)
+
+
+def test_one_table_codes_video_and_stills():
+    """Every codec that codes a still image is in the table the video harness runs: JPEG is coded one way."""
+    from vidsieve.bench.codecs import CODECS, VIDEO_DEFAULT, Clip
+    from vidsieve.bench.image import still_codecs
+    from vidsieve.datasets.synthetic import background
+
+    img = background(96, 64, seed=3).astype(np.uint8)
+    stills = {c.still_name: (c, s) for c, s in still_codecs(DEFAULT_MODEL, zoo=True)}
+    assert {DEFAULT_MODEL, "jpeg", "webp"} <= set(stills) and "ffv1-lossless" not in stills
+    assert len(stills[DEFAULT_MODEL][1]) == 8
+    jpeg = CODECS["jpeg"]()
+    clip = Clip("one", [img], [0], Fraction(1, 10), Fraction(10), "")
+    # The video row and the still row of JPEG are the same bytes and pixels.
+    video, still = jpeg.run(clip, "q=45"), jpeg.code_still(img, "q=45")
+    assert video.bytes == still.bytes and np.array_equal(video.decoded[0], still.decoded[0])
+    ours = stills[DEFAULT_MODEL][0].code_still(img, "quality=4")
+    assert ours.bytes > 0 and psnr(img, ours.decoded[0]) > psnr(img, jpeg.code_still(img, "q=10").decoded[0])
+    assert "webp" not in VIDEO_DEFAULT and "ffv1-lossless" in VIDEO_DEFAULT
+
+
+def test_the_lossless_row_gives_back_the_originals():
+    from vidsieve.bench.codecs import CODECS, Clip
+    from vidsieve.datasets.synthetic import background
+
+    frames = [background(97, 65, seed=s).astype(np.uint8) for s in range(3)]  # odd sizes: no 4:2:0 cropping
+    enc = CODECS["ffv1-lossless"]().run(Clip("odd", frames, [0, 1, 2], Fraction(1, 10), Fraction(10), ""), "lossless")
+    assert all(np.array_equal(a, b) for a, b in zip(frames, enc.decoded)) and enc.bytes > 0
+
+
+def test_survival_counts_a_flicker_at_the_threshold_as_found():
+    from vidsieve.bench.detection_eval import CONF, MATCH_CONF, Survival
+    from vidsieve.detection.base import Detection
+
+    car = (10.0, 10.0, 50.0, 40.0)
+    s = Survival()
+    s.add([Detection(car, "car", CONF + 0.01)], [Detection(car, "car", CONF - 0.01)])  # flickered below
+    s.add([Detection(car, "car", 0.9)], [Detection(car, "person", 0.9)])  # another class: lost, and a false one
+    s.add([Detection(car, "car", 0.9)], [Detection(car, "car", MATCH_CONF - 0.01)])  # gone: lost
+    s.add([Detection(car, "car", MATCH_CONF + 0.01)], [])  # never an object
+    assert (s.reference, s.found, s.decoded, s.confirmed) == (3, 1, 1, 0)
+    assert s.recall == pytest.approx(1 / 3) and s.precision == 0.0 and s.f1 == 0.0
+    same = Survival()
+    same.add([Detection(car, "car", 0.5)], [Detection(car, "car", 0.5)])
+    assert (same.recall, same.precision, same.f1) == (1.0, 1.0, 1.0)

@@ -17,7 +17,7 @@ def test_keep_all_lossless_round_trip_and_summary_psnr(tmp_path, small_clip):
     vsv, mkv = tmp_path / "a.vsv", tmp_path / "a.mkv"
     r = run_cli("compress", small_clip, "-o", vsv, "--keep-all", "--quality", "5", "--json", check=True)
     summary = json.loads(r.stdout)
-    assert summary["frames"] == 24 and summary["kept"] == 24
+    assert summary["frames"] == summary["coded"] == summary["selected"] == 24 and summary["held"] == 0
     run_cli("decompress", vsv, "-o", mkv, "--lossless", check=True)
     src, src_t = read_frames(small_clip)
     out, out_t = read_frames(mkv)
@@ -25,7 +25,7 @@ def test_keep_all_lossless_round_trip_and_summary_psnr(tmp_path, small_clip):
     assert np.allclose(out_t, src_t, atol=1e-3)
     # The summary's PSNR is the PSNR a user measures on the decoded video.
     independent = float(np.mean([psnr(a, b) for a, b in zip(src, out)]))
-    assert abs(independent - summary["psnr_kept"]) < 0.01
+    assert abs(independent - summary["psnr_coded"]) < 0.01
     assert summary["kbps"] == pytest.approx(os.path.getsize(vsv) * 8 / 1000 / 2.4, rel=1e-3)
 
 
@@ -47,7 +47,7 @@ def test_info_text_and_json(tmp_path, small_clip):
     vsv = tmp_path / "a.vsv"
     run_cli("compress", small_clip, "-o", vsv, "--keep-all", check=True)
     d = json.loads(run_cli("info", vsv, "--json", check=True).stdout)
-    assert d["integrity"] == "complete" and d["frames"] == 24 and d["kept"] == 24
+    assert d["integrity"] == "complete" and d["frames"] == 24 and d["coded"] == 24
     assert d["header"]["width"] == 160 and d["header"]["model"] == DEFAULT_MODEL
     assert d["bytes"] == os.path.getsize(vsv)
     text = run_cli("info", vsv, check=True).stdout
@@ -61,11 +61,11 @@ def test_truncated_container_still_decompresses(tmp_path, small_clip):
     cut = tmp_path / "cut.vsv"
     cut.write_bytes(data[: int(len(data) * 0.55)])
     d = json.loads(run_cli("info", cut, "--json", check=True).stdout)
-    assert d["integrity"] == "truncated" and 0 < d["kept"] < 24
+    assert d["integrity"] == "truncated" and 0 < d["coded"] < 24
     r = run_cli("decompress", cut, "-o", tmp_path / "cut.mkv", "--lossless", check=True)
     assert "cut off" in r.stderr + r.stdout
     frames, _ = read_frames(tmp_path / "cut.mkv")
-    assert len(frames) == d["kept"]
+    assert len(frames) == d["coded"]
     full, _ = read_frames(small_clip)
     assert psnr(frames[-1], full[len(frames) - 1]) > 15
 
@@ -183,4 +183,4 @@ def test_shared_clip_round_trip(tmp_path, clip):
     out, out_t = read_frames(mkv)
     assert len(out) == 30 and s["frames"] == 30
     assert np.allclose(out_t, src_t[:30], atol=1e-3)
-    assert abs(np.mean([psnr(a, b) for a, b in zip(src, out)]) - s["psnr_kept"]) < 0.01
+    assert abs(np.mean([psnr(a, b) for a, b in zip(src, out)]) - s["psnr_coded"]) < 0.01

@@ -190,4 +190,4 @@ def test_a_reference_one_ulp_off_stops_at_that_frame_and_recover_resumes_at_the_
 
     summary = decompress(short_stream, f"{tmp_path}/out/", recover=True, progress=False)
     assert summary.frames == len(clean)  # nothing lost from the timeline
-    assert summary.kept == len(clean) - 14  # frames 6..19 hold frame 5's picture; frame 20 is an intra frame
+    assert summary.coded == len(clean) - 14  # frames 6..19 hold frame 5's picture; frame 20 is an intra frame

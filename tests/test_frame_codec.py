@@ -138,7 +138,7 @@ def test_a_stream_decodes_with_another_thread_count(tmp_path):
 def test_version_1_payloads_still_decode(codec):
     frame = scene(96, 160, seed=6)
     model = codec.model
-    y = model.analysis(pad(to_tensor(frame)), [4.0])
+    y = model.gained_latent(pad(to_tensor(frame)), [4.0])
     strings, zhw, y_hat = model.code_latent(y, exact=False)
     data = pack(160, 96, 4.0, zhw, strings, version=1)
     assert unpack(data).version == 1

@@ -1,17 +1,14 @@
-"""``vidsieve.bench.gap``: where the shipped codec's bits go (encoder, quantiser, synthesis)."""
+"""``python tools/analyse.py gap``: where the shipped codec's bits go (encoder, quantiser, synthesis)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error
-from vidsieve.bench import gap
+from conftest import assert_clean_error, load_tool, run_tool
 from vidsieve.codec import DEFAULT_MODEL
 from vidsieve.codec.models import LAMBDAS
 from vidsieve.codec.zoo import load_shipped
@@ -23,7 +20,7 @@ from vidsieve.codec.models import quality_lambda
 @pytest.fixture(scope="module")
 def measured():
     state, _ = load_shipped(DEFAULT_MODEL)
-    return gap.Gap(state)
+    return analyse.Gap(state)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +71,11 @@ def test_ceilings_bound_what_is_coded(measured, image):
         assert ceiling > unrounded - 0.05
 
 
+analyse = load_tool("analyse")
+
+
 def _gap(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "vidsieve.bench.gap", *map(str, args)], check=False,
-                          capture_output=True, text=True, timeout=300, env=env)
+    return run_tool("analyse", "gap", *args)
 
 
 def test_cli_writes_json_and_refuses_bad_input(tmp_path, image):
@@ -113,6 +111,6 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, image, args, needle, 
     Image.fromarray(image).save(tmp_path / "a.png")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     args = [str(tmp_path / a) if a.endswith(".pth") else a for a in args]
-    assert gap.main([str(tmp_path / "a.png"), *args]) == code
+    assert analyse.main(["gap", str(tmp_path / "a.png"), *args]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vidsieve: error") and needle in err[0], err

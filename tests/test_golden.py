@@ -107,7 +107,8 @@ def test_golden_stream_decodes_as_committed(codecs, name):
         assert_same_picture(d.rgb, last)  # a dropped frame shows the last kept one
 
 
-@pytest.mark.parametrize("name, version", [("predicted-motion-roi.vsv", 4), ("exact-motion-roi.vsv", 5)])
+@pytest.mark.parametrize("name, version", [("predicted-motion-roi.vsv", 4), ("exact-motion-roi.vsv", 5),
+                                           ("quadtree-motion-roi.vsv", 6)])
 def test_the_quality_map_goldens_have_maps_in_predicted_frames(name, version):
     """What makes the -roi goldens worth keeping: predicted frames (of their payload version) that carry
     quality maps."""
@@ -120,6 +121,28 @@ def test_the_quality_map_goldens_have_maps_in_predicted_frames(name, version):
     assert {unpack(r.payload).version for r in recs if not r.intra} == {version}
     assert any(has_map(r.payload) and not r.intra for r in recs)
     assert any(not has_map(r.payload) for r in recs)
+
+
+@pytest.mark.parametrize("name, alone", [("quadtree-keepall-q4.vsv", True), ("quadtree-motion-roi.vsv", False)])
+def test_the_quadtree_goldens_split_blocks_and_use_every_model(name, alone):
+    """What makes the version 6 goldens worth keeping: blocks whose quarters or cells take different
+    modes, and predicted frames that code differences (both) and blocks alone (one of them): their hyper
+    latents sent in part."""
+    from vidsieve.codec.blocks import BLOCK
+    from vidsieve.codec.latent_codecs import CODE_BG, CODE_PREV, INTRA, block_modes
+    from vidsieve.container import ContainerReader, FrameRecord
+
+    with ContainerReader(GOLDEN / name) as reader:
+        modes = [block_modes(r.payload) for r in reader.records() if isinstance(r, FrameRecord) and not r.intra]
+    assert modes
+    split = 0
+    for m in modes:
+        h, w = m.shape
+        blocks = m.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+        split += int((blocks.max((1, 3)) != blocks.min((1, 3))).sum())
+    assert split > 0
+    every = np.concatenate([m.reshape(-1) for m in modes])
+    assert ((every == CODE_PREV) | (every == CODE_BG)).any() and (every == INTRA).any() == alone
 
 
 @pytest.mark.parametrize("name", sorted(DOC["streams"]))

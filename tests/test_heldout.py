@@ -1,17 +1,14 @@
-"""``vidsieve.bench.heldout``: the held-out comparison that decides which trained weights are shipped."""
+"""``python tools/analyse.py heldout``: the held-out comparison that decides which trained weights are shipped."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error
-from vidsieve.bench import heldout
+from conftest import assert_clean_error, load_tool, run_tool
 from vidsieve.codec.zoo import load_shipped
 from vidsieve.datasets.synthetic import background
 from vidsieve.training.rd import likelihood_point
@@ -30,7 +27,7 @@ def images():
 
 
 def test_same_weights_score_zero(shipped, images):
-    res = heldout.compare(shipped, shipped, images, (1, 4, 8))
+    res = analyse.compare(shipped, shipped, images, (1, 4, 8))
     assert res["anchor"] == res["test"]
     assert res["bd_rate_psnr_rgb"] == pytest.approx(0.0, abs=1e-6)
     bpp = [p["bpp"] for p in res["anchor"]]
@@ -43,29 +40,30 @@ def test_damaged_synthesis_costs_bits(shipped, images):
     # Shrinking the last synthesis layer leaves the latent (so the rate) as it
     # was and darkens every reconstruction: same bits, lower PSNR.
     worse["g_s.6.weight"] *= 0.98
-    res = heldout.compare(shipped, worse, images, (1, 4, 8))
+    res = analyse.compare(shipped, worse, images, (1, 4, 8))
     assert [p["bpp"] for p in res["anchor"]] == [p["bpp"] for p in res["test"]]
     assert all(t["psnr_rgb"] < a["psnr_rgb"] for a, t in zip(res["anchor"], res["test"]))
     assert res["bd_rate_psnr_rgb"] > 5
-    back = heldout.compare(worse, shipped, images, (1, 4, 8))
+    back = analyse.compare(worse, shipped, images, (1, 4, 8))
     assert back["bd_rate_psnr_rgb"] < 0
 
 
 def test_likelihood_rate_matches_the_bitstream(shipped):
-    model = heldout.load_model(shipped)
+    model = analyse.load_model(shipped)
     img = background(256, 320, seed=7).astype(np.uint8)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
     for q in (2.0, 7.0):
         est = likelihood_point(model, img, q)["bpp"] * img.shape[0] * img.shape[1]
-        strings, _, _ = model.code_latent(model.analysis(x, [q]))
+        strings, _, _ = model.code_latent(model.gained_latent(x, [q]))
         real = 8 * sum(len(s) for s in strings)
         assert real == pytest.approx(est, rel=0.03), (q, real, est)
 
 
+analyse = load_tool("analyse")
+
+
 def _heldout(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "vidsieve.bench.heldout", *map(str, args)], check=False,
-                          capture_output=True, text=True, timeout=300, env=env)
+    return run_tool("analyse", "heldout", *args)
 
 
 def test_cli_writes_json_and_refuses_bad_input(tmp_path, images):

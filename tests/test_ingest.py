@@ -132,7 +132,7 @@ def test_sigterm_closes_the_segment_cleanly(tmp_path):
     assert not list(tmp_path.glob("*/*/.*.part"))
     lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     assert len(lines) == len(list(tmp_path.glob("*/*/*.vsv"))) >= 2
-    assert {"start", "end", "frames_in", "kept", "kbps", "lag_s", "detections"} <= set(lines[0])
+    assert {"start", "end", "frames_in", "coded", "selected", "kbps", "lag_s", "detections"} <= set(lines[0])
     st = json.loads(run_cli("ingest", "--status", tmp_path, check=True).stdout)
     assert st["segments"] == len(lines) and st["frames"] == sum(x["frames_in"] for x in lines)
 

@@ -26,7 +26,7 @@ def test_the_default_model_ships_int8_transforms_for_its_weights(codec, codec8):
     assert codec8.weights_sha256 == codec.weights_sha256
     # Float and int8 analyses of one picture agree closely, and are not the same computation.
     x = torch.from_numpy(source_frame(256, 192, 3)).permute(2, 0, 1)[None].float() / 255
-    a, b = codec.model.analyse(x), codec8.model.analyse(x)
+    a, b = codec.model.analysis_transform(x), codec8.model.analysis_transform(x)
     assert a.shape == b.shape
     rel = float((a - b).abs().mean() / a.abs().mean())
     assert 0 < rel < 0.25, rel  # most latent values are near 0: see the coding tests for what it costs
@@ -53,7 +53,7 @@ def test_an_int8_stream_decodes_in_float_and_codes_about_as_many_bytes(codec, co
 
 
 def test_entropy_coding_of_a_latent_does_not_depend_on_the_precision(codec, codec8):
-    y = codec.model.analysis(torch.from_numpy(source_frame(256, 256, 7)).permute(2, 0, 1)[None].float() / 255, [3.0])
+    y = codec.model.gained_latent(torch.from_numpy(source_frame(256, 256, 7)).permute(2, 0, 1)[None].float() / 255, [3.0])
     assert codec.model.code_latent(y)[0] == codec8.model.code_latent(y)[0]
 
 

@@ -20,31 +20,34 @@ from vidsieve.selection.keepall import KeepAllSelector
 def test_compress_summary_is_what_the_file_holds(tmp_path, small_clip, codec):
     out = tmp_path / "a.vsv"
     s = compress(small_clip, out, CompressOptions(keep_all=True, quality=3.0), progress=False, codec=codec)
-    assert (s.frames, s.kept, s.dropped, s.detector) == (24, 24, 0, "none")
+    assert (s.frames, s.coded, s.held, s.selected, s.detector) == (24, 24, 0, 24, "none")
     assert s.bytes == out.stat().st_size and not list(tmp_path.glob(".*part"))
     d = info(out)
-    assert (d["frames"], d["kept"], d["integrity"]) == (24, 24, "complete")
+    assert (d["frames"], d["coded"], d["held"], d["selected"], d["integrity"]) == (24, 24, 0, 24, "complete")
     assert d["kbps"] == pytest.approx(s.kbps, rel=1e-3)
     assert d["header"]["metadata"]["selector"] == {"name": "keep-all"}
     src, times = read_frames(small_clip)
     dec = list(decoded_frames(out))
     assert [float(f.pts * Fraction(1, 1000)) for f in dec] == pytest.approx(times)
     # The PSNR reported at encode time is the PSNR the decoder gives.
-    assert np.mean([psnr(a, f.rgb) for a, f in zip(src, dec)]) == pytest.approx(s.psnr_kept, abs=0.01)
+    assert np.mean([psnr(a, f.rgb) for a, f in zip(src, dec)]) == pytest.approx(s.psnr_coded, abs=0.01)
 
 
 def test_detection_drops_frames_and_holds_the_last_kept_one(tmp_path, small_clip, codec):
     # By default, where frames are predicted, the frames selection drops are coded too ...
     s = compress(small_clip, tmp_path / "all.vsv", CompressOptions(detector="motion", max_gap=100), progress=False,
                  codec=codec)
-    assert s.kept == s.frames == 24 and sum(g["kept"] for g in info(tmp_path / "all.vsv")["segments"]) < 24
+    d = info(tmp_path / "all.vsv")
+    # Selection picked fewer than it coded, and every count says which it is.
+    assert s.coded == s.frames == 24 and s.selected == d["selected"] == sum(g["selected"] for g in d["segments"]) < 24
+    assert (d["coded"], d["held"]) == (24, 0) and f"24 coded (100.0%), 0 held, {s.selected} selected" in s.line()
     # ... and --hold-dropped repeats the last coded frame instead.
     out = tmp_path / "m.vsv"
     s = compress(small_clip, out, CompressOptions(detector="motion", max_gap=100, code_dropped=False),
                  progress=False, codec=codec)
-    assert s.detector == "motion" and 0 < s.kept < s.frames == 24
+    assert s.detector == "motion" and 0 < s.coded == s.selected < s.frames == 24 and s.held == 24 - s.coded
     dec = list(decoded_frames(out))
-    assert len(dec) == 24 and sum(f.kept for f in dec) == s.kept
+    assert len(dec) == 24 and sum(f.kept for f in dec) == s.coded
     last = None
     for f in dec:
         if not f.kept:
@@ -62,11 +65,11 @@ def test_compressor_api_skip_gap_and_abort(tmp_path, codec):
     comp.skip(2)  # a frame a live source had no time to analyse
     comp.mark_gap(3, 4, "stream lost")
     comp.push(frames[4], 5)
-    assert (comp.frames, comp.kept, comp.last_pts) == (4, 3, 5)
+    assert (comp.frames, comp.coded, comp.last_pts) == (4, 3, 5)
     assert not out.exists()  # under a temporary name until closed
     s = comp.close()
     d = info(out)
-    assert (s.frames, d["frames"], d["kept"], len(d["gaps"])) == (4, 4, 3, 1)
+    assert (s.frames, d["frames"], d["coded"], d["held"], len(d["gaps"])) == (4, 4, 3, 1, 1)
     assert d["gaps"][0]["reason"] == "stream lost" and len(comp.segments) == 1
     dec = list(decoded_frames(out))
     assert [(f.pts, f.kept) for f in dec] == [(0, True), (1, True), (2, False), (5, True)]
@@ -90,7 +93,7 @@ def test_decompress_to_png_folder_with_progress_totals(tmp_path, small_clip, cod
     assert frame_total(out) == 10
     s = decompress(out, f"{tmp_path}/frames/", progress=True)
     assert "/10 [" in capsys.readouterr().err
-    assert (s.frames, s.kept) == (10, 10)
+    assert (s.frames, s.coded) == (10, 10)
     rows = (tmp_path / "frames" / "timestamps.csv").read_text().splitlines()
     assert rows[0] == "index,pts,seconds" and len(rows) == 11
     assert sorted(p.name for p in (tmp_path / "frames").glob("*.png"))[-1] == "frame_000009.png"
@@ -135,7 +138,7 @@ def _quality_sweep(src, tmp_path, codec, frames=None):
                      codec=codec)
         ref = read_frames(src)[0][: s.frames] if str(src).endswith(".mkv") else None
         dec = [f.rgb for f in decoded_frames(path)]
-        db = np.mean([psnr(a, b) for a, b in zip(ref, dec)]) if ref is not None else s.psnr_kept
+        db = np.mean([psnr(a, b) for a, b in zip(ref, dec)]) if ref is not None else s.psnr_coded
         out.append((s.frame_bytes, float(db), info(path)["qualities"]))
     return out
 

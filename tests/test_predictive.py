@@ -13,15 +13,17 @@ import pytest
 import torch
 
 from conftest import run_cli, source_frame
-from vidsieve.codec.entropy import decode_symbols, encode_symbols
+from vidsieve.codec.entropy import SymbolReader, SymbolWriter, decode_symbols, encode_symbols
 from vidsieve.codec.blocks import BLOCK
-from vidsieve.codec.latent_codecs import CODE_BG, CODE_PREV, INTRA, SKIP_BG, block_modes
-from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, unpack
+from vidsieve.codec.latent_codecs import (CODE_BG, CODE_PREV, INTRA, MODES, SKIP_BG, SKIP_PREV, block_modes,
+                                         read_modes, write_modes)
+from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, pack, unpack
 from vidsieve.codec.pixels import pad, to_tensor
 from vidsieve.codec.predictive import PredictiveStreamDecoder
 from vidsieve.codec.models import QUALITY_MAX, QUALITY_MIN
 from vidsieve.codec.predictive_encoder import (BOOST_KNEE, INTRA_BOOST, INTRA_BOOST_MIN, PredictiveStreamEncoder,
-                                               boxes_to_blocks, coded_qualities)
+                                               boxes_to_blocks, choose_modes, coded_qualities,
+                                               quadtree_modes)
 from vidsieve.codec.registry import load_conditional
 from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
 from vidsieve.errors import FormatError
@@ -61,6 +63,107 @@ def test_symbols_round_trip_and_refuse_damage():
         decode_symbols(b"\x00\x00", 3, 4)
     with pytest.raises(ValueError):
         encode_symbols(np.array([4]), 4)
+
+
+def test_symbol_groups_round_trip_in_one_string_and_refuse_damage():
+    rng = np.random.default_rng(0)
+    groups = [(rng.integers(0, 2, 40), 2), (np.zeros(0, int), 2), (np.full(7, 3), 5), (rng.integers(0, 5, 300), 5)]
+    w = SymbolWriter()
+    for sym, alphabet in groups:
+        w.add(sym, alphabet)
+    data = w.finish()
+    r = SymbolReader(data, 400)
+    for sym, alphabet in groups:
+        assert r.read(len(sym), alphabet).tolist() == list(sym)
+    r.done()
+    assert SymbolWriter().finish() == b""
+    w = SymbolWriter()
+    w.add(np.zeros(84, int), 5)
+    assert len(w.finish()) == 6  # one value throughout: a varint and its frequencies, no rANS stream
+    with pytest.raises(ValueError):  # asks for more groups than were written
+        r = SymbolReader(data, 400)
+        for sym, alphabet in groups + groups:
+            r.read(len(sym), alphabet)
+    with pytest.raises(ValueError):  # asks for more symbols than its bound
+        SymbolReader(data, 10).read(40, 2)
+    with pytest.raises(ValueError):  # a group left unread
+        r = SymbolReader(data, 400)
+        r.read(40, 2)
+        r.done()
+    rng = np.random.default_rng(1)
+    for _ in range(200):  # damaged strings read garbage or refuse; they never read past their end
+        bad = bytearray(data)
+        bad[rng.integers(len(bad))] ^= 1 << int(rng.integers(8))
+        try:
+            r = SymbolReader(bytes(bad[: rng.integers(1, len(bad) + 1)]), 400)
+            for sym, alphabet in groups:
+                r.read(len(sym), alphabet)
+        except ValueError:
+            pass
+
+
+def test_mode_quadtree_round_trips_and_is_as_small_as_the_map_allows():
+    rng = np.random.default_rng(2)
+    grid = (3, 5)
+    updates = rng.integers(0, 2, grid).astype(bool)
+    whole = np.repeat(np.repeat(rng.integers(0, MODES, grid), 4, 0), 4, 1)
+    fine = whole.copy()
+    fine[4:6, 8:10] = INTRA  # a 32-pixel quarter of block (1, 2)
+    fine[9, 17] = CODE_BG  # a 16-pixel cell of block (2, 4)
+    for modes in (whole, fine, rng.integers(0, MODES, (12, 20))):
+        got, upd = read_modes(write_modes(modes, updates), grid)
+        assert np.array_equal(got, modes) and np.array_equal(upd, updates)
+    assert len(write_modes(np.zeros((12, 20), int), updates)) < len(write_modes(fine, updates))
+    with pytest.raises(ValueError):
+        read_modes(b"", grid)  # a predicted frame always has modes
+
+
+def test_quadtree_decision_splits_only_where_it_pays():
+    H, W = 8, 8
+    costs = torch.full((MODES, H, W), 100.0)
+    costs[SKIP_PREV] = 0.0  # copying is free everywhere ...
+    costs[SKIP_PREV, 0, 1] = 1000.0  # ... but one 16-pixel cell, which codes its difference for 10 bits
+    costs[CODE_PREV, 0, 1] = 10.0
+    costs[INTRA, 4:8, 4:8] = -500.0  # a whole 64-pixel block far cheaper alone
+    modes, block_costs = quadtree_modes(costs, 1)
+    want = torch.full((H, W), SKIP_PREV)
+    want[0, 1] = CODE_PREV
+    want[4:8, 4:8] = INTRA
+    assert torch.equal(modes, want) and block_costs.shape == (2, 2)
+    assert torch.equal(quadtree_modes(costs, 2)[0][0:2, 0:2], torch.full((2, 2), CODE_PREV))  # 32 px at finest
+    assert bool((quadtree_modes(costs, 4)[0][0:4, 0:4] == SKIP_PREV).all())  # whole blocks: copying still pays
+    costs[SKIP_PREV, 0, 1] = 0.5  # a split costs more than what a cell gains: one mode for the block
+    assert bool((quadtree_modes(costs, 1)[0][0:4, 0:4] == SKIP_PREV).all())
+
+
+def test_a_hyper_latent_is_charged_once_a_block_however_many_cells_read_it():
+    costs = torch.full((MODES, 4, 8), 50.0)
+    costs[SKIP_PREV] = 0.0
+    costs[SKIP_PREV, :, 4:] = 30.0  # the right block: copying costs 30 a cell, coding alone 10
+    costs[INTRA, :, 4:] = 10.0
+    costs[SKIP_PREV, 0, 0] = 60.0  # the left block: one cell that coding alone would save 50 on
+    costs[INTRA, 0, 0] = 10.0
+    zero = torch.zeros(1, 2)
+
+    def alone(hyper):
+        return (choose_modes(costs, {"alone": hyper, "difference": zero + 1e9}, 1) == INTRA).reshape(4, 2, 4).any((0, 2))
+
+    # Charged 100 a block: the right block pays it once for 16 cells (320 saved), the left one cell does not.
+    assert alone(torch.tensor([[100.0, 100.0]])).tolist() == [False, True]
+    assert alone(torch.tensor([[20.0, 20.0]])).tolist() == [True, True]
+    assert alone(torch.tensor([[1e4, 1e4]])).tolist() == [False, False]
+
+
+def test_varint_payload_lengths_round_trip_and_refuse_damage():
+    strings = [b"", b"x" * 127, b"y" * 128, b"z" * 70000]
+    data = pack(64, 64, 4.0, (1, 1), strings, PREDICTED)
+    assert unpack(data).strings == strings
+    assert len(data) - sum(map(len, strings)) < len(pack(64, 64, 4.0, (1, 1), strings, 5)) - sum(map(len, strings))
+    for cut in (15, 17, len(data) - 1):
+        with pytest.raises(FormatError):
+            unpack(data[:cut])
+    with pytest.raises(FormatError):
+        unpack(data[:14] + b"\xff" * 8 + data[22:])
 
 
 def test_stream_round_trip_is_exact_and_cheap_where_nothing_moves(codec, conditional):
@@ -247,7 +350,7 @@ def test_only_changed_tiles_are_synthesised_and_match_the_whole_frame(codec):
     frame = scene_frames(frames=1)[0]
     h, w = 100, 300
     big = np.ascontiguousarray(np.tile(frame, (1, 2, 1))[:h, :w])
-    y = torch.round(m.analysis(pad(to_tensor(big)), [4.0])).double()
+    y = torch.round(m.gained_latent(pad(to_tensor(big)), [4.0])).double()
     pic = Picture()
     first = pic.synthesise(m, y, QualityMap(4.0), h, w)
     y2 = y.clone()
@@ -272,9 +375,9 @@ def test_entropy_parameters_computed_in_windows_are_the_whole_frames(codec, cond
     assert net.windowed and exact.windowed
     frame = source_frame(640, 384, seed=3)
     with torch.inference_mode():
-        y = m.analysis(pad(to_tensor(frame)), [4.0])
+        y = m.gained_latent(pad(to_tensor(frame)), [4.0])
         z_hat = torch.round(m.h_a(y))
-        ref = torch.round(m.analysis(pad(to_tensor(source_frame(640, 384, seed=4))), [4.0])).double()
+        ref = torch.round(m.gained_latent(pad(to_tensor(source_frame(640, 384, seed=4))), [4.0])).double()
         cz = torch.round(conditional[0].h_a((y - ref).float()))  # the difference's hyper latent
         hb, wb = z_hat.shape[-2:]
         assert (hb, wb) == (6, 10) == tuple(cz.shape[-2:])
@@ -316,6 +419,48 @@ def test_entropy_parameters_computed_in_windows_are_the_whole_frames(codec, cond
             assert torch.equal(got[..., sel], want[..., sel]) and not got[..., ~sel].any()
         for got, want in zip(exact_in_blocks(needed, lambda w: net(z_hat, exact_means=True, window=w)), whole_intra):
             assert torch.equal(got[..., sel], want[..., sel]) and not got[..., ~sel].any()
+
+
+def test_hyper_latents_sent_where_read_give_the_whole_frames_parameters(codec, conditional):
+    """Version 6 sends a hyper latent only where the blocks that use it read it: decoded, the rest is
+    zero, and the entropy parameters at those blocks are those of the whole hyper latent, bit for bit,
+    however sparse or dense the blocks (windows or the whole frame)."""
+    from vidsieve.codec.fixed_point import exact_in_blocks
+    from vidsieve.codec.latent_codecs import (IntraBlocks, code_hyper, conditional_in_blocks, conditional_reads,
+                                              decode_hyper)
+
+    m, cond = codec.model, conditional[0]
+    net, exact = m.exact_hyper_synthesis(), cond.exact()
+    with torch.inference_mode():
+        y = m.gained_latent(pad(to_tensor(source_frame(640, 384, seed=5))), [4.0]).double()
+        ref = torch.round(m.gained_latent(pad(to_tensor(source_frame(640, 384, seed=6))), [4.0])).double()
+        z, cz = m.h_a(y.float()), cond.h_a((y - ref).float())
+        z_whole = m.entropy_bottleneck.decompress(m.entropy_bottleneck.compress(z), tuple(z.shape[-2:]))
+        cz_whole = cond.entropy_bottleneck.decompress(cond.entropy_bottleneck.compress(cz), tuple(cz.shape[-2:]))
+        grid = tuple(z.shape[-2:])
+        sparse = np.zeros(grid, bool)
+        sparse[0, 0] = sparse[3, 6] = True
+        dense = np.ones(grid, bool)
+        dense[1, 1] = False
+        for needed in (sparse, dense):
+            sel = torch.from_numpy(needed).repeat_interleave(BLOCK, 0).repeat_interleave(BLOCK, 1)
+            read = IntraBlocks.reads(m, needed)
+            assert read[needed].all() and (needed is dense or not read.all())
+            string, z_hat = code_hyper(m.entropy_bottleneck, z, read)
+            assert torch.equal(z_hat, decode_hyper(m.entropy_bottleneck, string, read))
+            assert torch.equal(z_hat[..., torch.from_numpy(read)], z_whole[..., torch.from_numpy(read)])
+            assert not z_hat[..., ~torch.from_numpy(read)].any()
+            got = exact_in_blocks(needed, lambda w: net(z_hat, exact_means=True, window=w))
+            for g, want in zip(got, net(z_whole, exact_means=True)):
+                assert torch.equal(g[..., sel], want[..., sel])
+            cread = conditional_reads(exact, needed, tuple(y.shape[-2:]))
+            cstring, cz_hat = code_hyper(cond.entropy_bottleneck, cz, cread)
+            assert torch.equal(cz_hat, decode_hyper(cond.entropy_bottleneck, cstring, cread))
+            for g, want in zip(conditional_in_blocks(exact, needed, cz_hat, ref), exact(cz_whole, ref)):
+                assert torch.equal(g[..., sel], want[..., sel])
+        read = IntraBlocks.reads(m, sparse)
+        assert read.sum() == 9 + 25  # a corner block's reach, and an inner one's
+        assert len(code_hyper(m.entropy_bottleneck, z, read)[0]) < len(m.entropy_bottleneck.compress(z)[0])
 
 
 def test_streams_are_the_same_whether_entropy_parameters_run_in_windows_or_whole_frames(codec, conditional,

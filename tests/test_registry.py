@@ -128,8 +128,8 @@ def test_the_slim_model_shares_the_wide_models_latents_and_conditional_model():
     assert load_conditional(load_codec("vidsieve-hyperprior")) is None
     # The same latent, a different entropy model: other bytes, nearly the same picture.
     frame = background(192, 128, seed=9).astype(np.uint8)
-    y = wide.model.analysis(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, [4.0])
-    assert torch.equal(y, slim.model.analysis(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, [4.0]))
+    y = wide.model.gained_latent(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, [4.0])
+    assert torch.equal(y, slim.model.gained_latent(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, [4.0]))
     dw, ds = wide.encode(frame, 4.0), slim.encode(frame, 4.0)
     assert dw != ds and abs(len(dw) - len(ds)) < 0.1 * len(dw)
     from vidsieve.metrics import psnr

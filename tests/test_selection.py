@@ -132,7 +132,7 @@ def test_cli_segments_in_info_and_target_kbps(tmp_path):
     out = tmp_path / "s.vsv"
     s = json.loads(run_cli("compress", src, "-o", out, "--detector", "motion", "--hold-dropped", "--json",
                            check=True).stdout)
-    assert s["kept"] < s["frames"]
+    assert s["coded"] == s["selected"] < s["frames"] and s["held"] == s["frames"] - s["coded"]
     d = json.loads(run_cli("info", out, "--json", check=True).stdout)
     assert d["frames"] == 80 and len(d["segments"]) >= 2
     active = [g for g in d["segments"] if g["active"]]
@@ -174,4 +174,4 @@ def test_detector_errors_are_clean(tmp_path, small_clip):
     assert_clean_error(r, "not found")
     r = run_cli("compress", small_clip, "-o", tmp_path / "o.vsv", "--detector", "yolo11n.yaml",
                 "--max-frames", "3", check=True)
-    assert "kept" in r.stdout
+    assert "coded" in r.stdout and "selected" in r.stdout

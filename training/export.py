@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import replacing, write_json
 from ..codec.models import GainedMeanScaleHyperprior
 from ..codec.registry import shipped_name
 from ..codec.zoo import MANIFEST, checkpoint_weights, sha256_file
@@ -60,9 +61,8 @@ def write_weights(state: dict, out_dir: str | os.PathLike | None, name: str) -> 
     out = Path(out_dir) if out_dir else MANIFEST.parent
     out.mkdir(parents=True, exist_ok=True)
     wpath = out / f"{name}.pth"
-    tmp = wpath.with_name(f".{wpath.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, wpath)
+    with replacing(wpath) as tmp:
+        torch.save(state, tmp)
     return wpath
 
 
@@ -77,6 +77,4 @@ def set_manifest_entry(folder: Path, section: str, name: str, entry: dict, resul
     elif "results" in old and old.get("sha256") == entry["sha256"]:
         entry["results"] = old["results"]
     manifest[section][name] = entry
-    tmp = mpath.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, mpath)
+    write_json(mpath, manifest)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import replacing
 from ..codec.conditional import ConditionalEntropyModel, measure_synthesis_energy
 from ..codec.models import likelihood_bits
 
@@ -173,10 +174,8 @@ class InterTrainer:
                 "intra_sha256": self.codec.weights_sha256, "intra_analysis_sha256": self.codec.analysis_sha256}
 
     def save(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_name(f".{self.out.name}.tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, self.out)
+        with replacing(self.out) as tmp:
+            torch.save(self.state(), tmp)
         return self.out
 
     @classmethod

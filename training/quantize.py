@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import write_bytes
+
 
 def write_graphs(folder: str | os.PathLike, name: str, float_sha256: str, graphs: tuple[bytes, bytes],
           notes: dict | None = None) -> dict:
@@ -39,9 +41,7 @@ def write_graphs(folder: str | os.PathLike, name: str, float_sha256: str, graphs
         sha = hashlib.sha256(data).hexdigest()
         path = folder / shipped.get(sha, f"{name}.int8-{part}.onnx")
         if not (path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_bytes(path, data)
         entry[part] = {"file": path.name, "sha256": sha}
     entry.update(notes or {})
     entry["exported"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

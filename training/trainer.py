@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import replacing
 from ..codec.models import LAMBDAS, GainedMeanScaleHyperprior, quality_lambda
 from ..datasets.images import CropSampler, TensorCropSampler, collect_files, load_training_arrays
 from .rd import likelihood_curve, rd_loss, rd_objective
@@ -236,10 +237,8 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         path = Path(path or self.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            torch.save(self.state(), tmp)
         return path
 
     @staticmethod
@@ -382,7 +381,7 @@ class Trainer:
         MSE + bpp`` at qualities 1, 4 and 8 (rates from the likelihoods), each relative
         to the starting weights' and averaged: always defined, unlike a BD-rate, which
         it comes with where the curves allow one."""
-        from ..bench.bdrate import bd_rate
+        from ..metrics.curves import bd_rate
 
         ev = self.evaluate()
         if not ev:

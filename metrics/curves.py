@@ -1,4 +1,5 @@
-"""BD-rate (Bjontegaard 2001, VCEG-M33) via the ``bjontegaard`` package.
+"""Rate-quality curves: BD-rate (Bjontegaard 2001, VCEG-M33, via the ``bjontegaard`` package) and
+values read off a curve at a given rate.
 
 pchip is the primary interpolation (as in recent JVET practice); akima is the
 cross-check. Curves that share too little of their quality range give a
@@ -77,3 +78,27 @@ def bd_table(points: list[dict], anchor: str = "x265", metric: str = "psnr_rgb",
         vals = [per_clip[c][k] for c in per_clip if per_clip[c].get(k) is not None]
         mean[k] = round(float(np.mean(vals)), 3) if vals else None
     return {"anchor": anchor, "metric": metric, "method": method, "per_clip": per_clip, "mean": mean}
+
+
+#: The rate at which recall and ROI quality are compared across codecs (kbps).
+RECALL_KBPS = 50.0
+
+
+def at_kbps(points: list[dict], kbps: float) -> dict:
+    """Per clip and codec: recall, F1, ROI-PSNR and background PSNR at ``kbps``, interpolated linearly in
+    log-rate between the two points around it (None outside a codec's range)."""
+    out: dict = {}
+    for clip in sorted({p["clip"] for p in points}):
+        for codec in sorted({p["codec"] for p in points if p["clip"] == clip}):
+            pts = sorted((p for p in points if p["clip"] == clip and p["codec"] == codec), key=lambda p: p["kbps"])
+            row = {}
+            for metric in ("recall", "f1", "roi_psnr", "background_psnr", "psnr_rgb"):
+                xs = [(math.log(p["kbps"]), p[metric]) for p in pts if p.get(metric) is not None and p["kbps"] > 0]
+                x = math.log(kbps)
+                row[metric] = None
+                for (x0, y0), (x1, y1) in zip(xs, xs[1:]):
+                    if x0 <= x <= x1 and x1 > x0:
+                        row[metric] = round(y0 + (y1 - y0) * (x - x0) / (x1 - x0), 4)
+                        break
+            out.setdefault(clip, {})[codec] = row
+    return {"kbps": kbps, "per_clip": out}

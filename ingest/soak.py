@@ -1,14 +1,14 @@
-"""Soak test for live ingestion: a looping clip served as MPEG-TS over TCP in real time, ingested for N minutes.
+"""``vidsieve soak``: can this box ingest a live stream for hours? A looping clip served as MPEG-TS over
+TCP in real time, ingested by ``vidsieve ingest`` for N minutes.
 
-    .venv/bin/python -m vidsieve.bench.ingest_soak data/vtest.avi --seconds 600 --out bench/results/ingest_soak.json
+    vidsieve soak data/vtest.avi --seconds 600 --out soak.json
 
 Measures the ingester's lag (from its per-segment JSON lines), its resident
-memory over time (/proc), kbps and kept fraction.
+memory over time (/proc), kbps, and frames coded and selected.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import tool
-from .jsonfile import write_json
+from ..files import write_json
 
 
 def serve(clip: str, port: int, seconds: float) -> None:
@@ -65,26 +64,19 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def main(argv=None) -> int:
-    ap = tool.parser("ingest_soak", __doc__, out="bench/results/ingest_soak.json")
-    ap.add_argument("clip")
-    ap.add_argument("--seconds", type=float, default=600)
-    ap.add_argument("--segment-seconds", type=float, default=60)
-    ap.add_argument("--model", default=None, help="the ingester's --model (default: its default)")
-    ap.add_argument("--precision", default=None, help="the ingester's --precision (default: its default)")
-    ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
-    return tool.run(ap, _main, argv)
+def soak(clip: str, seconds: float = 600.0, segment_seconds: float = 60.0, model: str | None = None,
+         precision: str | None = None, out: str | None = None) -> dict:
+    """Serve ``clip`` as a live stream for ``seconds`` and ingest it with the CLI (``model``, ``precision``:
+    its options); the ingester's lag, memory over time, rate and counts, written to ``out`` as JSON."""
+    from types import SimpleNamespace
 
-
-def _main(a) -> None:
-    if a.serve:
-        serve(a.clip, a.serve, a.seconds + 30)
-        return
+    a = SimpleNamespace(clip=clip, seconds=seconds, segment_seconds=segment_seconds, model=model,
+                        precision=precision)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sender = subprocess.Popen([sys.executable, "-m", "vidsieve.bench.ingest_soak", a.clip, "--serve", str(port),
-                               "--seconds", str(a.seconds)], stderr=subprocess.DEVNULL)
+    sender = subprocess.Popen([sys.executable, "-m", "vidsieve.ingest.soak", a.clip, str(port), str(a.seconds + 30)],
+                              stderr=subprocess.DEVNULL)
     time.sleep(2)
     out_dir = tempfile.mkdtemp(prefix="vidsieve-soak-")
     # Files, not pipes: nobody reads a pipe until the end, and an ingester that
@@ -115,8 +107,8 @@ def _main(a) -> None:
     frames = sum(x["frames_in"] for x in lines)
     res = {"clip": Path(a.clip).name, "model": a.model or "default", "precision": a.precision or "default",
            "seconds": a.seconds, "segments": len(lines), "frames_in": frames,
-           "kept": sum(x["kept"] for x in lines),
-           "kept_fraction": round(sum(x["kept"] for x in lines) / frames, 4) if frames else None,
+           "coded": sum(x["coded"] for x in lines), "selected": sum(x["selected"] for x in lines),
+           "selected_fraction": round(sum(x["selected"] for x in lines) / frames, 4) if frames else None,
            "kbps_mean": round(sum(x["bytes"] for x in lines) * 8 / 1000 / max(a.seconds - 5, 1), 2),
            "lag_max_s": max((x["lag_max_s"] for x in lines), default=None),
            "lag_end_s": lines[-1]["lag_s"] if lines else None,
@@ -125,9 +117,11 @@ def _main(a) -> None:
            "rss_growth_after_1min_mb": round(max(after_1min) - after_1min[0], 1) if after_1min else None,
            "rss_samples": rss, "degradations": [l for l in err.splitlines() if "lag" in l][:50],
            "exit_code": ing.returncode, "out_dir": out_dir}
-    write_json(a.out, res)
-    print(json.dumps({k: v for k, v in res.items() if k not in ("rss_samples", "degradations")}))
+    if out:
+        write_json(out, res)
+    return res
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # The sender, run as its own process so that its pacing does not share the ingester's interpreter.
+    serve(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
