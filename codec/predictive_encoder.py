@@ -44,9 +44,10 @@ BOOST_KNEE = QUALITY_MAX - INTRA_BOOST - INTRA_BOOST_MIN
 #: A block whose copy from the previous frame costs less distortion than this many bits' worth (at the
 #: quality's lambda) is copied without asking any model: when all are, the frame costs no model time.
 STILL_BITS = 8.0
-#: The share of the hyper latent around a block (what its entropy parameters read, sent only there) the
-#: block is charged with when deciding its mode: neighbouring blocks that use the same model share it.
-HYPER_SHARE = 0.5
+#: What a block that codes its difference is charged for the difference's hyper latent, in bits. Charging
+#: the hyper latent a block's parameters read (version 6 sends just that) made the encoder copy more, which
+#: cost bits for the same PSNR on the car park (docs/RESULTS.md, "Predicted frames, lever by lever").
+DIFF_HYPER_BITS = 2.0
 #: What the encoder's decisions count a leaf's mode and a split flag at (the map is entropy coded; these
 #: are its typical costs, not a bound).
 MODE_BITS, SPLIT_BITS = 2.0, 1.0
@@ -81,18 +82,6 @@ def coded_qualities(quality: float) -> CodedQualities:
     t = (q - BOOST_KNEE) / (QUALITY_MAX - BOOST_KNEE)
     return CodedQualities(BOOST_KNEE + INTRA_BOOST + t * INTRA_BOOST_MIN,
                           BOOST_KNEE + t * (QUALITY_MAX - INTRA_BOOST_MIN - BOOST_KNEE), q)
-
-
-@torch.no_grad()
-def hyper_cost(bottleneck, z: torch.Tensor, reach: int = 2) -> torch.Tensor:
-    """Bits a block [hb, wb] is charged for the hyper latent of a model it uses: the bits of the hyper
-    latent within ``reach`` positions of it (what its entropy parameters read, and all a version 6
-    frame sends of it: 2 positions for the shipped nets) times :data:`HYPER_SHARE`."""
-    _, lik = bottleneck(z, training=False)
-    bits = -torch.log2(lik).sum(1, keepdim=True).double()  # [1, 1, hz, wz]
-    k = 2 * reach + 1
-    around = F.avg_pool2d(bits, k, stride=1, padding=reach, count_include_pad=True) * k * k
-    return around[0, 0] * HYPER_SHARE
 
 
 def _spread(t: torch.Tensor, size: int) -> torch.Tensor:
@@ -130,7 +119,7 @@ _USERS = {"difference": (CODE_PREV, CODE_BG), "alone": (INTRA,)}
 def choose_modes(costs: torch.Tensor, hyper: dict[str, torch.Tensor], min_block: int = MIN_BLOCK) -> torch.Tensor:
     """Modes per latent position: for each 64-pixel block, the cheapest quadtree (:func:`quadtree_modes`)
     over the modes of each set of hyper latents it may pay for (``hyper``: the bits a block pays for each
-    one it uses, :func:`hyper_cost`). A hyper latent costs a block the same whether one of its cells
+    one it uses). A hyper latent costs a block the same whether one of its cells
     reads it or all do, so the choice is made per block and set, not per cell."""
     best_cost = best_modes = None
     names = list(hyper)
@@ -290,17 +279,16 @@ class PredictiveStreamEncoder:
             bits = total(-torch.log2(cond.likelihood.likelihood_lower_bound(lik)).double())
             d_code = total(weight * (diff - mu - sym).square())
             costs += [lam * d_skip, lam * d_code + bits]
-            if ref is prev:
-                hyper = {"difference": hyper_cost(cond.entropy_bottleneck, cond.h_a(diff.float()))}
-        # Coding the block alone, with the intra model's entropy model (its hyper latent is sent around the
-        # blocks coded alone: charged per block in hyper).
+        # Coding the block alone, with the intra model's entropy model (its hyper latent's bits for the whole
+        # frame, shared among the blocks).
         alone = IntraBlocks.measure(m, y64)
         sym = torch.round(y64 - alone.means)
         lik = m.gaussian_conditional._likelihood(sym.float(), alone.scales.float())
         bits = total(-torch.log2(m.gaussian_conditional.likelihood_lower_bound(lik)).double())
         d_alone = total(weight * (y64 - alone.means - sym).square())
         costs.append(lam * d_alone + bits)
-        hyper["alone"] = hyper_cost(m.entropy_bottleneck, alone.z)
+        hyper = {"difference": torch.full(grid, DIFF_HYPER_BITS, dtype=torch.float64),
+                 "alone": torch.full(grid, 8.0 * len(alone.z_string) / (grid[0] * grid[1]), dtype=torch.float64)}
         costs = torch.stack(costs)  # [modes, H, W], in the order of the modes' numbers
         # An object the map raises is never copied from a reference while it moves: it is what the map is for.
         moving = torch.from_numpy(per_position((qm.raised(grid) & (held_blocks > STILL_BITS)).numpy()))

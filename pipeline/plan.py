@@ -128,8 +128,9 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
     for i, p in enumerate(plans):
         p.model = models.get(i, shared)
     frames = sum(p.frames for p in plans)
-    # Container overhead: record framing per kept frame, skip lists, segment markers, header and index.
-    overhead = 8 * (700 + 70 * sum(p.kept for p in plans) + 8 * frames + 300 * len(plans))
+    # Container overhead: a frame record's framing and head (34 bytes: docs/FORMAT.md) per kept frame, skip
+    # lists, segment markers, header and index.
+    overhead = 8 * (700 + 34 * sum(p.kept for p in plans) + 8 * frames + 300 * len(plans))
     off = solve_offset(plans, shared, opts.target_kbps * 1000 * duration, overhead)
     if log_fn:
         log_fn(f"vidsieve: target {opts.target_kbps:g} kbps: quality offset {off:+.2f} "
