@@ -65,9 +65,12 @@ def write_report(doc: dict, out: Path) -> None:
              "`ffv1-lossless`, the originals coded losslessly, is the sanity row: its survival must read 1. "
              "ROI-PSNR: inside the reference detector's boxes on the original.", ""]
     st = doc.get("settings", {})
+    det = st.get("detector_name") or st.get("detector")
     if st.get("reference"):
-        lines += [f"Detectors: selection and quality maps (vidsieve, x265-roi's boxes): `{st.get('detector')}`; "
+        lines += [f"Detectors: selection and quality maps (vidsieve, x265-roi's boxes): `{det}`; "
                   f"reference for recall, ROI-PSNR and background PSNR: `{Path(st['reference']).name}`.", ""]
+    elif det:
+        lines += [f"Detector of selection and quality maps (vidsieve, x265-roi's boxes): `{det}`.", ""]
     bd = doc["bd_rate"]
     if bd is None:
         lines += ["No BD-rate table: x265, the anchor, was not among the codecs measured."]

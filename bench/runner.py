@@ -115,6 +115,17 @@ def point_task(args) -> dict:
     return point
 
 
+def _detector_name(spec: str) -> str:
+    """The detector ``spec`` resolves to on this machine (``auto`` names what it chose), for the report."""
+    from ..detection.registry import load_detector
+    from ..errors import ModelError
+
+    try:
+        return load_detector(spec).name
+    except ModelError as exc:
+        return f"{spec} (does not load: {exc})"
+
+
 def _measure_point(clip_path, frames, codec_name, setting, reference, detector_spec, cache_dir) -> dict:
     clip = load_clip(clip_path, frames)
     cls = CODECS[codec_name]
@@ -201,7 +212,7 @@ def run_bench(videos: list[str], out_dir: str | Path, codecs: list[str] | None =
            "at_kbps": at_kbps(curves, RECALL_KBPS) if reference else None,
            "warnings": sorted({str(w.message) for w in caught}),
            "settings": {"frames": frames, "points": points, "reference": reference, "detector": detector,
-                        "version": __version__}}
+                        "detector_name": _detector_name(detector), "version": __version__}}
     if reference and Path(reference).name == Path(detector).name:
         doc["warnings"].append(f"the reference detector is the one that drives selection and quality maps "
                                f"({detector}): recall and ROI-PSNR then favour vidsieve and x265-roi")

@@ -79,12 +79,16 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         "higher and predicted frames a little lower above 4 (`vidsieve info` shows both); "
                         "with detection it is the quality of active segments")
     g.add_argument("--detector", default="auto",
-                   help="auto | motion | yolo11n.pt | path to .pt/.onnx (ultralytics or YOLOX layout) "
-                        "(default: auto = ultralytics yolo11n.pt when available, else motion)")
-    g.add_argument("--detector-format", choices=["ultralytics", "yolox", "motion"], default=None,
+                   help="auto | vidsieve-student | motion | yolo11n.pt | path to .pt/.onnx (ultralytics or "
+                        "YOLOX layout) (default: auto = ultralytics yolo11n.pt when its weights are on this "
+                        "machine, else vidsieve-student, the small detector shipped with vidsieve; nothing is "
+                        "downloaded unless you name a .pt that is not here)")
+    g.add_argument("--detector-format", choices=["ultralytics", "yolox", "yolo-onnx", "student", "motion"],
+                   default=None,
                    help="override the backend guessed from --detector")
     g.add_argument("--detect-size", type=positive(int), default=None,
-                   help="detector input size in pixels (default: 320 for ultralytics/motion, 416 for YOLOX)")
+                   help="detector input size in pixels (default: the shipped detector's own, 320 for "
+                        "ultralytics/motion, 416 for YOLOX)")
     g.add_argument("--detect-every", type=positive(int), default=1,
                    help="run the detector on every k-th frame only (default: 1)")
     g.add_argument("--classes", default=None,

@@ -1,10 +1,11 @@
-"""Subcommands beyond compress/decompress/info: train, bench, bench-image."""
+"""Subcommands beyond compress/decompress/info: train, train-detector, bench, bench-image, ingest, soak."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from pathlib import Path
 
 from ..codec import DEFAULT_MODEL
 from ..errors import InputError, VidsieveError
@@ -65,6 +66,37 @@ def add_commands(sub) -> None:
                         "else vidsieve-hyperprior)")
     COMMANDS["train"] = cmd_train
 
+    d = sub.add_parser("train-detector", help="distil a detector into a small YOLO student (the shipped detector)",
+                       description="Label frames sampled from folders of footage and photographs with a teacher "
+                                   "detector, train a small ultralytics YOLO11 on its boxes from scratch (on "
+                                   "frames degraded the way fixed cameras degrade them), and export it to ONNX "
+                                   "(run by onnxruntime, no torch at inference) and .pt. A run lives in one "
+                                   "folder, checkpoints every epoch and goes on with --resume.")
+    d.add_argument("--teacher", default=None,
+                   help="the teacher: a YOLOX .onnx (e.g. ../shared/models/yolox_nano.onnx) or an ultralytics .pt")
+    d.add_argument("--data", nargs="+", metavar="PATH", help="folders or files of videos and images to train on")
+    d.add_argument("--val", nargs="+", metavar="PATH",
+                   help="footage kept out of training: measured on every epoch and at export (other scenes)")
+    d.add_argument("--out", default=None, metavar="DIR", help="the run's folder (new)")
+    d.add_argument("--resume", default=None, metavar="DIR", help="go on with the run in DIR")
+    d.add_argument("--max-time", type=duration, default=None,
+                   help="stop after the epoch that passes this long (e.g. 2h50m); --resume goes on")
+    d.add_argument("--epochs", type=positive(int), default=120, help="schedule length (default 120)")
+    d.add_argument("--imgsz", type=positive(int), default=320, help="student input size (default 320)")
+    d.add_argument("--width", type=positive(float), default=0.1875,
+                   help="width multiple of YOLO11 (default 0.1875; yolo11n is 0.25)")
+    d.add_argument("--depth", type=positive(float), default=0.33, help="depth multiple (default 0.33)")
+    d.add_argument("--batch", type=positive(int), default=32, help="batch size (default 32)")
+    d.add_argument("--label-conf", type=positive(float), default=0.35,
+                   help="teacher boxes at or above this confidence are labels (default 0.35)")
+    d.add_argument("--frames-per-video", type=positive(int), default=160,
+                   help="frames sampled from each video, evenly over its length (default 160)")
+    d.add_argument("--workers", type=int, default=2, help="data loader workers (default 2)")
+    d.add_argument("--export", default=None, metavar="DIR",
+                   help="when done, write DIR/vidsieve-student.onnx and .pt with their manifest entry, "
+                        "measured against the teacher on the --val footage")
+    COMMANDS["train-detector"] = cmd_train_detector
+
     b = sub.add_parser("bench", help="rate-distortion/speed/detection benchmark against x265, x264, JPEG",
                        description="Encode clips with vidsieve and classical codecs over a sweep of settings; "
                                    "write results.json, results.csv, plots and report.md with BD-rates.")
@@ -97,16 +129,28 @@ def add_commands(sub) -> None:
     bi.add_argument("--no-zoo", action="store_true", help="skip CompressAI zoo models")
     COMMANDS["bench-image"] = cmd_bench_image
 
-    g = sub.add_parser("ingest", help="record a live stream as rolling .vsv segments (edge boxes)",
+    g = sub.add_parser("ingest", help="record live streams (one camera or many) as rolling .vsv segments",
                        description="Record a live stream (rtsp://, tcp://, udp://, http(s)://, a V4L2 device, or a "
                                    "file read as if live) into DIR/YYYY-MM-DD/HH/MM.SS.vsv, one file per "
-                                   "--segment-seconds, keeping up in real time. One JSON line per finished segment.")
-    g.add_argument("url", nargs="?", help="stream URL, device or file")
-    g.add_argument("--out-dir", help="where segments go")
-    g.add_argument("--status", metavar="DIR", help="summarise what is on disk in DIR and exit")
+                                   "--segment-seconds, keeping up in real time. One JSON line per finished segment. "
+                                   "Many cameras in one process: --source NAME=URL (repeated) or --config "
+                                   "cameras.toml; they share one codec and one detector, each writes DIR/NAME "
+                                   "with its own lag guard, and one that drops reconnects alone.")
+    g.add_argument("url", nargs="?", help="stream URL, device or file (one camera)")
+    g.add_argument("--source", action="append", default=None, metavar="NAME=URL",
+                   help="a camera (repeat for more); its segments go to OUT_DIR/NAME")
+    g.add_argument("--config", default=None, metavar="TOML",
+                   help="cameras and their settings in a TOML file (see docs/INGEST.md); command-line options "
+                        "are its defaults")
+    g.add_argument("--out-dir", help="where segments go (with several cameras: one folder per camera inside)")
+    g.add_argument("--status", metavar="DIR", help="summarise what is on disk in DIR (every camera's) and exit")
+    g.add_argument("--status-port", type=int, default=None, metavar="PORT",
+                   help="serve each camera's state on http://127.0.0.1:PORT/status (JSON) and /metrics "
+                        "(Prometheus text); off by default")
     g.add_argument("--model", default=None, help=f"codec (default: {DEFAULT_MODEL})")
     g.add_argument("--keep-days", type=positive(float), default=None, help="delete segments older than this")
-    g.add_argument("--max-disk", type=size, default=None, help="disk budget, e.g. 20G; idle segments go first")
+    g.add_argument("--max-disk", type=size, default=None,
+                   help="disk budget, e.g. 20G (with several cameras, shared equally); idle segments go first")
     g.add_argument("--fsync-interval", type=positive(float), default=1.0,
                    help="seconds between fsyncs of the live segment: the most a power cut can lose (default 1)")
     g.add_argument("--max-reconnects", type=int, default=None, help="give up after this many failed reconnects")
@@ -114,14 +158,20 @@ def add_commands(sub) -> None:
     add_selection_args(g)
     COMMANDS["ingest"] = cmd_ingest
 
-    k = sub.add_parser("soak", help="soak-test live ingestion on this box: a clip served live, ingested for N s",
-                       description="Serve CLIP, looping, as an H.264 MPEG-TS stream over local TCP in real time, "
-                                   "ingest it with `vidsieve ingest` for --seconds, and report the ingester's lag, "
-                                   "memory over time, rate, and frames coded and selected (one JSON object).")
-    k.add_argument("clip", help="footage to loop")
+    k = sub.add_parser("soak", help="load-test live ingestion on this box: N loopback cameras for N seconds",
+                       description="Serve CLIPs, looping, as H.264 MPEG-TS streams over local TCP in real time, one "
+                                   "per camera (camera k plays clip k modulo their number), ingest them with one "
+                                   "`vidsieve ingest --source ...` process for --seconds, and report per camera "
+                                   "its kept share, rate, lag and reconnects, and the process's memory over time "
+                                   "(one JSON object).")
+    k.add_argument("clip", nargs="+", help="footage to loop (mix quiet and busy clips)")
+    k.add_argument("--cameras", type=positive(int), default=1, help="loopback cameras (default 1)")
     k.add_argument("--seconds", type=positive(float), default=600.0, help="how long (default 600)")
     k.add_argument("--segment-seconds", type=positive(float), default=60.0, help="the ingester's (default 60)")
     k.add_argument("--model", default=None, help=f"the ingester's codec (default: {DEFAULT_MODEL})")
+    k.add_argument("--detector", default=None, help="the ingester's detector (default: its default, auto)")
+    k.add_argument("--kill-at", type=positive(float), default=None, metavar="S",
+                   help="kill -9 the ingester after S seconds and check that every camera's live file decodes")
     add_precision_arg(k)
     k.add_argument("--out", default=None, help="also write the result here as JSON")
     COMMANDS["soak"] = cmd_soak
@@ -130,24 +180,51 @@ def add_commands(sub) -> None:
 def cmd_soak(a) -> int:
     from ..ingest.soak import soak
 
-    res = soak(a.clip, a.seconds, a.segment_seconds, a.model, a.precision, a.out)
-    print(json.dumps({k: v for k, v in res.items() if k not in ("rss_samples", "degradations")}))
+    res = soak(a.clip, a.seconds, a.segment_seconds, a.model, a.precision, a.out, cameras=a.cameras,
+               kill_at=a.kill_at, detector=a.detector)
+    print(json.dumps({k: v for k, v in res.items() if k not in ("rss_samples", "degradations", "parts")}))
+    if a.kill_at is not None:
+        return 0 if res.get("parts_decoded") == len(res.get("parts", {})) else 1
     return 0 if res["exit_code"] == 0 else 1
 
 
 def cmd_ingest(a) -> int:
+    from ..errors import UsageError
     from ..ingest.live import Ingester, IngestOptions, status
 
     if a.status:
         print(json.dumps(status(a.status), indent=2))
         return 0
-    if not a.url or not a.out_dir:
-        raise VidsieveError("ingest needs URL and --out-dir (or --status DIR)")
     copts = options_from_args(a)
     opts = IngestOptions(segment_seconds=a.segment_seconds or IngestOptions.segment_seconds, keep_days=a.keep_days,
                          max_disk=a.max_disk,
                          fsync_interval=a.fsync_interval, max_reconnects=a.max_reconnects,
                          run_seconds=a.run_seconds, compress=copts)
+    if a.status_port is not None and not 0 < a.status_port < 65536:
+        raise UsageError(f"--status-port {a.status_port}: not a port number")
+    if a.config or a.source:
+        from ..ingest.cameras import MultiIngester, cameras_from_sources, load_config, parse_sources
+
+        if a.url:
+            raise UsageError("give cameras as URL, --source or --config, not several of them")
+        if a.config and a.source:
+            raise UsageError("--source and --config do not go together: name every camera in the file")
+        port = a.status_port
+        if a.config:
+            cameras, file_port = load_config(a.config, opts, a.out_dir)
+            port = port or file_port
+        else:
+            if not a.out_dir:
+                raise UsageError("--source needs --out-dir")
+            cameras = cameras_from_sources(parse_sources(a.source), opts, a.out_dir)
+        note = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        return MultiIngester(cameras, status_port=port, log_fn=note).run()
+    if not a.url or not a.out_dir:
+        raise UsageError("ingest needs URL and --out-dir, --source NAME=URL, --config FILE, or --status DIR")
+    if a.status_port:
+        from ..ingest.cameras import Camera, MultiIngester
+
+        return MultiIngester([Camera(a.url, a.url, Path(a.out_dir), opts)], status_port=a.status_port).run()
     return Ingester(a.url, a.out_dir, opts).run()
 
 
@@ -180,6 +257,33 @@ def cmd_train(a) -> int:
             print(kept_line(t.best))
     if a.export:
         w = export(a.out, a.export)
+        if not a.quiet:
+            print(f"exported {w}")
+    return 0
+
+
+def cmd_train_detector(a) -> int:
+    from ..errors import UsageError
+    from ..training import detector as distil
+
+    if bool(a.out) == bool(a.resume):
+        raise UsageError("pass --out DIR for a new run, or --resume DIR to go on with one")
+    if a.out:
+        if not a.teacher or not a.data:
+            raise UsageError("a new run needs --teacher and --data (and --val)")
+        cfg = distil.DistilConfig(teacher=a.teacher, data=list(a.data), val=list(a.val or []), imgsz=a.imgsz,
+                                  width=a.width, depth=a.depth, epochs=a.epochs, batch=a.batch,
+                                  label_conf=a.label_conf, frames_per_video=a.frames_per_video)
+        run = distil.start(a.out, cfg, progress=not a.quiet)
+    else:
+        run = distil.Run(a.resume)
+        run.config()
+    log = (lambda m: None) if a.quiet else (lambda m: print(m, flush=True))
+    ckpt = distil.train(run, max_time=a.max_time, workers=a.workers, log=log)
+    if not a.quiet:
+        print(f"{run.epochs_done()} epochs: checkpoint {ckpt}")
+    if a.export:
+        w = distil.export_student(run, a.export)
         if not a.quiet:
             print(f"exported {w}")
     return 0

@@ -144,6 +144,12 @@ def cmd_decompress(a) -> int:
 QUALITY_LINES = 8
 
 
+def _selection_line(sel: dict) -> str:
+    name = sel.get("name", "?")
+    det = sel.get("detector")
+    return name if not det or det == "none" else f"{name}, decisions by the detector {det}"
+
+
 def format_info(d: dict) -> str:
     h = d["header"]
     fps = h["fps"][0] / h["fps"][1]
@@ -151,6 +157,7 @@ def format_info(d: dict) -> str:
         f"file:        {d['file']}",
         f"video:       {h['width']}x{h['height']} @ {fps:.3f} fps, time base {h['time_base'][0]}/{h['time_base'][1]}",
         f"codec:       {h['model']} (weights {h['weights_sha256'][:16]})",
+        f"selection:   {_selection_line((h.get('metadata') or {}).get('selector') or {})}",
         f"frames:      {d['frames']} represented: {d['coded']} coded, {d['held']} held"
         + ("" if d.get("selected") is None else f"; {d['selected']} selected"),
         f"duration:    {d['duration_s']:.2f} s",

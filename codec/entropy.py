@@ -15,10 +15,11 @@ and in what order they are read, is :mod:`.latent_codecs`'.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from compressai.entropy_models import GaussianConditional
+
+from ..errors import FormatError
 
 
 def encode_symbols(symbols, alphabet: int) -> bytes:
@@ -38,24 +39,35 @@ def encode_symbols(symbols, alphabet: int) -> bytes:
 
 
 def decode_symbols(data: bytes, count: int, alphabet: int) -> np.ndarray:
-    """The ``count`` symbols :func:`encode_symbols` wrote; ``ValueError`` for data that cannot hold them."""
-    from compressai._CXX import pmf_to_quantized_cdf
+    """The ``count`` symbols :func:`encode_symbols` wrote; :class:`FormatError` for data that cannot hold
+    them."""
     from compressai.ans import RansDecoder
 
     if len(data) < alphabet:
-        raise ValueError("symbol string too short")
+        raise FormatError("frame payload's symbol string is too short")
     freq = np.frombuffer(data[:alphabet], dtype=np.uint8)
-    if count and not freq.any():
-        raise ValueError("symbol string has no frequencies")
-    if np.count_nonzero(freq) == 1:
-        if len(data) != alphabet:
-            raise ValueError("symbol string is longer than its one value needs")
+    if not count:
+        return np.zeros(0, dtype=np.int64)
+    if np.count_nonzero(freq) == 1 and len(data) != alphabet:
+        raise FormatError("frame payload's symbol string is longer than its one value needs")
+    rest = bytes(data[alphabet:])
+    return _group(freq, count, alphabet,
+                  lambda cdf: RansDecoder().decode_with_indexes(rest, [0] * count, [cdf], [len(cdf)], [0]))
+
+
+def _group(freq: np.ndarray, count: int, alphabet: int, decode) -> np.ndarray:
+    """``count`` symbols under the frequencies ``freq``: one value throughout when only one is present,
+    else what ``decode(cdf)`` reads, checked against the alphabet."""
+    from compressai._CXX import pmf_to_quantized_cdf
+
+    nonzero = np.count_nonzero(freq)
+    if nonzero == 0:
+        raise FormatError("frame payload's symbol string has no frequencies")
+    if nonzero == 1:
         return np.full(count, int(np.flatnonzero(freq)[0]), dtype=np.int64)
-    cdf = _symbol_cdf(freq, pmf_to_quantized_cdf)
-    out = np.array(RansDecoder().decode_with_indexes(bytes(data[alphabet:]), [0] * count, [cdf], [len(cdf)], [0]),
-                   dtype=np.int64)
-    if out.size and (out.min() < 0 or out.max() >= alphabet or not freq[out].all()):
-        raise ValueError("symbol string decodes outside its alphabet")
+    out = np.array(decode(_symbol_cdf(freq, pmf_to_quantized_cdf)), dtype=np.int64)
+    if out.size != count or out.min() < 0 or out.max() >= alphabet or not freq[out].all():
+        raise FormatError("frame payload's symbol string decodes outside its alphabet")
     return out
 
 
@@ -108,7 +120,8 @@ class SymbolWriter:
 
 
 class SymbolReader:
-    """Reads what :class:`SymbolWriter` wrote, group by group; ``ValueError`` for data that cannot hold it.
+    """Reads what :class:`SymbolWriter` wrote, group by group; :class:`FormatError` for data that cannot
+    hold it.
 
     ``max_symbols`` bounds what all the reads together ask for: the rANS stream is padded with zeros for
     that many symbols, so a damaged string decodes garbage (caught by its checks) instead of reading past
@@ -117,18 +130,14 @@ class SymbolReader:
     def __init__(self, data: bytes, max_symbols: int):
         from compressai.ans import RansDecoder
 
-        from ..errors import FormatError
         from .payload import read_varint
 
         self.freqs, self.used = b"", 0
         self.decoder = None
         if data:
-            try:
-                n, off = read_varint(data, 0)
-            except FormatError as exc:
-                raise ValueError(str(exc)) from None
+            n, off = read_varint(data, 0)
             if off + n > len(data):
-                raise ValueError("symbol string too short for its frequencies")
+                raise FormatError("frame payload's symbol string is too short for its frequencies")
             self.freqs = data[off : off + n]
             if off + n < len(data):
                 self.decoder = RansDecoder()
@@ -137,34 +146,29 @@ class SymbolReader:
         self.left = max_symbols
 
     def read(self, count: int, alphabet: int) -> np.ndarray:
-        from compressai._CXX import pmf_to_quantized_cdf
-
         if count == 0:
             return np.zeros(0, dtype=np.int64)
         if count > self.left:
-            raise ValueError("symbol string asked for more symbols than its frame holds")
+            raise FormatError("frame payload's symbol string asks for more symbols than its frame holds")
         self.left -= count
         if self.used + alphabet > len(self.freqs):
-            raise ValueError("symbol string has too few frequencies")
+            raise FormatError("frame payload's symbol string has too few frequencies")
         freq = np.frombuffer(self.freqs[self.used : self.used + alphabet], dtype=np.uint8)
         self.used += alphabet
-        nonzero = np.count_nonzero(freq)
-        if nonzero == 0:
-            raise ValueError("symbol string has no frequencies")
-        if nonzero == 1:
-            return np.full(count, int(np.flatnonzero(freq)[0]), dtype=np.int64)
-        if self.decoder is None:
-            raise ValueError("symbol string has no coded symbols")
-        cdf = _symbol_cdf(freq, pmf_to_quantized_cdf)
-        out = np.array(self.decoder.decode_stream([0] * count, [cdf], [len(cdf)], [0]), dtype=np.int64)
-        if out.min() < 0 or out.max() >= alphabet or not freq[out].all():
-            raise ValueError("symbol string decodes outside its alphabet")
-        return out
+        return _group(freq, count, alphabet, self._decode(count))
+
+    def _decode(self, count: int):
+        def decode(cdf):
+            if self.decoder is None:
+                raise FormatError("frame payload's symbol string has no coded symbols")
+            return self.decoder.decode_stream([0] * count, [cdf], [len(cdf)], [0])
+        return decode
 
     def done(self) -> None:
-        """``ValueError`` when frequencies are left over (the string holds other groups than were read)."""
+        """:class:`FormatError` when frequencies are left over (the string holds other groups than were
+        read)."""
         if self.used != len(self.freqs):
-            raise ValueError("symbol string holds more groups than its frame reads")
+            raise FormatError("frame payload's symbol string holds more groups than its frame reads")
 
 
 def _symbol_cdf(freq: np.ndarray, to_cdf) -> list[int]:

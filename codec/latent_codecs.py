@@ -183,8 +183,13 @@ def _scatter(part: torch.Tensor, sel: torch.Tensor, channels: int) -> torch.Tens
 
 def conditional_in_blocks(exact_model: ExactConditional, needed: np.ndarray, z_hat: torch.Tensor,
                           ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The conditional model's exact table indexes and means at the blocks ``needed`` marks."""
-    return exact_in_blocks(needed, lambda window: exact_model(z_hat, ref, window=window), exact_model.windowed)
+    """The conditional model's exact table indexes and means at the blocks ``needed`` marks;
+    :class:`FormatError` when a damaged hyper latent is out of the range they can be computed in."""
+    try:
+        return exact_in_blocks(needed, lambda window: exact_model(z_hat, ref, window=window),
+                               exact_model.windowed)
+    except OverflowError:
+        raise FormatError("predicted payload's hyper latent is out of range (damaged data?)") from None
 
 
 def conditional_reads(exact_model: ExactConditional, needed: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -251,8 +256,8 @@ def write_modes(modes: np.ndarray, updates: np.ndarray) -> bytes:
 
 
 def read_modes(data: bytes, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """What :func:`write_modes` wrote: modes per latent position, updates per block; ``ValueError`` for
-    data that cannot hold them."""
+    """What :func:`write_modes` wrote: modes per latent position, updates per block; :class:`FormatError`
+    for data that cannot hold them."""
     gh, gw = grid
     n = gh * gw
     r = SymbolReader(data, 22 * n)  # splits (5 a block at most), leaves (16), updates (1)
@@ -262,7 +267,7 @@ def read_modes(data: bytes, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     updates = r.read(n, 2).astype(bool)
     r.done()
     if s64.size != n or updates.size != n:
-        raise ValueError("symbol string holds no modes")
+        raise FormatError("predicted payload holds no modes")
     modes = np.empty((gh * BLOCK, gw * BLOCK), dtype=np.int64)
     li = qi = 0
     for k in range(n):
@@ -339,15 +344,12 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: 
 def _modes(p: Payload, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A predicted payload's modes per latent position and background updates per block."""
     n = grid[0] * grid[1]
-    try:
-        if p.version == PREDICTED:
-            if p.strings[S_UPDATES]:
-                raise ValueError("its background updates belong in its first string")
-            return read_modes(p.strings[S_MODES], grid)
-        modes = decode_symbols(p.strings[S_MODES], n, MODES).reshape(grid)
-        return per_position(modes), decode_symbols(p.strings[S_UPDATES], n, 2).reshape(grid).astype(bool)
-    except ValueError as exc:
-        raise FormatError(f"predicted payload: {exc}") from None
+    if p.version == PREDICTED:
+        if p.strings[S_UPDATES]:
+            raise FormatError("predicted payload: its background updates belong in its first string")
+        return read_modes(p.strings[S_MODES], grid)
+    modes = decode_symbols(p.strings[S_MODES], n, MODES).reshape(grid)
+    return per_position(modes), decode_symbols(p.strings[S_UPDATES], n, 2).reshape(grid).astype(bool)
 
 
 def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactConditional, p: Payload,

@@ -124,10 +124,7 @@ class QualityMap:
         levels = np.frombuffer(data[1 : 1 + k], dtype=np.int8)
         if k > 1 and not np.all(np.diff(levels.astype(np.int16)) > 0):
             raise FormatError("frame payload's quality map is invalid")
-        try:
-            index = decode_symbols(data[1 + k :], grid[0] * grid[1], k)
-        except ValueError as exc:
-            raise FormatError(f"frame payload's quality map: {exc}") from None
+        index = decode_symbols(data[1 + k :], grid[0] * grid[1], k)
         return cls(base, levels[index].reshape(grid))
 
     def __repr__(self) -> str:

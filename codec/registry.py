@@ -8,6 +8,7 @@ given quality lazily on first use.
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 from ..errors import ModelError
@@ -137,13 +138,41 @@ def load_conditional(codec: FrameCodec, name: str | None = None):
     """``(model, name, sha256)`` of the conditional entropy model that codes predicted frames for
     ``codec``: ``name`` (a shipped name or a weights file), else the one shipped for its weights;
     None when there is none."""
-    from .conditional import ConditionalEntropyModel
     from .zoo import shipped_conditional_for
 
     if name is None:
         name = shipped_conditional_for(codec.weights_sha256, getattr(codec, "analysis_sha256", None))
         if name is None:
             return None
+    # Every stream a codec codes (each segment of each camera of an ingester) reads the same model: load
+    # it once per codec, its fixed-point form built before any thread can ask for it.
+    cache = _CONDITIONALS.setdefault(codec, {})
+    key = _file_key(name)
+    if key not in cache:
+        model, name_, sha = _load_conditional(codec, name)
+        model.exact()
+        cache[key] = (model, name_, sha)
+    return cache[key]
+
+
+def _file_key(name: str):
+    """A shipped name, or a weights file as it is now (a file written again is another model)."""
+    import os
+
+    try:
+        st = os.stat(name)
+    except OSError:
+        return name
+    return (os.path.abspath(name), st.st_mtime_ns, st.st_size)
+
+
+#: Conditional models loaded for each live codec, by name.
+_CONDITIONALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _load_conditional(codec: FrameCodec, name: str):
+    from .conditional import ConditionalEntropyModel
+
     state, sha = conditional_weights(name)
     try:
         model = ConditionalEntropyModel(state["ref.0.weight"].shape[1], state["ref.0.weight"].shape[0],

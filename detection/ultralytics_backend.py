@@ -17,21 +17,36 @@ def offline() -> bool:
 
 
 def local_weights(spec: str) -> Path | None:
-    """Where ultralytics would find ``spec`` without downloading, if anywhere."""
+    """Where ultralytics would find ``spec`` without downloading, if anywhere (without importing it: an
+    ingester that never runs it should not pay for it)."""
     p = Path(spec)
     if p.exists():
         return p
     if p.suffix in (".yaml", ".yml"):
         return p  # an architecture definition builds a model, no weights needed
-    try:
-        from ultralytics.utils import SETTINGS
-
-        q = Path(SETTINGS.get("weights_dir", "")) / p.name
-        if q.exists():
-            return q
-    except Exception:
-        pass
+    d = _weights_dir()
+    if d is not None and (d / p.name).exists():
+        return d / p.name
     return None
+
+
+def _weights_dir() -> Path | None:
+    """ultralytics' ``weights_dir`` setting, read from its settings file."""
+    import json
+    import platform
+
+    if os.environ.get("YOLO_CONFIG_DIR"):
+        base = Path(os.environ["YOLO_CONFIG_DIR"])
+    elif platform.system() == "Windows":
+        base = Path.home() / "AppData" / "Roaming" / "Ultralytics"
+    elif platform.system() == "Darwin":
+        base = Path.home() / "Library" / "Application Support" / "Ultralytics"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "Ultralytics"
+    try:
+        return Path(json.loads((base / "settings.json").read_text())["weights_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class UltralyticsDetector(Detector):

@@ -16,9 +16,11 @@ One loop around the compress road (:class:`vidsieve.pipeline.Compressor`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -69,15 +71,30 @@ def segment_path(out_dir: Path, start: datetime) -> Path:
 
 
 class Ingester:
+    """One camera's ingestion. ``codec`` and ``detector``, when given, are shared with other cameras
+    (:mod:`.cameras`): the codec's models are only read, and a stateless detector serves every camera; a
+    stateful one (motion) is never shared, each camera's selector makes its own."""
+
     def __init__(self, url: str, out_dir: str | os.PathLike, opts: IngestOptions,
-                 emit: Callable[[dict], None] | None = None):
+                 emit: Callable[[dict], None] | None = None, codec=None, detector=None, name: str | None = None,
+                 turn=None):
         self.url = url
+        self.name = name or url
         self.out = Path(out_dir)
         self.opts = opts
         self.emit = emit or (lambda d: print(json.dumps(d), flush=True))
         # Activity segments inside a file: never longer than the file, nor than ACTIVITY_SEGMENT_SECONDS.
         self.compress_opts = replace(opts.compress, segment_seconds=min(ACTIVITY_SEGMENT_SECONDS, opts.segment_seconds))
-        self.codec = load_codec(opts.compress.model, precision=opts.compress.precision)
+        self.codec = codec if codec is not None else load_codec(opts.compress.model,
+                                                                precision=opts.compress.precision)
+        self.detector = detector
+        #: Held while a frame is analysed and coded: cameras sharing one take turns, first come first
+        #: served, so a busy camera's costly frames cannot starve a quiet camera's cheap ones.
+        self.turn = turn if turn is not None else contextlib.nullcontext()
+        #: Finished segments' counts; the live segment's are added by :meth:`snapshot`.
+        self.done = {"frames_in": 0, "selected": 0, "coded": 0, "bytes": 0, "stream_s": 0.0}
+        self.reconnects = 0
+        self.state = "starting"
         self.stop = False
         self.comp: Compressor | None = None
         self.seg_info: dict = {}
@@ -93,14 +110,41 @@ class Ingester:
         self.stop = True
         log.info("signal %d: finishing the current segment", signum)
 
-    def run(self) -> int:
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    def run(self, signals: bool = True) -> int:
+        """Ingest until the source ends, :attr:`stop` is set or ``run_seconds`` pass; with ``signals``,
+        SIGINT and SIGTERM set :attr:`stop` (the main thread's ingester only)."""
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if signals else {}
         try:
             return self._loop()
         finally:
             self._close_segment()
+            self.state = "stopped"
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def snapshot(self) -> dict:
+        """What this camera is doing now: the status endpoint's row."""
+        comp, d = self.comp, dict(self.done)
+        if comp is not None:
+            d["frames_in"] += comp.frames
+            d["selected"] += comp.summary.selected
+            d["coded"] += comp.coded
+            d["bytes"] += comp.bytes_written
+            if comp.first_pts is not None:
+                d["stream_s"] += float((comp.last_pts - comp.first_pts) * comp.tb)
+        used = sum(p.stat().st_size for p in self.out.rglob("*.vsv*") if p.is_file()) if self.out.exists() else 0
+        try:
+            free = shutil.disk_usage(self.out).free if self.out.exists() else None
+        except OSError:
+            free = None
+        left = free if self.opts.max_disk is None else max(0, self.opts.max_disk - used)
+        return {"camera": self.name, "state": self.state, "frames_in": d["frames_in"], "selected": d["selected"],
+                "coded": d["coded"],
+                "kept_share": round(d["selected"] / d["frames_in"], 4) if d["frames_in"] else None,
+                "kbps": round(d["bytes"] * 8 / 1000 / d["stream_s"], 2) if d["stream_s"] > 0 else None,
+                "lag_s": round(self.lag, 3), "lag_max_s": round(self.max_lag, 3),
+                "degradation": self.guard.level, "degradation_words": LagGuard.WORDS[self.guard.level],
+                "reconnects": self.reconnects, "disk_used_bytes": used, "disk_left_bytes": left}
 
     # -- main loop ----------------------------------------------------------------------
     def _open(self) -> VideoReader:
@@ -119,14 +163,18 @@ class Ingester:
             except InputError as exc:
                 attempts += 1
                 if self.opts.max_reconnects is not None and attempts > self.opts.max_reconnects:
+                    self.state = "failed"
                     raise
-                log.warning("cannot open %s (%s); retrying in %.0f s", self.url, exc, backoff)
+                self.state = "reconnecting"
+                self.reconnects += 1
+                log.warning("%s: cannot open %s (%s); retrying in %.0f s", self.name, self.url, exc, backoff)
                 gap_since = gap_since or time.time()
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.opts.reconnect_max)
                 continue
             attempts = 0
             backoff = 1.0
+            self.state = "running"
             try:
                 self._consume(reader, gap_since, t_start)
                 gap_since = None
@@ -136,7 +184,9 @@ class Ingester:
                 reader.close()
             if self.stop or not ("://" in self.url):
                 break  # a file ends; a stream that ends is a drop
-            log.warning("stream %s ended; reconnecting", self.url)
+            log.warning("%s: stream %s ended; reconnecting", self.name, self.url)
+            self.state = "reconnecting"
+            self.reconnects += 1
             gap_since = time.time()
             self._close_segment()
         return 0
@@ -147,7 +197,7 @@ class Ingester:
             time.sleep(min(0.2, end - time.monotonic()))
 
     def _consume(self, reader: VideoReader, gap_since: float | None, t_start: float) -> None:
-        self.selector = make_selector(self.compress_opts, reader.time_base)
+        self.selector = make_selector(self.compress_opts, reader.time_base, detector=self.detector)
         self.selector.degrade(self.guard.level)
         self.conn_utc = None  # wall-clock UTC of this connection's first frame
         tb = reader.time_base
@@ -170,7 +220,7 @@ class Ingester:
             self.lag = max(0.0, (now - wall0) - (t_s - stream0))
             self.max_lag = max(self.max_lag, self.lag)
             if self.guard.update(self.lag):
-                log.warning("lag %.1f s: %s", self.lag, LagGuard.WORDS[self.guard.level])
+                log.warning("%s: lag %.1f s: %s", self.name, self.lag, LagGuard.WORDS[self.guard.level])
                 self.selector.degrade(self.guard.level)
                 if self.comp is not None:
                     self.comp.code_dropped = self.compress_opts.code_dropped and self.guard.level == 0
@@ -181,7 +231,8 @@ class Ingester:
             if self.guard.level >= LagGuard.SKIPPING and not self._must_keep():
                 self.comp.skip(frame.pts)  # too far behind: represent it by the last kept frame
                 continue
-            self.comp.push(frame.rgb, frame.pts)
+            with self.turn:
+                self.comp.push(frame.rgb, frame.pts)
 
     def _must_keep(self) -> bool:
         """Even when skipping, keep the first frame of a file and one every max-gap seconds."""
@@ -220,13 +271,16 @@ class Ingester:
             comp.abort()
             return
         s = comp.close(seconds=time.monotonic() - self.seg_info["wall0"])
+        for k, v in (("frames_in", s.frames), ("selected", s.selected), ("coded", s.coded), ("bytes", s.bytes),
+                     ("stream_s", s.duration_s)):
+            self.done[k] += v
         classes = {}
         active = False
         for seg in comp.segments:
             active |= seg.get("active", False)
             for k, v in seg.get("classes", {}).items():
                 classes[k] = max(classes.get(k, 0), v)
-        line = {"segment": self.seg_info["path"], "start": self.seg_info["utc_start"],
+        line = {**({"camera": self.name} if self.name != self.url else {}), "segment": self.seg_info["path"], "start": self.seg_info["utc_start"],
                 "end": datetime.now(timezone.utc).isoformat(), "frames_in": s.frames, "coded": s.coded, "selected": s.selected,
                 "kbps": round(s.kbps, 2), "bytes": s.bytes, "lag_max_s": round(self.max_lag, 3),
                 "lag_s": round(self.lag, 3), "active": active, "detections": classes}
@@ -285,11 +339,19 @@ def enforce_retention(out: Path, keep_days: float | None, max_disk: int | None) 
 
 
 def status(out_dir: str | os.PathLike) -> dict:
-    from ..pipeline import info
-
+    """What is on disk in an ingest folder; for a folder of cameras (one folder each), every camera's."""
     out = Path(out_dir)
     if not out.is_dir():
         raise InputError(f"not an ingest folder: {out_dir}")
+    cameras = sorted(p for p in out.iterdir() if p.is_dir() and (p / INDEX).exists())
+    if cameras and not (out / INDEX).exists():
+        return {"folder": str(out), "cameras": {p.name: _status(p) for p in cameras}}
+    return _status(out)
+
+
+def _status(out: Path) -> dict:
+    from ..pipeline import info
+
     files = _segments(out) + sorted(out.glob("*/*/.*.vsv.part"))
     total = covered = 0.0
     gaps, events, frames, coded = 0, {}, 0, 0

@@ -1,10 +1,11 @@
-"""``vidsieve soak``: can this box ingest a live stream for hours? A looping clip served as MPEG-TS over
-TCP in real time, ingested by ``vidsieve ingest`` for N minutes.
+"""``vidsieve soak``: the load test. Can this box ingest N live cameras for hours? Looping clips served as
+MPEG-TS over TCP in real time, one per camera, ingested by one ``vidsieve ingest`` process for N minutes.
 
-    vidsieve soak data/vtest.avi --seconds 600 --out soak.json
+    vidsieve soak data/vtest.avi --cameras 4 --seconds 600 --out soak.json
 
-Measures the ingester's lag (from its per-segment JSON lines), its resident
-memory over time (/proc), kbps, and frames coded and selected.
+Measures, per camera, kept share, kbps, lag (largest and at the end) and reconnects (from the ingester's
+status endpoint and its per-segment JSON lines), and the process's resident memory over time (/proc);
+``--kill-at`` kills it mid-run and checks that every camera's live file decodes.
 """
 
 from __future__ import annotations
@@ -64,59 +65,109 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def soak(clip: str, seconds: float = 600.0, segment_seconds: float = 60.0, model: str | None = None,
-         precision: str | None = None, out: str | None = None) -> dict:
-    """Serve ``clip`` as a live stream for ``seconds`` and ingest it with the CLI (``model``, ``precision``:
-    its options); the ingester's lag, memory over time, rate and counts, written to ``out`` as JSON."""
-    from types import SimpleNamespace
-
-    a = SimpleNamespace(clip=clip, seconds=seconds, segment_seconds=segment_seconds, model=model,
-                        precision=precision)
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sender = subprocess.Popen([sys.executable, "-m", "vidsieve.ingest.soak", a.clip, str(port), str(a.seconds + 30)],
-                              stderr=subprocess.DEVNULL)
+        return s.getsockname()[1]
+
+
+def _get_status(port: int) -> dict | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+def soak(clips: str | list[str], seconds: float = 600.0, segment_seconds: float = 60.0, model: str | None = None,
+         precision: str | None = None, out: str | None = None, cameras: int = 1, kill_at: float | None = None,
+         detector: str | None = None) -> dict:
+    """Serve ``cameras`` loopback cameras, camera k looping ``clips[k % len(clips)]`` in real time, for
+    ``seconds``, ingested by one ``vidsieve ingest --source ...`` process (``model``, ``precision``,
+    ``detector``: its options); per camera its kept share, rate, lag (largest, and at the end) and
+    reconnects, and the process's resident memory over time, written to ``out`` as JSON.
+
+    With ``kill_at`` (seconds), the ingester is killed with SIGKILL then, and every camera's live
+    ``.part`` file is decoded: what ``kill -9`` loses is only the records in flight."""
+    from ..pipeline import info
+
+    clips = [clips] if isinstance(clips, str) else list(clips)
+    ports = [_free_port() for _ in range(cameras)]
+    status_port = _free_port()
+    senders = [subprocess.Popen([sys.executable, "-m", "vidsieve.ingest.soak", clips[k % len(clips)], str(p),
+                                 str(seconds + 30)], stderr=subprocess.DEVNULL) for k, p in enumerate(ports)]
     time.sleep(2)
     out_dir = tempfile.mkdtemp(prefix="vidsieve-soak-")
     # Files, not pipes: nobody reads a pipe until the end, and an ingester that
     # logs a lot would block on a full one and stop consuming the stream.
     out_f = open(Path(out_dir) / "ingest.stdout", "w+")
     err_f = open(Path(out_dir) / "ingest.stderr", "w+")
-    codec_args = [*(["--model", a.model] if a.model else []), *(["--precision", a.precision] if a.precision else [])]
-    ing = subprocess.Popen([sys.executable, "-m", "vidsieve", "ingest", f"tcp://127.0.0.1:{port}", "--out-dir",
-                            out_dir, "--segment-seconds", str(a.segment_seconds), "--run-seconds", str(a.seconds),
-                            *codec_args],
+    extra = [*(["--model", model] if model else []), *(["--precision", precision] if precision else []),
+             *(["--detector", detector] if detector else [])]
+    sources = [a for k, p in enumerate(ports) for a in ("--source", f"cam{k}=tcp://127.0.0.1:{p}")]
+    ing = subprocess.Popen([sys.executable, "-m", "vidsieve", "ingest", *sources, "--out-dir", out_dir,
+                            "--segment-seconds", str(segment_seconds), "--run-seconds", str(seconds),
+                            "--status-port", str(status_port), *extra],
                            stdout=out_f, stderr=err_f, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     t0 = time.monotonic()
-    rss = []
+    rss, last_status, lag_max = [], None, {}
+    killed = False
     while ing.poll() is None:
         r = rss_mb(ing.pid)
         if r is not None:
             rss.append((round(time.monotonic() - t0, 1), round(r, 1)))
+        st = _get_status(status_port)
+        if st is not None:
+            last_status = st
+            for c in st["cameras"]:
+                lag_max[c["camera"]] = max(lag_max.get(c["camera"], 0.0), c["lag_s"])
+        if kill_at is not None and time.monotonic() - t0 >= kill_at:
+            ing.send_signal(signal.SIGKILL)
+            killed = True
+            break
         time.sleep(5)
     ing.wait()
     out_f.seek(0)
     err_f.seek(0)
-    out, err = out_f.read(), err_f.read()
+    text, err = out_f.read(), err_f.read()
     out_f.close()
     err_f.close()
-    sender.send_signal(signal.SIGTERM)
-    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    for p in senders:
+        p.send_signal(signal.SIGTERM)
+    lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+    per_camera = {}
+    for c in (last_status or {}).get("cameras", []):
+        name = c["camera"]
+        mine = [x for x in lines if x.get("camera") == name]
+        per_camera[name] = {
+            "clip": Path(clips[int(name[3:]) % len(clips)]).name, "frames_in": c["frames_in"],
+            "selected": c["selected"], "coded": c["coded"], "kept_share": c["kept_share"], "kbps": c["kbps"],
+            "lag_max_s": round(max(lag_max.get(name, 0.0), *[x["lag_max_s"] for x in mine]), 3),
+            "lag_end_s": c["lag_s"], "reconnects": c["reconnects"], "segments": len(mine)}
     after_1min = [m for t, m in rss if t >= 60]
-    frames = sum(x["frames_in"] for x in lines)
-    res = {"clip": Path(a.clip).name, "model": a.model or "default", "precision": a.precision or "default",
-           "seconds": a.seconds, "segments": len(lines), "frames_in": frames,
-           "coded": sum(x["coded"] for x in lines), "selected": sum(x["selected"] for x in lines),
-           "selected_fraction": round(sum(x["selected"] for x in lines) / frames, 4) if frames else None,
-           "kbps_mean": round(sum(x["bytes"] for x in lines) * 8 / 1000 / max(a.seconds - 5, 1), 2),
-           "lag_max_s": max((x["lag_max_s"] for x in lines), default=None),
-           "lag_end_s": lines[-1]["lag_s"] if lines else None,
+    res = {"clips": [Path(c).name for c in clips], "cameras": cameras, "model": model or "default",
+           "precision": precision or "default", "detector": detector or "auto", "seconds": seconds,
+           "per_camera": per_camera,
            "rss_mb_at_1min": after_1min[0] if after_1min else None,
            "rss_mb_end": rss[-1][1] if rss else None,
-           "rss_growth_after_1min_mb": round(max(after_1min) - after_1min[0], 1) if after_1min else None,
-           "rss_samples": rss, "degradations": [l for l in err.splitlines() if "lag" in l][:50],
+           "rss_mb_max": max((m for _, m in rss), default=None),
+           "rss_band_after_1min_mb": round(max(after_1min) - min(after_1min), 1) if after_1min else None,
+           "rss_samples": rss, "degradations": [ln for ln in err.splitlines() if "lag" in ln][:50],
            "exit_code": ing.returncode, "out_dir": out_dir}
+    if killed:
+        parts = sorted(Path(out_dir).rglob(".*.vsv.part"))
+        decoded = {}
+        for p in parts:
+            try:
+                d = info(p)
+                decoded[str(p.relative_to(out_dir))] = {"frames": d["frames"], "integrity": d["integrity"]}
+            except Exception as exc:  # a .part that does not decode is what this checks for
+                decoded[str(p.relative_to(out_dir))] = {"error": str(exc)}
+        res["killed_at_s"] = kill_at
+        res["parts"] = decoded
+        res["parts_decoded"] = sum("error" not in d for d in decoded.values())
     if out:
         write_json(out, res)
     return res

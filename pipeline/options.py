@@ -40,8 +40,9 @@ class CompressOptions:
 
 
 def make_selector(opts: CompressOptions, time_base: Fraction, log_fn: Callable[[str], None] | None = None,
-                  plan=None):
-    """The :class:`~vidsieve.selection.base.Selector` these options describe (loads the detector).
+                  plan=None, detector=None):
+    """The :class:`~vidsieve.selection.base.Selector` these options describe (loads the detector, unless
+    ``detector`` is one already loaded).
 
     ``plan`` (:class:`~.plan.RatePlan`) starts its rate controller from a first pass's plan."""
     if opts.keep_all:
@@ -51,4 +52,4 @@ def make_selector(opts: CompressOptions, time_base: Fraction, log_fn: Callable[[
         return KeepAllSelector(q, time_base, opts.segment_seconds)
     from ..selection.detect import build_selector
 
-    return build_selector(opts, time_base, log_fn=log_fn, plan=plan)
+    return build_selector(opts, time_base, log_fn=log_fn, plan=plan, detector=detector)

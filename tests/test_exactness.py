@@ -86,7 +86,7 @@ def run_canary(variant: str, *args: str, timeout: float = 900) -> dict:
 
 #: A busy scene: people-sized movers entering every two seconds, crossing in both directions, the light
 #: changing halfway (a scene long enough for several intra periods and rate-control segments).
-BUSY_FRAMES = 600
+BUSY_FRAMES = 240
 
 
 def busy_scene(frames: int = BUSY_FRAMES) -> Scene:
@@ -95,8 +95,8 @@ def busy_scene(frames: int = BUSY_FRAMES) -> Scene:
     return Scene(width=128, height=128, frames=frames, noise=2.0, movers=movers, light_change_at=frames // 2)
 
 
-#: Motion boxes make quality maps; the target makes segments' qualities move; 6 s intra periods.
-BUSY_SETTINGS = {"detector": "motion", "max_gap": 0.5, "segment_seconds": 3.0, "intra_period": 6.0,
+#: Motion boxes make quality maps; the target makes segments' qualities move; 3 s intra periods.
+BUSY_SETTINGS = {"detector": "motion", "max_gap": 0.5, "segment_seconds": 1.5, "intra_period": 3.0,
                  "roi_boost": 2.0, "roi_background": -1.0, "target_kbps": 90.0}
 
 

@@ -60,7 +60,7 @@ def test_symbols_round_trip_and_refuse_damage():
         data = encode_symbols(np.array(sym, int), 4)
         assert decode_symbols(data, len(sym), 4).tolist() == sym
     assert len(encode_symbols(np.zeros(84, int), 4)) == 4  # one value throughout: its frequencies alone
-    with pytest.raises(ValueError):
+    with pytest.raises(FormatError):
         decode_symbols(b"\x00\x00", 3, 4)
     with pytest.raises(ValueError):
         encode_symbols(np.array([4]), 4)
@@ -81,13 +81,13 @@ def test_symbol_groups_round_trip_in_one_string_and_refuse_damage():
     w = SymbolWriter()
     w.add(np.zeros(84, int), 5)
     assert len(w.finish()) == 6  # one value throughout: a varint and its frequencies, no rANS stream
-    with pytest.raises(ValueError):  # asks for more groups than were written
+    with pytest.raises(FormatError):  # asks for more groups than were written
         r = SymbolReader(data, 400)
         for sym, alphabet in groups + groups:
             r.read(len(sym), alphabet)
-    with pytest.raises(ValueError):  # asks for more symbols than its bound
+    with pytest.raises(FormatError):  # asks for more symbols than its bound
         SymbolReader(data, 10).read(40, 2)
-    with pytest.raises(ValueError):  # a group left unread
+    with pytest.raises(FormatError):  # a group left unread
         r = SymbolReader(data, 400)
         r.read(40, 2)
         r.done()
@@ -99,7 +99,7 @@ def test_symbol_groups_round_trip_in_one_string_and_refuse_damage():
             r = SymbolReader(bytes(bad[: rng.integers(1, len(bad) + 1)]), 400)
             for sym, alphabet in groups:
                 r.read(len(sym), alphabet)
-        except ValueError:
+        except FormatError:
             pass
 
 
@@ -115,7 +115,7 @@ def test_mode_quadtree_round_trips_and_is_as_small_as_the_map_allows():
         got, upd = read_modes(write_modes(modes, updates), grid)
         assert np.array_equal(got, modes) and np.array_equal(upd, updates)
     assert len(write_modes(np.zeros((12, 20), int), updates)) < len(write_modes(fine, updates))
-    with pytest.raises(ValueError):
+    with pytest.raises(FormatError):
         read_modes(b"", grid)  # a predicted frame always has modes
 
 

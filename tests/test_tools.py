@@ -25,6 +25,7 @@ def test_speed_results_name_the_processor(tmp_path):
     ("sweep", ["roi", "int8"]),
     ("analyse", ["heldout", "gap", "finetune"]),
     ("results", ["deep-compression", "selection", "quality-boost", "quality-stills"]),
+    ("footprint", ["components"]),
 ])
 def test_every_tool_lists_its_commands_and_refuses_unknown_ones(tool, commands, capsys):
     mod = load_tool(tool)
