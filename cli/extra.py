@@ -91,10 +91,13 @@ def add_commands(sub) -> None:
                    help="teacher boxes at or above this confidence are labels (default 0.35)")
     d.add_argument("--frames-per-video", type=positive(int), default=160,
                    help="frames sampled from each video, evenly over its length (default 160)")
-    d.add_argument("--workers", type=int, default=2, help="data loader workers (default 2)")
+    d.add_argument("--workers", type=int, default=2, help="data loader workers (default 2; on a CPU, none)")
+    d.add_argument("--threads", type=int, default=0, help="torch threads (default: every core)")
     d.add_argument("--export", default=None, metavar="DIR",
                    help="when done, write DIR/vidsieve-student.onnx and .pt with their manifest entry, "
                         "measured against the teacher on the --val footage")
+    d.add_argument("--export-only", action="store_true",
+                   help="with --resume and --export: export the run's newest weights without training on")
     COMMANDS["train-detector"] = cmd_train_detector
 
     b = sub.add_parser("bench", help="rate-distortion/speed/detection benchmark against x265, x264, JPEG",
@@ -166,6 +169,8 @@ def add_commands(sub) -> None:
                                    "(one JSON object).")
     k.add_argument("clip", nargs="+", help="footage to loop (mix quiet and busy clips)")
     k.add_argument("--cameras", type=positive(int), default=1, help="loopback cameras (default 1)")
+    k.add_argument("--fps", type=positive(float), default=None,
+                   help="send every camera at this frame rate (default: each clip's own)")
     k.add_argument("--seconds", type=positive(float), default=600.0, help="how long (default 600)")
     k.add_argument("--segment-seconds", type=positive(float), default=60.0, help="the ingester's (default 60)")
     k.add_argument("--model", default=None, help=f"the ingester's codec (default: {DEFAULT_MODEL})")
@@ -181,7 +186,7 @@ def cmd_soak(a) -> int:
     from ..ingest.soak import soak
 
     res = soak(a.clip, a.seconds, a.segment_seconds, a.model, a.precision, a.out, cameras=a.cameras,
-               kill_at=a.kill_at, detector=a.detector)
+               kill_at=a.kill_at, detector=a.detector, rate=a.fps)
     print(json.dumps({k: v for k, v in res.items() if k not in ("rss_samples", "degradations", "parts")}))
     if a.kill_at is not None:
         return 0 if res.get("parts_decoded") == len(res.get("parts", {})) else 1
@@ -278,10 +283,13 @@ def cmd_train_detector(a) -> int:
     else:
         run = distil.Run(a.resume)
         run.config()
+    if a.export_only and not (a.resume and a.export):
+        raise UsageError("--export-only goes with --resume DIR and --export DIR")
     log = (lambda m: None) if a.quiet else (lambda m: print(m, flush=True))
-    ckpt = distil.train(run, max_time=a.max_time, workers=a.workers, log=log)
-    if not a.quiet:
-        print(f"{run.epochs_done()} epochs: checkpoint {ckpt}")
+    if not a.export_only:
+        ckpt = distil.train(run, max_time=a.max_time, workers=a.workers, threads=a.threads, log=log)
+        if not a.quiet:
+            print(f"{run.epochs_done()} epochs: checkpoint {ckpt}")
     if a.export:
         w = distil.export_student(run, a.export)
         if not a.quiet:

@@ -86,65 +86,66 @@ def _check_names(names: list[str], where: str) -> None:
         raise UsageError(f"{where}: camera {dup[0]!r} is named twice")
 
 
-def _size(v, where: str) -> int:
+def _size(v, where: str, key: str) -> int:
     from ..cli.args import size
 
     try:
         return size(str(v))
     except Exception:
-        raise UsageError(f"{where}: max_disk {v!r} is not a size such as 500M or 20G") from None
+        raise UsageError(f"{where}: {key} {v!r} is not a size such as 500M or 20G") from None
 
 
-def _number(v, where: str, key: str, kind=float, minimum: float = 0.0):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= minimum:
-        raise UsageError(f"{where}: {key} must be a number above {minimum:g}, not {v!r}")
-    return kind(v)
+def _number(v, where: str, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise UsageError(f"{where}: {key} must be a number above 0, not {v!r}")
+    return float(v)
+
+
+def _count(v, where: str, key: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise UsageError(f"{where}: {key} must be a whole number, not {v!r}")
+    return v
+
+
+def _flag(v, where: str, key: str) -> bool:
+    if not isinstance(v, bool):
+        raise UsageError(f"{where}: {key} must be true or false")
+    return v
+
+
+def _policy(v, where: str, key: str) -> str:
+    from ..rate import PRESETS
+
+    if v not in PRESETS:
+        raise UsageError(f"{where}: {key} {v!r}; choose from {', '.join(PRESETS)}")
+    return v
+
+
+def _names(v, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise UsageError(f"{where}: {key} must be a list of names")
+    return tuple(v)
+
+
+def _text(v, where: str, key: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise UsageError(f"{where}: {key} must be a string")
+    return v
+
+
+#: Settings of the recording (IngestOptions) and of the coding (CompressOptions), with their checks.
+INGEST_SETTINGS = {"segment_seconds": _number, "keep_days": _number, "max_disk": _size, "fsync_interval": _number,
+                   "max_reconnects": _count}
+COMPRESS_SETTINGS = {"policy": _policy, "target_kbps": _number, "quality": _number, "max_gap": _number,
+                     "detect_every": _count, "keep_all": _flag, "classes": _names, "detector": _text,
+                     "model": _text, "precision": _text}
 
 
 def apply_settings(base: IngestOptions, table: dict, where: str) -> IngestOptions:
     """``base`` with a config table's recording settings applied (checked, one-line errors)."""
-    c = base.compress
-    o = base
-    for key, v in table.items():
-        if key == "segment_seconds":
-            o = replace(o, segment_seconds=_number(v, where, key))
-        elif key == "keep_days":
-            o = replace(o, keep_days=_number(v, where, key))
-        elif key == "max_disk":
-            o = replace(o, max_disk=_size(v, where))
-        elif key == "fsync_interval":
-            o = replace(o, fsync_interval=_number(v, where, key))
-        elif key == "max_reconnects":
-            o = replace(o, max_reconnects=int(_number(v, where, key, int, -1)))
-        elif key == "policy":
-            from ..rate import PRESETS
-
-            if v not in PRESETS:
-                raise UsageError(f"{where}: policy {v!r}; choose from {', '.join(PRESETS)}")
-            c = replace(c, policy=v)
-        elif key == "target_kbps":
-            c = replace(c, target_kbps=_number(v, where, key))
-        elif key == "quality":
-            c = replace(c, quality=_number(v, where, key))
-        elif key == "max_gap":
-            c = replace(c, max_gap=_number(v, where, key))
-        elif key == "detect_every":
-            c = replace(c, detect_every=int(_number(v, where, key, int)))
-        elif key == "keep_all":
-            if not isinstance(v, bool):
-                raise UsageError(f"{where}: keep_all must be true or false")
-            c = replace(c, keep_all=v)
-        elif key == "classes":
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise UsageError(f"{where}: classes must be a list of names")
-            c = replace(c, classes=tuple(v))
-        elif key == "detector":
-            c = replace(c, detector=str(v))
-        elif key == "model":
-            c = replace(c, model=str(v))
-        elif key == "precision":
-            c = replace(c, precision=str(v))
-    return replace(o, compress=c)
+    ingest = {k: INGEST_SETTINGS[k](v, where, k) for k, v in table.items() if k in INGEST_SETTINGS}
+    compress = {k: COMPRESS_SETTINGS[k](v, where, k) for k, v in table.items() if k in COMPRESS_SETTINGS}
+    return replace(base, **ingest, compress=replace(base.compress, **compress))
 
 
 def load_config(path: str, base: IngestOptions, out_dir: str | None) -> tuple[list[Camera], int | None]:
@@ -212,21 +213,34 @@ class Shared:
             co = c.opts.compress
             if co.keep_all or co.detector == "motion" or co.detector_format == "motion":
                 continue
-            key = (co.detector, co.detector_format, co.detect_size, tuple(co.classes or ()))
+            key = self._key(c)
             if key not in self.detectors:
                 from ..detection.base import DEFAULT_CLASSES
                 from ..detection.registry import load_detector
 
-                det = load_detector(co.detector, co.detector_format, co.detect_size,
-                                    tuple(co.classes) if co.classes else DEFAULT_CLASSES, log_fn)
-                self.detectors[key] = None if det.name == "motion" else det
+                self.detectors[key] = load_detector(co.detector, co.detector_format, co.detect_size,
+                                                    tuple(co.classes) if co.classes else DEFAULT_CLASSES, log_fn)
+
+    @staticmethod
+    def _key(c: Camera) -> tuple:
+        co = c.opts.compress
+        return co.detector, co.detector_format, co.detect_size, tuple(co.classes or ())
 
     def codec(self, c: Camera):
         return self.codecs[(c.opts.compress.model, c.opts.compress.precision)]
 
     def detector(self, c: Camera):
-        co = c.opts.compress
-        return self.detectors.get((co.detector, co.detector_format, co.detect_size, tuple(co.classes or ())))
+        """The loaded detector ``c`` shares, or None when its selector makes its own (motion)."""
+        det = self.detectors.get(self._key(c))
+        return None if det is None or det.name == "motion" else det
+
+    def options(self, c: Camera) -> IngestOptions:
+        """``c``'s options, its detector named as what was loaded for it: a camera whose detector fell
+        back to motion boxes asks for them at once, without trying (and logging) again per connection."""
+        det = self.detectors.get(self._key(c))
+        if det is not None and det.name == "motion":
+            return replace(c.opts, compress=replace(c.opts.compress, detector="motion", detector_format=None))
+        return c.opts
 
 
 class Turns:
@@ -276,7 +290,7 @@ class MultiIngester:
         # One frame coded at a time: the codec's arithmetic already uses every core, and turns handed
         # over in arrival order share them frame by frame.
         turn = Turns()
-        self.ingesters = [Ingester(c.url, c.out_dir, c.opts, emit=locked, codec=self.shared.codec(c),
+        self.ingesters = [Ingester(c.url, c.out_dir, self.shared.options(c), emit=locked, codec=self.shared.codec(c),
                                    detector=self.shared.detector(c), name=c.name, turn=turn) for c in cameras]
         self.errors: dict[str, str] = {}
         self.status_port = status_port

@@ -23,8 +23,9 @@ from pathlib import Path
 from ..files import write_json
 
 
-def serve(clip: str, port: int, seconds: float) -> None:
-    """Send the clip, looping, as H.264 in MPEG-TS (x264 ultrafast, 1 s GOP), paced at real time."""
+def serve(clip: str, port: int, seconds: float, rate: float | None = None) -> None:
+    """Send the clip, looping, as H.264 in MPEG-TS (x264 ultrafast, 1 s GOP), paced at real time; with
+    ``rate``, at that many frames a second (source frames dropped or repeated by their timestamps)."""
     from fractions import Fraction
 
     import av
@@ -36,20 +37,27 @@ def serve(clip: str, port: int, seconds: float) -> None:
     while time.monotonic() - t0 < seconds:
         with av.open(clip) as src:
             s_in = src.streams.video[0]
-            fps = Fraction(s_in.average_rate or 10)
-            for f in src.decode(s_in):
+            native = Fraction(s_in.average_rate or 10)
+            fps = Fraction(rate).limit_denominator(1000) if rate else native
+            for k, f in enumerate(src.decode(s_in)):
                 if st is None:
                     st = out.add_stream("libx264", rate=fps)
                     st.width, st.height, st.pix_fmt = f.width - f.width % 2, f.height - f.height % 2, "yuv420p"
                     st.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(int(round(fps)))}
-                wait = t0 + n / fps - time.monotonic()
-                if wait > 0:
-                    time.sleep(float(wait))
-                g = av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24")[: st.height, : st.width], format="rgb24")
-                g.pts, g.time_base = n, 1 / fps
-                for pkt in st.encode(g):
-                    out.mux(pkt)
-                n += 1
+                if rate:  # the source frame on show at each output instant up to this one's end
+                    copies = int((k + 1) * fps / native) - int(k * fps / native)
+                else:
+                    copies = 1
+                rgb = f.to_ndarray(format="rgb24")[: st.height, : st.width]
+                for _ in range(copies):
+                    wait = t0 + n / fps - time.monotonic()
+                    if wait > 0:
+                        time.sleep(float(wait))
+                    g = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    g.pts, g.time_base = n, 1 / fps
+                    for pkt in st.encode(g):
+                        out.mux(pkt)
+                    n += 1
                 if time.monotonic() - t0 >= seconds:
                     break
     out.close()
@@ -83,10 +91,10 @@ def _get_status(port: int) -> dict | None:
 
 def soak(clips: str | list[str], seconds: float = 600.0, segment_seconds: float = 60.0, model: str | None = None,
          precision: str | None = None, out: str | None = None, cameras: int = 1, kill_at: float | None = None,
-         detector: str | None = None) -> dict:
+         detector: str | None = None, rate: float | None = None) -> dict:
     """Serve ``cameras`` loopback cameras, camera k looping ``clips[k % len(clips)]`` in real time, for
-    ``seconds``, ingested by one ``vidsieve ingest --source ...`` process (``model``, ``precision``,
-    ``detector``: its options); per camera its kept share, rate, lag (largest, and at the end) and
+    ``seconds`` (at ``rate`` frames a second, else each clip's own), ingested by one ``vidsieve ingest
+    --source ...`` process (``model``, ``precision``, ``detector``: its options); per camera its kept share, rate, lag (largest, and at the end) and
     reconnects, and the process's resident memory over time, written to ``out`` as JSON.
 
     With ``kill_at`` (seconds), the ingester is killed with SIGKILL then, and every camera's live
@@ -97,7 +105,8 @@ def soak(clips: str | list[str], seconds: float = 600.0, segment_seconds: float 
     ports = [_free_port() for _ in range(cameras)]
     status_port = _free_port()
     senders = [subprocess.Popen([sys.executable, "-m", "vidsieve.ingest.soak", clips[k % len(clips)], str(p),
-                                 str(seconds + 30)], stderr=subprocess.DEVNULL) for k, p in enumerate(ports)]
+                                 str(seconds + 30), *([str(rate)] if rate else [])], stderr=subprocess.DEVNULL)
+               for k, p in enumerate(ports)]
     time.sleep(2)
     out_dir = tempfile.mkdtemp(prefix="vidsieve-soak-")
     # Files, not pipes: nobody reads a pipe until the end, and an ingester that
@@ -147,7 +156,8 @@ def soak(clips: str | list[str], seconds: float = 600.0, segment_seconds: float 
             "lag_max_s": round(max(lag_max.get(name, 0.0), *[x["lag_max_s"] for x in mine]), 3),
             "lag_end_s": c["lag_s"], "reconnects": c["reconnects"], "segments": len(mine)}
     after_1min = [m for t, m in rss if t >= 60]
-    res = {"clips": [Path(c).name for c in clips], "cameras": cameras, "model": model or "default",
+    res = {"clips": [Path(c).name for c in clips], "cameras": cameras, "fps": rate or "each clip's own",
+           "model": model or "default",
            "precision": precision or "default", "detector": detector or "auto", "seconds": seconds,
            "per_camera": per_camera,
            "rss_mb_at_1min": after_1min[0] if after_1min else None,
@@ -175,4 +185,4 @@ def soak(clips: str | list[str], seconds: float = 600.0, segment_seconds: float 
 
 if __name__ == "__main__":
     # The sender, run as its own process so that its pacing does not share the ingester's interpreter.
-    serve(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
+    serve(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else None)

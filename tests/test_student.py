@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import PERSON_CLIP, YOLOX, assert_clean_error, need_shared, run_cli
+from conftest import CAR_CLIP, PERSON_CLIP, YOLOX, assert_clean_error, need_shared, run_cli
 from vidsieve.detection import student
 from vidsieve.detection.base import iou_matrix
 from vidsieve.detection.registry import guess_format, load_detector
@@ -38,39 +38,45 @@ def test_auto_is_the_student_when_no_ultralytics_weights_are_here(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def person_crop():
-    """A person the teacher (YOLOX-Nano) is sure of, cut from a frame of the shared person clip."""
+def scene_parts():
+    """A person the teacher (YOLOX-Nano) is sure of, cut from a frame of the shared person clip and
+    scaled to 100 pixels (a person at a surveillance camera's usual distance in a 640x360 frame), and an
+    empty scene: a frame of the shared car park clip, where no one walks."""
     need_shared(PERSON_CLIP)
+    need_shared(CAR_CLIP)
     need_shared(YOLOX)
+    import cv2
+
     from vidsieve.datasets.images import sample_video_frames
 
     teacher = load_detector(str(YOLOX))
+    empty = cv2.resize(sample_video_frames(CAR_CLIP, 3)[1], (640, 360), interpolation=cv2.INTER_AREA)
     for rgb in sample_video_frames(PERSON_CLIP, 40):
         people = [d for d in teacher.detect(rgb) if d.cls == "person" and d.score > 0.7]
         if people:
-            import cv2
-
             x1, y1, x2, y2 = (int(round(v)) for v in people[0].box)
             crop = rgb[y1:y2, x1:x2]
-            h = 160  # a person at a surveillance camera's usual distance in a 640x360 frame
-            return cv2.resize(crop, (max(1, round(crop.shape[1] * h / crop.shape[0])), h),
-                              interpolation=cv2.INTER_AREA)
+            h = 100
+            person = cv2.resize(crop, (max(1, round(crop.shape[1] * h / crop.shape[0])), h),
+                                interpolation=cv2.INTER_AREA)
+            return person, empty
     pytest.fail("the teacher found no person in the shared person clip")
 
 
-def test_the_student_finds_a_person_placed_in_a_generated_scene_where_it_was_placed(person_crop):
-    from vidsieve.datasets.synthetic import background
-
+def test_the_student_finds_a_person_placed_in_a_scene_where_it_was_placed(scene_parts):
+    person, empty = scene_parts
     det = load_detector(student.DEFAULT_STUDENT)
-    scene = background(640, 360, seed=3).astype(np.uint8)
-    assert not [d for d in det.detect(scene) if d.cls == "person"]
-    h, w = person_crop.shape[:2]
-    for x, y in ((40, 60), (420, 150)):
-        frame = scene.copy()
-        frame[y : y + h, x : x + w] = person_crop
-        people = [d for d in det.detect(frame) if d.cls == "person"]
+    h, w = person.shape[:2]
+    places = [(200, 240), (430, 120)]
+    boxes = [(x, y, x + w, y + h) for x, y in places]
+    before = [d.box for d in det.detect(empty) if d.cls == "person"]
+    assert not before or iou_matrix(boxes, before).max() < 0.1  # nobody there before
+    for (x, y), box in zip(places, boxes):
+        frame = empty.copy()
+        frame[y : y + h, x : x + w] = person
+        people = [d.box for d in det.detect(frame) if d.cls == "person"]
         assert people, f"no person found at {x}, {y}"
-        best = iou_matrix([(x, y, x + w, y + h)], [d.box for d in people]).max()
+        best = iou_matrix([box], people).max()
         assert best >= 0.5, f"the person box at {x}, {y} overlaps the placed person by {best:.2f}"
 
 

@@ -21,7 +21,7 @@ def test_speed_results_name_the_processor(tmp_path):
 
 
 @pytest.mark.parametrize("tool, commands", [
-    ("speed", ["frame", "stream", "batch", "train-step"]),
+    ("speed", ["frame", "stream", "batch", "train-step", "detector-sizes"]),
     ("sweep", ["roi", "int8"]),
     ("analyse", ["heldout", "gap", "finetune"]),
     ("results", ["deep-compression", "selection", "quality-boost", "quality-stills"]),

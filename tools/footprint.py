@@ -17,7 +17,9 @@ import _tool
 
 DOC_COMPONENTS = """Resident memory an ingester's parts add, each loaded in turn in one fresh process.
 
-Steps: Python with vidsieve's ingest module imported; torch; the codec (weights and fixed-point
+Resident memory is given whole and split into anonymous pages (the process's own) and file-backed ones
+(shared libraries and weights mapped from disk, which other processes share and the kernel can drop
+and reread). Steps: Python; torch; the rest of what vidsieve's ingest module imports; the codec (weights and fixed-point
 tables); the conditional model of predicted frames; the detector (--detector, default auto); one
 camera's coding state (a stream encoder after coding two frames). Also lists which heavy packages
 the process imported (an ingester should not import ultralytics, Ray or matplotlib it does not use).
@@ -29,14 +31,17 @@ Per-camera memory under load comes from `vidsieve soak --cameras N`.
 _PROBE = r"""
 import json, sys, os
 def rss():
+    d = {}
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-steps = []
+        if line.startswith(("VmRSS:", "RssAnon:", "RssFile:")):
+            k, v = line.split(":")
+            d[k] = int(v.split()[0]) / 1024
+    return d["VmRSS"], d.get("RssAnon", 0.0), d.get("RssFile", 0.0)
+steps = [("python", rss())]
+import numpy, torch
+steps.append(("torch (and numpy)", rss()))
 import vidsieve.ingest.cameras
-steps.append(("python + vidsieve ingest imports", rss()))
-import torch
-steps.append(("torch", rss()))
+steps.append(("vidsieve's ingest imports (scipy, OpenCV, PyAV, CompressAI's coding modules)", rss()))
 from vidsieve.codec.registry import load_codec, load_conditional, stream_encoder
 codec = load_codec(sys.argv[1])
 steps.append(("codec " + codec.name, rss()))
@@ -71,13 +76,15 @@ def components(a) -> int:
         return 1
     doc = json.loads(r.stdout.strip().splitlines()[-1])
     prev, rows = 0.0, []
-    for name, mb in doc["steps"]:
-        rows.append({"part": name, "rss_mb": round(mb, 1), "adds_mb": round(mb - prev, 1)})
+    for name, (mb, anon, file) in doc["steps"]:
+        rows.append({"part": name, "rss_mb": round(mb, 1), "adds_mb": round(mb - prev, 1),
+                     "anon_mb": round(anon, 1), "file_mb": round(file, 1)})
         prev = mb
     res = {"rows": rows, "heavy_modules_imported": doc["heavy_modules_imported"],
            "machine": _tool.cpu_name()}
     for row in rows:
-        print(f"{row['part']:60s} {row['rss_mb']:8.1f} MB  (+{row['adds_mb']:.1f})")
+        print(f"{row['part']:60s} {row['rss_mb']:8.1f} MB  (+{row['adds_mb']:.1f}; "
+              f"{row['anon_mb']:.0f} anonymous, {row['file_mb']:.0f} file-backed)")
     print("heavy modules imported:", ", ".join(res["heavy_modules_imported"]) or "none")
     if a.out:
         write_json(a.out, res)
@@ -91,5 +98,9 @@ def add_components(sub) -> None:
     ap.set_defaults(body=components)
 
 
+def main(argv=None) -> int:
+    return _tool.main(__doc__, [add_components], argv)
+
+
 if __name__ == "__main__":
-    sys.exit(_tool.main(__doc__, [add_components]))
+    sys.exit(main())

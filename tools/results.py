@@ -272,6 +272,7 @@ def add_selection(sub) -> None:
     ap.add_argument("clips", nargs="+")
     ap.add_argument("--reference", required=True, help="reference detector (e.g. ../shared/models/yolox_nano.onnx)")
     ap.add_argument("--detector", default="auto")
+    ap.add_argument("--max-frames", type=int, default=None, help="the first N frames of each clip only")
     ap.set_defaults(body=selection_main)
 
 
@@ -280,7 +281,8 @@ def selection_main(a) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for c in a.clips:
-        results.append(evaluate(c, a.reference, out.parent / "selection", CompressOptions(detector=a.detector)))
+        results.append(evaluate(c, a.reference, out.parent / "selection",
+                                CompressOptions(detector=a.detector, max_frames=a.max_frames)))
         print(json.dumps(results[-1]), flush=True)
         write_json(out, results)
 

@@ -6,6 +6,7 @@ Usage::
     python tools/speed.py stream --help
     python tools/speed.py batch --help
     python tools/speed.py train-step --help
+    python tools/speed.py detector-sizes --help
 
 Each command's help says what it measures and where it writes; docs/RESULTS.md and
 docs/TRAINING.md quote the commands that made their numbers.
@@ -270,6 +271,64 @@ def one_run(inputs: list[Path], out: Path, executor: str, workers: int) -> dict:
             "bytes_out": sum(it.bytes_out for it in s.items), "sha256": digest(out)}
 
 
+DOC_DETECTOR_SIZES = """How fast a YOLO11 detector of each width and input size runs here: the choice of the shipped one.
+
+Builds each architecture (random weights: speed does not depend on them), exports it to ONNX and runs
+it on onnxruntime with --threads threads, pre- and post-processing included (what vidsieve runs).
+
+    python tools/speed.py detector-sizes --out docs/results/detector_sizes.json
+"""
+
+
+def detector_sizes(a) -> dict:
+    import tempfile
+
+    from vidsieve.datasets.synthetic import background
+    from vidsieve.files import write_json
+
+    rgb = background(640, 360, 1).astype(np.uint8)
+    rows = []
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # ultralytics writes a yaml-built model's export to the working folder
+        try:
+            rows = _detector_rows(a, rgb, Path(tmp))
+        finally:
+            os.chdir(here)
+    doc = {"rows": rows, "threads": a.threads, "frame": "640x360", "machine": _tool.cpu_name()}
+    if a.out:
+        write_json(a.out, doc)
+    return doc
+
+
+def _detector_rows(a, rgb, tmp: Path) -> list[dict]:
+    from ultralytics import YOLO
+    from vidsieve.detection.yolo_onnx import YoloOnnxDetector
+    from vidsieve.training.detector import STUDENT_CLASSES, frames_per_second, student_yaml
+
+    rows = []
+    for depth, width in ((0.33, 0.125), (0.33, 0.1875), (0.5, 0.25)):
+        y = tmp / f"d{depth}-w{width}.yaml"
+        y.write_text(student_yaml(width, depth, len(STUDENT_CLASSES)))
+        model = YOLO(str(y), task="detect")
+        params = sum(p.numel() for p in model.model.parameters())
+        for size in a.sizes:
+            onnx = model.export(format="onnx", imgsz=size, simplify=False, dynamic=False)
+            det = YoloOnnxDetector(onnx, threads=a.threads, names=dict(enumerate(STUDENT_CLASSES)))
+            fps = frames_per_second(det, rgb)
+            rows.append({"depth": depth, "width": width, "params": params, "imgsz": size, "fps": round(fps, 1),
+                         "onnx_bytes": Path(onnx).stat().st_size})
+            print(f"depth {depth} width {width} ({params / 1e6:.2f} M) at {size}: {fps:.1f} fps")
+    return rows
+
+
+def add_detector_sizes(sub) -> None:
+    ap = _tool.command(sub, "detector-sizes", DOC_DETECTOR_SIZES, out=None)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 320, 416], help="input sizes (default 256 320 416)")
+    ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    ap.set_defaults(body=detector_sizes)
+
+
 def add_batch(sub) -> None:
     ap = _tool.command(sub, "batch", DOC_BATCH, out="docs/results/batch_throughput.json")
     ap.add_argument("video", help="footage to cut the pieces from")
@@ -417,7 +476,7 @@ def train_step_speed(a) -> None:
 
 
 def main(argv=None) -> int:
-    return _tool.main(__doc__, [add_frame, add_stream, add_batch, add_train_step], argv)
+    return _tool.main(__doc__, [add_frame, add_stream, add_batch, add_train_step, add_detector_sizes], argv)
 
 
 if __name__ == "__main__":

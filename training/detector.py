@@ -190,10 +190,6 @@ class Run:
     def resume_path(self) -> Path:
         return self.folder / "resume.pt"
 
-    @property
-    def best_path(self) -> Path:
-        return self.folder / "train" / "weights" / "best.pt"
-
     def config(self) -> DistilConfig:
         if not self.config_path.exists():
             raise InputError(f"{self.folder} is not a train-detector run (no run.json)")
@@ -228,10 +224,10 @@ def start(folder: str | os.PathLike, cfg: DistilConfig, progress: bool = True) -
     return run
 
 
-def train(run: Run, max_time: float | None = None, workers: int = 2,
+def train(run: Run, max_time: float | None = None, workers: int = 2, threads: int = 0,
           log: Callable[[str], None] = print) -> Path:
-    """Train (or go on training) until the schedule ends or an epoch ends past ``max_time`` seconds.
-    Returns the checkpoint to go on from."""
+    """Train (or go on training) until the schedule ends or an epoch ends past ``max_time`` seconds, on
+    ``threads`` torch threads (0: every core). Returns the checkpoint to go on from."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
     from ultralytics import YOLO
@@ -258,7 +254,15 @@ def train(run: Run, max_time: float | None = None, workers: int = 2,
         write_json(run.progress_path, {"epochs_done": trainer.epoch + 1, "epochs": trainer.epochs,
                                        "metrics": {k: float(v) for k, v in (trainer.metrics or {}).items()}})
 
+    def use_threads(trainer) -> None:
+        # ultralytics trains a CPU on one core fewer than it has (one core of two), keeping one for its
+        # data loaders; on CPU it loads data in the training process, so every core can compute.
+        import torch
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+
     model.add_callback("on_model_save", keep)
+    model.add_callback("on_train_start", use_threads)
     if resuming:
         if run.epochs_done() >= cfg.epochs:
             log(f"{run.folder}: its {cfg.epochs} epochs are done")
@@ -313,10 +317,10 @@ def export_student(run: Run, out_dir: str | os.PathLike, name: str = "vidsieve-s
         "file": onnx.name, "sha256": hashlib.sha256((out / onnx.name).read_bytes()).hexdigest(),
         "pt": ckpt.name, "pt_sha256": hashlib.sha256((out / ckpt.name).read_bytes()).hexdigest(),
         "architecture": f"YOLO11 detect, depth {cfg.depth}, width {cfg.width}",
-        "classes": list(cfg.classes), "imgsz": cfg.imgsz, "conf": 0.25,
+        "classes": list(cfg.classes), "imgsz": cfg.imgsz, "conf": results.get("conf", 0.25),
         "teacher": {"file": teacher.name, "sha256": hashlib.sha256(teacher.read_bytes()).hexdigest()
                     if teacher.exists() else None, "label_conf": cfg.label_conf},
-        "training": {"footage": [Path(d).name for d in cfg.data], "held_out": [Path(d).name for d in cfg.val],
+        "training": {"footage": [_source_name(d) for d in cfg.data], "held_out": [_source_name(d) for d in cfg.val],
                      "frames": cfg.counts, "epochs": run.epochs_done(), "of_epochs": cfg.epochs,
                      "batch": cfg.batch, "degraded_share": cfg.degrade},
         "results": results,
@@ -324,6 +328,12 @@ def export_student(run: Run, out_dir: str | os.PathLike, name: str = "vidsieve-s
     }
     write_json(doc_path, doc)
     return out / onnx.name
+
+
+def _source_name(path: str) -> str:
+    """A footage source as the manifest names it: a file by its name, a folder by its last two parts."""
+    p = Path(path)
+    return p.name if p.suffix else f"{p.parent.name}/{p.name}/"
 
 
 def _group_of(cls: str) -> str | None:
@@ -347,15 +357,21 @@ def agreement(student, teacher, frames, teacher_conf: float = 0.4, match_conf: f
     reports (at its own operating threshold) overlaps it by IoU 0.5 with the same class (per class) or a
     class of the same group (person, vehicle). Precision is the converse, against the teacher's boxes down
     to ``match_conf`` (the hysteresis of :mod:`vidsieve.bench.detection_eval`)."""
+    return agreement_of([(teacher.detect(f), student.detect(f)) for f in frames], 0.0, teacher_conf, match_conf)
+
+
+def agreement_of(pairs, student_conf: float = 0.0, teacher_conf: float = 0.4, match_conf: float = 0.2) -> dict:
+    """:func:`agreement` of detections already made: (teacher's, student's) per frame, the student's
+    kept from ``student_conf`` up (what running it at that threshold gives: non-maximum suppression
+    never lets a box suppress a better-scored one)."""
     keys = list(GROUPS) + list(STUDENT_CLASSES)
     tally = {k: {"objects": 0, "found": 0, "reported": 0, "confirmed": 0} for k in keys}
     n = 0
-    for rgb in frames:
+    for t_all, s_all in pairs:
         n += 1
-        t_all = teacher.detect(rgb)
         t = [d for d in t_all if d.score >= teacher_conf]
         t_low = [d for d in t_all if d.score >= match_conf]
-        s = student.detect(rgb)
+        s = [d for d in s_all if d.score >= student_conf]
         for k in keys:
             if k in GROUPS:
                 sel = lambda ds, k=k: [d for d in ds if _group_of(d.cls) == k]  # noqa: E731
@@ -371,9 +387,15 @@ def agreement(student, teacher, frames, teacher_conf: float = 0.4, match_conf: f
             row["confirmed"] += _matches(sk, sel(t_low), same)
     out = {"frames": n}
     for k, row in tally.items():
-        out[k] = {**row, "recall": round(row["found"] / row["objects"], 4) if row["objects"] else None,
-                  "precision": round(row["confirmed"] / row["reported"], 4) if row["reported"] else None}
+        p = row["confirmed"] / row["reported"] if row["reported"] else None
+        r = row["found"] / row["objects"] if row["objects"] else None
+        out[k] = {**row, "recall": None if r is None else round(r, 4), "precision": None if p is None else round(p, 4),
+                  "f1": round(2 * p * r / (p + r), 4) if p and r else (0.0 if r is not None else None)}
     return out
+
+
+#: Operating thresholds the export chooses among (the one with the best mean F1 of people and vehicles).
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 def held_out_frames(run: Run):
@@ -394,26 +416,42 @@ def frames_per_second(detector, rgb: np.ndarray, seconds: float = 5.0) -> float:
 
 
 def measure(run: Run, onnx: Path) -> dict:
-    """The exported student against its teacher on the held-out frames (overall and per scene), and the
-    frames per second of both on this machine."""
+    """The exported student against its teacher on the held-out frames: its operating threshold (of
+    :data:`THRESHOLDS`, the best mean F1 of people and vehicles there: chosen on the frames it is
+    reported on, and said so in the docs), recall and precision at it overall and per scene, the sweep;
+    and the frames per second of the student, the teacher and the motion detector on this machine (pre-
+    and post-processing included)."""
     from datetime import datetime, timezone
 
     from ..detection.registry import load_detector
     from ..detection.yolo_onnx import YoloOnnxDetector
 
     cfg = run.config()
-    student = YoloOnnxDetector(onnx, size=cfg.imgsz, classes=cfg.classes, names=dict(enumerate(cfg.classes)))
+    student = YoloOnnxDetector(onnx, size=cfg.imgsz, classes=cfg.classes, names=dict(enumerate(cfg.classes)),
+                               conf=min(THRESHOLDS))
     teacher = load_detector(cfg.teacher, classes=cfg.classes)
     frames = list(held_out_frames(run))
     if not frames:
         raise InputError(f"{run.folder} has no held-out frames to measure on")
     scenes = sorted({s for s, _ in frames})
+    pairs = [(sc, (teacher.detect(f), student.detect(f))) for sc, f in frames]
+    sweep = {c: agreement_of([p for _, p in pairs], c) for c in THRESHOLDS}
+
+    def score(a: dict) -> float:
+        return sum(a[g]["f1"] or 0.0 for g in GROUPS) / len(GROUPS)
+
+    conf = max(THRESHOLDS, key=lambda c: score(sweep[c]))
+    student.conf = conf
     rgb = frames[len(frames) // 2][1]
     return {
-        "held_out": agreement(student, teacher, (f for _, f in frames)),
-        "per_scene": {sc: agreement(student, teacher, (f for s, f in frames if s == sc)) for sc in scenes},
+        "conf": conf,
+        "held_out": sweep[conf],
+        "per_scene": {sc: agreement_of([p for s, p in pairs if s == sc], conf) for sc in scenes},
+        "thresholds": {str(c): {g: {k: sweep[c][g][k] for k in ("recall", "precision", "f1")} for g in GROUPS}
+                       for c in THRESHOLDS},
         "fps": {"student": round(frames_per_second(student, rgb), 1),
-                "teacher": round(frames_per_second(teacher, rgb), 1), "threads": os.cpu_count(),
+                "teacher": round(frames_per_second(teacher, rgb), 1),
+                "motion": round(frames_per_second(load_detector("motion"), rgb), 1), "threads": os.cpu_count(),
                 "frame": f"{rgb.shape[1]}x{rgb.shape[0]}"},
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
