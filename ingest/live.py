@@ -88,8 +88,8 @@ class Ingester:
         self.codec = codec if codec is not None else load_codec(opts.compress.model,
                                                                 precision=opts.compress.precision)
         self.detector = detector
-        #: Held while a frame is analysed and coded: cameras sharing one take turns, first come first
-        #: served, so a busy camera's costly frames cannot starve a quiet camera's cheap ones.
+        #: Held while a frame is analysed and coded: cameras sharing one take turns frame by frame, first
+        #: come first served, so no camera's frames wait behind a run of another's.
         self.turn = turn if turn is not None else contextlib.nullcontext()
         #: Finished segments' counts; the live segment's are added by :meth:`snapshot`.
         self.done = {"frames_in": 0, "selected": 0, "coded": 0, "bytes": 0, "stream_s": 0.0}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from conftest import PERSON_CLIP, YOLOX, assert_clean_error, need_shared, run_cli
 from vidsieve.detection.base import Detection
