@@ -79,6 +79,9 @@ def add_commands(sub) -> None:
                    help="footage kept out of training: measured on every epoch and at export (other scenes)")
     d.add_argument("--out", default=None, metavar="DIR", help="the run's folder (new)")
     d.add_argument("--resume", default=None, metavar="DIR", help="go on with the run in DIR")
+    d.add_argument("--init", default=None, metavar="PT",
+                   help="a new run starts from these weights (e.g. detection/weights/vidsieve-student.pt) "
+                        "instead of from scratch")
     d.add_argument("--max-time", type=duration, default=None,
                    help="stop after the epoch that passes this long (e.g. 2h50m); --resume goes on")
     d.add_argument("--epochs", type=positive(int), default=120, help="schedule length (default 120)")
@@ -278,7 +281,7 @@ def cmd_train_detector(a) -> int:
             raise UsageError("a new run needs --teacher and --data (and --val)")
         cfg = distil.DistilConfig(teacher=a.teacher, data=list(a.data), val=list(a.val or []), imgsz=a.imgsz,
                                   width=a.width, depth=a.depth, epochs=a.epochs, batch=a.batch,
-                                  label_conf=a.label_conf, frames_per_video=a.frames_per_video)
+                                  label_conf=a.label_conf, frames_per_video=a.frames_per_video, init=a.init)
         run = distil.start(a.out, cfg, progress=not a.quiet)
     else:
         run = distil.Run(a.resume)

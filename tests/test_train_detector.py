@@ -83,3 +83,22 @@ def test_bad_requests_are_one_line_errors(tmp_path):
     assert_clean_error(run_cli("train-detector", "--out", tmp_path / "r", "--data", tmp_path / "empty",
                                "--val", tmp_path / "empty", "--teacher", "motion"), "no images or videos")
     assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_a_new_run_can_start_from_the_shipped_weights(tmp_path):
+    """--init: the architecture of the run, the weights of a .pt (here the shipped student's, whose
+    ultralytics checkpoint is part of vidsieve)."""
+    import torch
+    from ultralytics import YOLO
+
+    from vidsieve.detection.student import WEIGHTS, manifest
+
+    entry = manifest()["vidsieve-student"]
+    y = tmp_path / "student.yaml"
+    y.write_text(distil.student_yaml(0.1875, 0.33, len(distil.STUDENT_CLASSES)))
+    fresh = YOLO(str(y), task="detect")
+    before = next(fresh.model.parameters()).detach().clone()
+    fresh.load(str(WEIGHTS / entry["pt"]))
+    shipped = YOLO(str(WEIGHTS / entry["pt"]), task="detect")
+    after, want = next(fresh.model.parameters()), next(shipped.model.parameters())
+    assert torch.equal(after.float(), want.float()) and not torch.equal(before, after.float())

@@ -56,6 +56,7 @@ class DistilConfig:
     degrade: float = 0.4
     seed: int = 0
     classes: tuple[str, ...] = STUDENT_CLASSES
+    init: str | None = None  # weights (.pt) a new run starts from, e.g. the shipped student's
     counts: dict = field(default_factory=dict)
 
 
@@ -236,6 +237,8 @@ def train(run: Run, max_time: float | None = None, workers: int = 2, threads: in
     began = time.monotonic()
     resuming = run.resume_path.exists()
     model = YOLO(str(run.resume_path if resuming else run.folder / "student.yaml"), task="detect")
+    if not resuming and cfg.init:
+        model.load(cfg.init)  # the layers whose shapes match; a run from the shipped weights goes on from them
 
     def keep(trainer) -> None:
         # ultralytics strips the optimiser from last.pt when a run ends; keep a copy that can go on.
