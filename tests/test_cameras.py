@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from test_ingest import free_port, represented_pts, start_sender
+from test_ingest import free_port, garbage_server, represented_pts, start_sender
 from vidsieve.errors import UsageError
 from vidsieve.ingest.cameras import MultiIngester, cameras_from_sources, load_config, parse_sources, prometheus
 from vidsieve.ingest.live import IngestOptions
@@ -103,26 +102,6 @@ def test_cameras_share_one_codec_and_one_stateless_detector(tmp_path):
     st = multi.status()
     assert [c["camera"] for c in st["cameras"]] == ["a", "b"] and st["cameras"][0]["frames_in"] == 0
     assert 'vidsieve_frames_in_total{camera="a"} 0' in prometheus(st)
-
-
-def garbage_server(port: int, stop: threading.Event) -> socket.socket:
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen(8)
-    srv.settimeout(0.5)
-
-    def serve():
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-                c.sendall(os.urandom(100_000))
-                c.close()
-            except OSError:
-                continue
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv
 
 
 def get(port: int, path: str) -> str:

@@ -26,6 +26,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def garbage_server(port: int, stop: threading.Event) -> socket.socket:
+    """A "camera" on 127.0.0.1:``port`` that answers every connection with random bytes until ``stop``."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(8)
+    srv.settimeout(0.5)
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+                c.sendall(os.urandom(200_000))
+                c.close()
+            except OSError:
+                continue
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
 def start_sender(port, frames, first=0):
     p = subprocess.Popen([sys.executable, str(HERE / "stream_sender.py"), str(port), str(frames), str(first)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -163,24 +184,12 @@ def test_sender_drops_and_returns(tmp_path):
 
 def test_garbage_on_the_socket(tmp_path):
     port = free_port()
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen(4)
-
-    def serve():
-        for _ in range(3):
-            try:
-                c, _ = srv.accept()
-                c.sendall(os.urandom(200_000))
-                c.close()
-            except OSError:
-                return
-
-    threading.Thread(target=serve, daemon=True).start()
+    stop = threading.Event()
+    srv = garbage_server(port, stop)
     r = subprocess.run([sys.executable, "-m", "vidsieve", "ingest", f"tcp://127.0.0.1:{port}", "--out-dir",
                         str(tmp_path / "o"), "--detector", "motion", "--max-reconnects", "1"],
                        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    stop.set()
     srv.close()
     assert_clean_error(r)
     assert not list((tmp_path / "o").glob("*/*/*.vsv"))
