@@ -379,6 +379,7 @@ class Vidsieve(BenchCodec):
     roi_boost: float | None = None  # None: the product's defaults
     roi_background: float | None = None
     block_px = DEFAULT_BLOCK_PX
+    scale = 1.0  # coded at this fraction of the clip's size
 
     still_settings = [f"quality={q}" for q in range(1, 9)]
 
@@ -407,7 +408,7 @@ class Vidsieve(BenchCodec):
         opts = CompressOptions(quality=_value(setting), keep_all=self.keep_all, detector=self.detector,
                                max_frames=len(clip.frames), predict=self.predict,
                                roi_boost=self.roi_boost, roi_background=self.roi_background,
-                               precision=self.precision, block_px=self.block_px)
+                               precision=self.precision, block_px=self.block_px, scale=self.scale)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -448,6 +449,15 @@ class VidsieveKeepAll16(VidsieveKeepAll):
     block_px = 16
 
 
+class VidsieveKeepAllHalf(VidsieveKeepAll):
+    """Every frame coded and predicted at half the clip's width and height, scaled back up by the decoder:
+    the low rates (20-50 kbps) of long archives."""
+
+    name = "vidsieve-keepall-half"
+    scale = 0.5
+    settings = ["quality=1", "quality=2.5", "quality=4", "quality=5.5"]
+
+
 class VidsieveIntra(Vidsieve):
     """Selection, and every kept frame coded alone: what vidsieve did before predicted frames."""
 
@@ -459,7 +469,8 @@ class VidsieveIntra(Vidsieve):
     roi_background = 0.0
 
 
-CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveKeepAll16, VidsieveIntra, X265, X265Roi, X265LowDelay,
+CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveKeepAll16, VidsieveKeepAllHalf,
+                              VidsieveIntra, X265, X265Roi, X265LowDelay,
                               X264, X264LowDelay, Jpeg, WebP, SvtAv1, Lossless, *_zoo_codecs())}
 #: Codecs ``vidsieve bench`` runs unless told: the zoo's intra-only models and WebP are for still images.
 VIDEO_DEFAULT = [n for n, c in CODECS.items() if not issubclass(c, (ZooCodec, WebP))]

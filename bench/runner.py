@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -76,13 +77,26 @@ def measure(clip: Clip, enc, ref_dets: list | None, detector=None) -> dict:
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in point.items()}
 
 
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    """A digest of the modules that make a vidsieve point (codec, compress road, selection, detection)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for sub in ("codec", "pipeline", "selection", "detection"):
+        for f in sorted((root / sub).glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _code_version(codec_name: str) -> str:
     v = __version__
     if codec_name.startswith("vidsieve"):
         from ..codec import DEFAULT_MODEL
         from ..codec.zoo import MANIFEST
 
-        # Cached points of our codec are only good for the weights that made them (intra and conditional).
+        # Cached points of our codec are only good for the code and the weights that made them (intra and
+        # conditional): an encoder's decisions change without its format or version changing.
+        v += ":" + _source_digest()
         try:
             manifest = json.loads(MANIFEST.read_text())
             v += ":" + manifest["models"][DEFAULT_MODEL]["sha256"][:16]

@@ -5,9 +5,10 @@ Nothing here imports the pipeline at module level, so ``--help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import re
 from typing import TYPE_CHECKING
 
-from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS
+from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS, SCALE_MIN
 from ..errors import UsageError, VidsieveError
 
 if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
@@ -47,14 +48,35 @@ def nonnegative(s: str) -> float:
 
 
 def duration(s: str) -> float:
-    """Seconds from '90', '90s', '15m', '2h'."""
+    """Seconds from '90', '90s', '15m', '2h', or units together: '2h40m', '1m30s'."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = s.strip().lower()
     try:
-        if s and s[-1].lower() in units:
-            return float(s[:-1]) * units[s[-1].lower()]
-        return float(s)
+        if not text or text[-1] not in units:
+            v = float(text)
+        else:
+            if not re.fullmatch(r"(\d+(\.\d*)?[dhms])+", text):
+                raise ValueError
+            parts = re.findall(r"(\d+(?:\.\d*)?)([dhms])", text)
+            if len({u for _, u in parts}) != len(parts):  # '2h2h': a typo, not four hours
+                raise ValueError
+            v = sum(float(n) * units[u] for n, u in parts)
+        if not v >= 0 or v == float("inf"):
+            raise ValueError
+        return v
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {s!r} (e.g. 90, 15m, 2h)") from None
+        raise argparse.ArgumentTypeError(f"not a duration: {s!r} (e.g. 90, 15m, 2h, 2h40m)") from None
+
+
+def scale(s: str) -> float:
+    """A coding scale: a fraction of the source's size, SCALE_MIN to 1."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not SCALE_MIN <= v <= 1:
+        raise argparse.ArgumentTypeError(f"{s} is not between {SCALE_MIN:g} and 1")
+    return v
 
 
 def size(s: str) -> int:
@@ -118,6 +140,10 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         f"them: seek points, and where reading resumes after damage (default: {DEFAULT_INTRA_PERIOD:g})")
     c.add_argument("--intra-only", action="store_true",
                    help="code every frame alone (larger files; each frame decodes by itself)")
+    c.add_argument("--scale", type=scale, default=1.0, metavar="FRACTION",
+                   help="code frames at this fraction of the source's width and height, the decoder scaling "
+                        "them back up: the low rates of long archives (0.5 at quality 1: about half the bits "
+                        f"of full size; docs/RESULTS.md). {SCALE_MIN:g} to 1 (default: 1)")
     c.add_argument("--hold-dropped", action="store_true",
                    help="frames selection drops repeat the last coded one (by default, where frames are "
                         "predicted, they are coded too: a still frame costs a few dozen bytes)")
@@ -178,4 +204,4 @@ def options_from_args(a) -> CompressOptions:
         policy=a.policy,
         class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None),
         intra_period=a.intra_period, predict=not a.intra_only, code_dropped=not a.hold_dropped,
-        roi_boost=a.roi_boost, roi_background=a.roi_background)
+        roi_boost=a.roi_boost, roi_background=a.roi_background, scale=getattr(a, "scale", 1.0))

@@ -58,8 +58,13 @@ def add_commands(sub) -> None:
                    help="train the conditional entropy model of predicted frames (video only; the intra model "
                         "stays frozen, its latents are cached: minutes on a CPU); with --finetune, start from "
                         "shipped conditional weights (a name such as vidsieve-inter-wide, or a .pth)")
+    t.add_argument("--joint", action="store_true",
+                   help="fine-tune the transforms together with the conditional model on pairs of video frames "
+                        "(the earlier coded alone, the later predicted from it): a GPU's work, minutes there "
+                        "(scripts/train_gpu_lease.sh); starts from --intra and the conditional model shipped for "
+                        "it, or --finetune CONDITIONAL; --export writes both")
     t.add_argument("--intra", default=None, metavar="MODEL",
-                   help=f"with --inter: the intra model it is for (default: {DEFAULT_MODEL})")
+                   help=f"with --inter or --joint: the intra model (default: {DEFAULT_MODEL})")
     t.add_argument("--export", default=None, metavar="DIR",
                    help="when done, write DIR/NAME.pth and DIR/manifest.json for the registry (NAME: "
                         "the shipped model of the same widths, e.g. vidsieve-hyperprior-wide for N 64 / M 192, "
@@ -243,8 +248,22 @@ def cmd_train(a) -> int:
     t = prepare_run(TrainRequest(out=a.out, data=a.data, val=a.val, resume=a.resume,
                                  restart_schedule=a.restart_schedule, finetune=a.finetune, arch=a.arch, N=a.N, M=a.M,
                                  patch=a.patch, batch=a.batch, lr=a.lr, steps=a.steps, max_time=a.max_time,
-                                 threads=a.threads, compile=a.compile, inter=a.inter, intra=a.intra))
+                                 threads=a.threads, compile=a.compile, inter=a.inter, intra=a.intra,
+                                 joint=a.joint))
     t.run(max_time=a.max_time, progress=None if not a.quiet else False)
+    if a.joint:
+        if not a.quiet:
+            last = t.history[-1] if t.history else None
+            print(f"step {t.step}, {t.elapsed / 60:.1f} min: checkpoint {a.out}" + (
+                "" if last is None else f" (training: {last['bpp0']:.4f} bpp alone, {last['bpp1']:.4f} bpp "
+                                        f"predicted, loss {last['loss']:.4f})"))
+        if a.export:
+            from ..training.joint import export_joint
+
+            for w in export_joint(a.out, a.export):
+                if not a.quiet:
+                    print(f"exported {w}")
+        return 0
     if a.inter:
         if not a.quiet:
             last = t.history[-1]["bpp"] if t.history else None

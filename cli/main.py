@@ -174,6 +174,9 @@ def format_info(d: dict) -> str:
             lines.append(f"             {g['mapped']} frames with a quality map (more quality where the objects are)")
     else:
         lines.append("coding:      every frame alone")
+    cw, ch = d["coded_size"]
+    if (cw, ch) != (h["width"], h["height"]):
+        lines.append(f"             coded at {cw}x{ch}, shown at {h['width']}x{h['height']} (scaled back up)")
     groups = d.get("qualities") or []
     for i, q in enumerate(groups[:QUALITY_LINES]):
         coded = "?" if q["coded"] is None else f"{q['coded']:.2f}"

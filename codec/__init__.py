@@ -22,3 +22,5 @@ DEFAULT_INTRA_PERIOD = 10.0
 #: format's quadtree goes down to 16). 64: finer blocks measured more bits for the same PSNR with the
 #: encoder's estimates (docs/RESULTS.md, "Predicted frames, lever by lever").
 DEFAULT_BLOCK_PX = 64
+#: The least fraction of a source's size a stream may be coded at (``--scale``; the decoder scales back up).
+SCALE_MIN = 0.125

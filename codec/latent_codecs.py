@@ -301,12 +301,31 @@ def _check(p: Payload, y_hat: torch.Tensor, bg_after: torch.Tensor) -> None:
                               "references it was decoded from are not the ones it was coded against")
 
 
+def toward_zero(r: torch.Tensor, sym: torch.Tensor, table_scales: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """Rate-distortion-optimised quantisation: ``sym`` (``round(r)``) with each symbol moved one step
+    towards zero where the bits that saves, under a zero-mean Gaussian of the symbol's table scale, exceed
+    the distortion it adds (``cost``: bits per unit of squared latent error, broadcast against ``r``).
+
+    An encoder's choice only: the decoder reads whatever symbols it is given, so this changes no format."""
+    step = torch.sign(sym)
+    cand = sym - step
+
+    def bits(k):
+        s = table_scales.double()
+        p = torch.special.ndtr((k.abs() + 0.5) / s) - torch.special.ndtr((k.abs() - 0.5) / s)
+        return -torch.log2(p.clamp_min(1e-9))
+
+    gain = bits(sym) - bits(cand) - cost * ((r - cand).square() - (r - sym).square())
+    return torch.where((step != 0) & (gain > 0), cand, sym)
+
+
 def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: QualityMap, h: int, w: int,
                    prev: torch.Tensor, bg: torch.Tensor, modes: torch.Tensor, bg_updates: np.ndarray,
-                   alone: IntraBlocks | None) -> tuple[bytes, torch.Tensor, torch.Tensor]:
+                   alone: IntraBlocks | None, rdoq: torch.Tensor | None = None) -> tuple[bytes, torch.Tensor, torch.Tensor]:
     """A predicted frame (version 6) against references already at ``qm``'s quality, with ``modes`` per
     latent position and ``bg_updates`` per 64-pixel block: the payload, and the previous-frame and
-    background latents it leaves (what the decoder will hold)."""
+    background latents it leaves (what the decoder will hold). ``rdoq`` (bits per unit of squared latent
+    error, [1, M, H, W]): zero small symbols where that pays (:func:`toward_zero`)."""
     H, W = y64.shape[-2:]
     maps = BlockMaps(modes)
     ref = maps.reference(prev, bg)
@@ -320,8 +339,12 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: 
         means = alone.means[fresh]
         sym = torch.round(y64[fresh] - means)
         coder = model.latent_coder()
+        idx = coder.indexes(alone.scales[fresh])
+        if rdoq is not None:
+            sym = toward_zero(y64[fresh] - means, sym, model.gaussian_conditional.scale_table[idx.long()],
+                              rdoq.expand_as(fresh)[fresh])
         strings[S_ALONE_Z] = alone.z_string
-        strings[S_ALONE_Y] = coder.encode_indexed(sym.to(torch.int32), coder.indexes(alone.scales[fresh]))
+        strings[S_ALONE_Y] = coder.encode_indexed(sym.to(torch.int32), idx)
         y_hat[fresh] = sym + means
     coded = maps.mask(maps.coded, ref)
     if coded.any():
@@ -331,6 +354,8 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: 
                                      conditional_reads(cond.exact(), needed, (H, W)))
         indexes, mu = conditional_in_blocks(cond.exact(), needed, z_hat, ref)
         sym = torch.round(diff - mu)
+        if rdoq is not None:
+            sym = toward_zero(diff - mu, sym, model.gaussian_conditional.scale_table[indexes.long()], rdoq)
         strings[S_DIFF] = model.latent_coder().encode_indexed(sym[coded].to(torch.int32), indexes[coded])
         strings[S_DIFF_Z] = z_string
         y_hat[coded] = (ref + mu + sym)[coded]

@@ -51,6 +51,8 @@ DIFF_HYPER_BITS = 2.0
 #: What the encoder's decisions count a leaf's mode and a split flag at (the map is entropy coded; these
 #: are its typical costs, not a bound).
 MODE_BITS, SPLIT_BITS = 2.0, 1.0
+#: Whether predicted frames zero small symbols where that pays (rate-distortion-optimised quantisation).
+RDOQ = True
 #: The smallest leaf of the mode quadtree the encoder chooses, in latent positions (4: 64 pixels). Finer
 #: leaves cost more bits for the same PSNR with these decisions (docs/RESULTS.md, "Predicted frames, lever by
 #: lever"): a latent position's choice moves pixels beyond its own 16 x 16, which its estimates do not see.
@@ -165,13 +167,16 @@ class PredictiveStreamEncoder:
         qualities: maps an asked quality to the coded ones (an ablation may replace the rule).
         min_block: the smallest block a mode is chosen for, in latent positions (4: 64 pixels, 2: 32,
             1: 16); an ablation's knob, decoders read any.
+        rdoq: zero a coded block's small symbols where the bits saved outweigh the distortion added
+            (rate-distortion-optimised quantisation; :func:`~.latent_codecs.toward_zero`).
     """
 
     maps = True
 
     def __init__(self, codec: GainedCodec, conditional: ConditionalEntropyModel, time_base: Fraction,
                  intra_period: float = 10.0, conditional_name: str = "", conditional_sha256: str = "",
-                 qualities: Callable[[float], CodedQualities] = coded_qualities, min_block: int = MIN_BLOCK):
+                 qualities: Callable[[float], CodedQualities] = coded_qualities, min_block: int = MIN_BLOCK,
+                 rdoq: bool = RDOQ):
         self.codec, self.model = codec, codec.model
         self.conditional_name, self.conditional_sha256 = conditional_name, conditional_sha256
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
@@ -183,6 +188,7 @@ class PredictiveStreamEncoder:
         if min_block not in (1, 2, BLOCK):
             raise ValueError(f"min_block must be 1, 2 or {BLOCK} latent positions")
         self.min_block = min_block
+        self.rdoq = rdoq
         self.refs = References()
         self.picture = Picture()
         self.analysed = IncrementalAnalysis()
@@ -259,7 +265,7 @@ class PredictiveStreamEncoder:
             # Nothing moved more than a few bits' worth anywhere: every block copies the previous frame,
             # and no model needs to run.
             modes = torch.full((H, W), SKIP_PREV, dtype=torch.int64)
-            return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, None)
+            return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, None, None)
         costs = []
         scale = 1.0
         for ref in (prev, bg):
@@ -294,12 +300,12 @@ class PredictiveStreamEncoder:
         moving = torch.from_numpy(per_position((qm.raised(grid) & (held_blocks > STILL_BITS)).numpy()))
         costs[SKIP_PREV][moving] = costs[SKIP_BG][moving] = float("inf")
         modes = choose_modes(costs, hyper, self.min_block)
-        return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, alone)
+        return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, alone, lam * weight if self.rdoq else None)
 
-    def _finish(self, y64, qm, h, w, prev, bg, modes, boxes, grid, alone) -> StreamFrame:
+    def _finish(self, y64, qm, h, w, prev, bg, modes, boxes, grid, alone, rdoq) -> StreamFrame:
         m = self.model
         updates = self._bg_updates(modes, boxes, grid)
-        data, y_hat, bg_after = code_predicted(m, self.cond, y64, qm, h, w, prev, bg, modes, updates, alone)
+        data, y_hat, bg_after = code_predicted(m, self.cond, y64, qm, h, w, prev, bg, modes, updates, alone, rdoq)
         self._count(modes)
         self.refs.set_predicted(y_hat, bg_after)
         return StreamFrame(data, self.picture.synthesise(m, y_hat, qm, h, w), intra=False)

@@ -14,7 +14,8 @@ from typing import Callable
 from ..errors import ModelError
 from . import DEFAULT_BLOCK_PX, DEFAULT_INTRA_PERIOD, DEFAULT_MODEL
 from .frame_codec import FrameCodec, GainedCodec, ZooCodec
-from .stream import IntraStreamDecoder, IntraStreamEncoder, StreamDecoder, StreamEncoder
+from .stream import (IntraStreamDecoder, IntraStreamEncoder, ScaledStreamDecoder, ScaledStreamEncoder, StreamDecoder,
+                     StreamEncoder, coded_size, scaled_sizes)
 from .models import GainedMeanScaleHyperprior
 from .zoo import WEIGHTS_SUFFIXES, ZOO_ARCHS, load_shipped, load_weights, load_zoo
 
@@ -119,7 +120,9 @@ def load_codec(name: str = DEFAULT_MODEL, quality: float | None = None, pretrain
         if precision != "float":
             raise ModelError("int8 transforms ship for shipped models only; a weights file runs in float")
         state, sha = load_weights(name)
-        return gained_from_state(state, f"file:{Path(name).name}", sha)
+        codec = gained_from_state(state, f"file:{Path(name).name}", sha)
+        codec.weights_path = str(Path(name).resolve())  # where its conditional model may sit beside it
+        return codec
     raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
 
 
@@ -140,19 +143,51 @@ def load_conditional(codec: FrameCodec, name: str | None = None):
     None when there is none."""
     from .zoo import shipped_conditional_for
 
-    if name is None:
-        name = shipped_conditional_for(codec.weights_sha256, getattr(codec, "analysis_sha256", None))
+    beside = _beside(codec, name)
+    path = name
+    if beside is not None:
+        name, path = beside
+    elif name is None:
+        name = path = shipped_conditional_for(codec.weights_sha256, getattr(codec, "analysis_sha256", None))
         if name is None:
             return None
     # Every stream a codec codes (each segment of each camera of an ingester) reads the same model: load
     # it once per codec, its fixed-point form built before any thread can ask for it.
     cache = _CONDITIONALS.setdefault(codec, {})
-    key = _file_key(name)
+    key = _file_key(path)
     if key not in cache:
-        model, name_, sha = _load_conditional(codec, name)
+        model, _, sha = _load_conditional(codec, path)
         model.exact()
-        cache[key] = (model, name_, sha)
+        cache[key] = (model, name, sha)
     return cache[key]
+
+
+def _beside(codec: FrameCodec, name: str | None) -> tuple[str, str] | None:
+    """``(name, file)`` of a conditional model listed in the ``manifest.json`` beside the weights file
+    ``codec`` was loaded from (what ``vidsieve train --joint --export`` writes): ``name``, or the one trained
+    for its weights; None when there is no such manifest or entry."""
+    from pathlib import Path
+
+    from .zoo import MANIFEST, read_manifest, sha256_file, shipped_conditional_for
+
+    where = getattr(codec, "weights_path", None)
+    if where is None or (name is not None and name.endswith(WEIGHTS_SUFFIXES)):
+        return None
+    mpath = Path(where).parent / "manifest.json"
+    if not mpath.is_file() or mpath.resolve() == MANIFEST.resolve():
+        return None
+    entries = read_manifest(mpath).get("conditional", {})
+    if name is None:
+        name = shipped_conditional_for(codec.weights_sha256, getattr(codec, "analysis_sha256", None), str(mpath))
+    entry = entries.get(name) if name else None
+    if not isinstance(entry, dict) or "file" not in entry:
+        return None
+    path = mpath.parent / str(entry["file"])
+    if not path.is_file():
+        raise ModelError(f"weights file missing: {path} (listed in {mpath})")
+    if sha256_file(path) != entry.get("sha256"):
+        raise ModelError(f"weights file {path} does not match its sha256 in {mpath}")
+    return name, str(path)
 
 
 def _file_key(name: str):
@@ -202,13 +237,19 @@ def check_exact_tables(codec: GainedCodec, conditional, name: str) -> None:
 
 def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_INTRA_PERIOD,
                    predict: bool = True, conditional: str | None = None,
-                   block_px: int = DEFAULT_BLOCK_PX) -> StreamEncoder:
+                   block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0,
+                   size: tuple[int, int] | None = None) -> StreamEncoder:
     """The stream encoder for ``codec``: predicted frames where a conditional entropy model exists for
     its weights (``conditional`` names another: a shipped name or a weights file), else intra only.
-    ``block_px``: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels)."""
+    ``block_px``: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels); ``scale``:
+    code frames of ``size`` (width, height) at this fraction of it, the decoder scaling them back up."""
 
     if block_px not in (16, 32, 64):
         raise ValueError(f"block_px must be 16, 32 or 64, not {block_px}")
+    if scale != 1 and size is None:
+        raise ValueError("a scaled stream needs the source's size")
+    coded = coded_size(size[0], size[1], scale) if scale != 1 else None  # checks scale before any loading
+    enc: StreamEncoder = IntraStreamEncoder(codec)
     if predict and isinstance(codec, GainedCodec):
         found = load_conditional(codec, conditional)
         if found is not None:
@@ -216,16 +257,21 @@ def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_I
 
             model, name, sha = found
             check_exact_tables(codec, model, name)
-            return PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha,
-                                           min_block=block_px // 16)
-    return IntraStreamEncoder(codec)
+            enc = PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha,
+                                          min_block=block_px // 16)
+    if coded is not None and coded != tuple(size):
+        enc = ScaledStreamEncoder(enc, size[0], size[1], scale)
+    return enc
 
 
 def stream_decoder(codec: FrameCodec, description: dict | None = None, conditional: str | None = None) -> StreamDecoder:
     """The decoder of a stream that ``description`` (its header's) says ``codec`` coded; ``conditional``
     names the conditional model's weights when the file's are not the shipped ones."""
 
-    description = description or {}
+    description = dict(description or {})
+    if "scale" in description:  # coded smaller than shown: the inner stream's pictures, scaled back up
+        coded, shown = scaled_sizes(description.pop("scale"))
+        return ScaledStreamDecoder(stream_decoder(codec, description, conditional), coded, shown)
     if description.get("coder") != "predictive":
         return IntraStreamDecoder(codec)
     if not isinstance(codec, GainedCodec):

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import SCALE_MIN
 from .frame_codec import FrameCodec
 
 
@@ -102,3 +103,130 @@ class IntraStreamDecoder:
 
     def reset(self) -> None:
         pass
+
+
+def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The size frames of ``width`` x ``height`` are coded at for ``scale`` (even, at least 16 pixels)."""
+    if not SCALE_MIN <= scale <= 1:
+        raise ValueError(f"scale must be between {SCALE_MIN:g} and 1, got {scale!r}")
+    if scale == 1:
+        return width, height
+
+    def side(n: int) -> int:
+        return min(n, max(16, 2 * round(n * scale / 2)))
+
+    return side(width), side(height)
+
+
+def downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``frame`` at ``size`` (width, height), area-averaged so nothing aliases."""
+    import cv2
+
+    if (frame.shape[1], frame.shape[0]) == size:
+        return frame
+    return cv2.resize(np.ascontiguousarray(frame), size, interpolation=cv2.INTER_AREA)
+
+
+def upscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A decoded picture back at ``size`` (width, height), bicubic."""
+    import cv2
+
+    if (frame.shape[1], frame.shape[0]) == size:
+        return frame
+    return cv2.resize(np.ascontiguousarray(frame), size, interpolation=cv2.INTER_CUBIC)
+
+
+def scaled_blocks(roi: np.ndarray, shown: tuple[int, int], coded: tuple[int, int], block: int = 64) -> np.ndarray:
+    """A per-block map of the shown picture (``block`` pixels a block) on the coded picture's blocks: each
+    coded block takes the largest value among the shown blocks it covers, so a boosted object keeps its boost."""
+    (sw, sh), (cw, ch) = shown, coded
+    hb, wb = -(-ch // block), -(-cw // block)
+    out = np.empty((hb, wb), dtype=roi.dtype)
+    for i in range(hb):
+        r0 = min(roi.shape[0] - 1, i * block * sh // ch // block)
+        r1 = max(r0 + 1, min(roi.shape[0], -(-min(ch, (i + 1) * block) * sh // ch // block)))
+        for j in range(wb):
+            c0 = min(roi.shape[1] - 1, j * block * sw // cw // block)
+            c1 = max(c0 + 1, min(roi.shape[1], -(-min(cw, (j + 1) * block) * sw // cw // block)))
+            out[i, j] = roi[r0:r1, c0:c1].max()
+    return out
+
+
+class ScaledStreamEncoder:
+    """Codes a stream at a fraction of its size (low rates: a surveillance archive's 20-50 kbps); the
+    decoder (:class:`ScaledStreamDecoder`) scales each picture back up, so a file shows at its source's size.
+
+    Args:
+        inner: the stream encoder of the smaller pictures.
+        width, height: the source's size.
+        scale: the coded size's fraction of it (see :func:`coded_size`).
+    """
+
+    def __init__(self, inner: StreamEncoder, width: int, height: int, scale: float):
+        self.inner = inner
+        self.name, self.weights_sha256 = inner.name, inner.weights_sha256
+        self.maps = inner.maps
+        self.shown = (width, height)
+        self.coded = coded_size(width, height, scale)
+
+    def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
+               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
+        (sw, sh), (cw, ch) = self.shown, self.coded
+        if boxes is not None:
+            fx, fy = cw / sw, ch / sh
+            boxes = [(x1 * fx, y1 * fy, x2 * fx, y2 * fy) for x1, y1, x2, y2 in boxes]
+        if roi is not None:
+            roi = scaled_blocks(np.asarray(roi), self.shown, self.coded)
+        enc = self.inner.encode(downscale(frame, self.coded), quality, pts, boxes=boxes, intra=intra, roi=roi,
+                                referenced=referenced)
+        recon = None if enc.recon is None else upscale(enc.recon, self.shown)
+        return StreamFrame(enc.data, recon, enc.intra)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "scale": {"coded": list(self.coded), "shown": list(self.shown)}}
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+class ScaledStreamDecoder:
+    """Decodes what :class:`ScaledStreamEncoder` writes: its inner decoder's pictures, scaled back up."""
+
+    def __init__(self, inner: StreamDecoder, coded: tuple[int, int], shown: tuple[int, int]):
+        self.inner, self.coded, self.shown = inner, coded, shown
+
+    @property
+    def latent(self):
+        """The inner decoder's last latent, where it keeps one (predicted streams)."""
+        return getattr(self.inner, "latent", None)
+
+    def decode(self, data: bytes, pts: int, intra: bool = True, ref_pts: int | None = None) -> np.ndarray:
+        from ..errors import FormatError
+
+        pic = self.inner.decode(data, pts, intra, ref_pts)
+        if (pic.shape[1], pic.shape[0]) != self.coded:
+            raise FormatError(f"frame at pts {pts} is {pic.shape[1]}x{pic.shape[0]}, the stream's coded size "
+                              f"is {self.coded[0]}x{self.coded[1]}")
+        return upscale(pic, self.shown)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+def scaled_sizes(description) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The coded and shown sizes (width, height) a scaled stream's description holds, checked."""
+    from ..errors import FormatError
+
+    try:
+        coded = tuple(int(v) for v in description["coded"])
+        shown = tuple(int(v) for v in description["shown"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError("invalid .vsv header: a scaled stream without its coded and shown sizes") from None
+    if len(coded) != 2 or len(shown) != 2 or not all(0 < c <= s <= 65536 for c, s in zip(coded, shown)):
+        raise FormatError(f"invalid .vsv header: coded size {coded} for a shown size {shown}")
+    return coded, shown
+
+
+def stream_predicts(encoder: StreamEncoder) -> bool:
+    """Whether ``encoder`` codes predicted frames (its frames depend on the ones before them)."""
+    return encoder.describe().get("coder") == "predictive"

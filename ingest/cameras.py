@@ -49,11 +49,11 @@ log = logging.getLogger(__name__)
 
 #: Keys a camera's table may set: where and how it records.
 CAMERA_KEYS = {"url", "out_dir", "segment_seconds", "keep_days", "max_disk", "policy", "target_kbps", "quality",
-               "max_gap", "detect_every", "classes", "keep_all"}
+               "max_gap", "detect_every", "classes", "keep_all", "scale"}
 #: Keys the file's top level may set: every camera's defaults, and what they share.
 TOP_KEYS = {"out_dir", "segment_seconds", "keep_days", "max_disk", "policy", "target_kbps", "quality", "max_gap",
             "detect_every", "classes", "detector", "model", "precision", "status_port", "fsync_interval",
-            "max_reconnects", "cameras"}
+            "max_reconnects", "scale", "cameras"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -101,6 +101,14 @@ def _number(v, where: str, key: str) -> float:
     return float(v)
 
 
+def _scale(v, where: str, key: str) -> float:
+    from ..codec import SCALE_MIN
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not SCALE_MIN <= v <= 1:
+        raise UsageError(f"{where}: {key} must be a number from {SCALE_MIN:g} to 1, not {v!r}")
+    return float(v)
+
+
 def _count(v, where: str, key: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise UsageError(f"{where}: {key} must be a whole number, not {v!r}")
@@ -138,7 +146,7 @@ INGEST_SETTINGS = {"segment_seconds": _number, "keep_days": _number, "max_disk":
                    "max_reconnects": _count}
 COMPRESS_SETTINGS = {"policy": _policy, "target_kbps": _number, "quality": _number, "max_gap": _number,
                      "detect_every": _count, "keep_all": _flag, "classes": _names, "detector": _text,
-                     "model": _text, "precision": _text}
+                     "model": _text, "precision": _text, "scale": _scale}
 
 
 def apply_settings(base: IngestOptions, table: dict, where: str) -> IngestOptions:

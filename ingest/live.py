@@ -257,7 +257,8 @@ class Ingester:
                                atomic=True, fsync_interval=self.opts.fsync_interval,
                                intra_period=copts.intra_period, predict=copts.predict,
                                code_dropped=copts.code_dropped and self.guard.level == 0,
-                               lookahead=False)  # a live frame is written as soon as it is coded
+                               lookahead=False,  # a live frame is written as soon as it is coded
+                               block_px=copts.block_px, scale=copts.scale)
         self.seg_info = {"path": str(path), "start_s": t_s, "utc_start": start.isoformat(),
                          "wall0": time.monotonic()}
         if gap_since is not None:

@@ -19,6 +19,7 @@ import numpy as np
 from ..codec import DEFAULT_BLOCK_PX, DEFAULT_INTRA_PERIOD
 from ..codec.registry import load_codec
 from ..codec.registry import stream_encoder
+from ..codec.stream import stream_predicts
 from ..container import REC_META, ContainerWriter, Header
 from ..datasets.video import VideoReader
 from ..errors import InputError, ModelError
@@ -104,15 +105,18 @@ class Compressor:
             nothing will refer to (a still image, a stream's last frame, one before a scene cut) is coded
             as such (False, for live sources: code at once, taking every frame to be referred to).
         block_px: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels).
+        scale: code frames at this fraction of ``width`` x ``height`` (low rates); a decoder shows them at
+            the source's size.
     """
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
                  fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
                  fsync_interval: float | None = None, skip_flush_s: float | None = 1.0,
                  intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True,
-                 lookahead: bool = True, block_px: int = DEFAULT_BLOCK_PX):
+                 lookahead: bool = True, block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0):
         self.selector = selector
-        self.stream = stream_encoder(codec, time_base, intra_period, predict, block_px=block_px)
+        self.stream = stream_encoder(codec, time_base, intra_period, predict, block_px=block_px, scale=scale,
+                                     size=(width, height))
         self.tb = time_base
         self.fps = fps
         header = Header(width=width, height=height, fps=fps, time_base=time_base, model=codec.name,
@@ -121,7 +125,7 @@ class Compressor:
         #: Where frames are predicted, code the frames the selector drops too (copying what did not change
         #: costs a few dozen bytes, and what did change is worth its bits: docs/SELECTION.md); a live source
         #: that runs behind turns this off to save the time.
-        self.predicts = bool(self.stream.describe())
+        self.predicts = stream_predicts(self.stream)
         self.code_dropped = code_dropped
         self.lookahead = lookahead
         self._pending: tuple[np.ndarray, int, FrameDecision] | None = None
@@ -298,7 +302,8 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
                     comp = Compressor(output, codec, selector, w, h, reader.fps, reader.time_base, meta,
                                       skip_flush_s=None,
                                       intra_period=opts.intra_period, predict=opts.predict,
-                                      code_dropped=opts.code_dropped, block_px=opts.block_px)
+                                      code_dropped=opts.code_dropped, block_px=opts.block_px,
+                                      scale=opts.scale)
                 comp.push(frame.rgb, frame.pts)
                 bar.update(1)
                 if bar.n % 10 == 0:

@@ -30,6 +30,16 @@ def _quality_groups(coded: list[dict]) -> list[dict]:
     return list(groups.values())
 
 
+def _coded_size(h) -> list[int]:
+    """The size a file's frames are coded at (a scaled stream's, or the shown size); a damaged description
+    reads as the shown size here (decoding it says what is wrong)."""
+    scale = h.stream.get("scale")
+    coded = scale.get("coded") if isinstance(scale, dict) else None
+    if isinstance(coded, list) and len(coded) == 2 and all(type(v) is int and v > 0 for v in coded):
+        return coded
+    return [h.width, h.height]
+
+
 def info(path: str | os.PathLike, recover: bool = False) -> dict:
     """Everything a user or program wants to know about a ``.vsv`` file."""
     with ContainerReader(path, recover=recover) as reader:
@@ -92,6 +102,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
             integrity = "complete"
         else:
             integrity = "unfinished"
+        predicted = h.stream.get("coder") == "predictive"
         return {
             "file": str(path),
             "header": h.to_json(),
@@ -108,8 +119,9 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
             "damaged": [{"offset": o, "reason": r} for o, r in reader.damaged],
             "index_entries": index_entries,
             "stream": h.stream.get("coder", "intra"),
-            "gop": {"intra": len(gops) if h.stream else coded, "predicted": coded - (len(gops) if h.stream else coded),
-                    "longest": max(gops, default=0) if h.stream else min(coded, 1),
+            "coded_size": _coded_size(h),
+            "gop": {"intra": len(gops) if predicted else coded, "predicted": coded - (len(gops) if predicted else coded),
+                    "longest": max(gops, default=0) if predicted else min(coded, 1),
                     "skipped_block_share": round(skipped / blocks, 4) if blocks else None,
                     "mapped": mapped},
             "qualities": _quality_groups(per_frame),

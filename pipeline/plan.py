@@ -35,15 +35,18 @@ def sample_bits(codec, frames, qualities, time_base, opts):
     (None where frames are not predicted), and the bits of a predicted frame that repeats the last one (what
     a frame selection drops costs, at least). A fresh stream per quality, as the file will have."""
     from ..codec.registry import stream_encoder
+    from ..codec.stream import stream_predicts
 
     alone, predicted, still = [], [], []
+    size = (frames[0].shape[1], frames[0].shape[0])
     for q in qualities:
-        enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict)
+        enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict, block_px=opts.block_px,
+                             scale=opts.scale, size=size)
         sizes = [len(enc.encode(f, q, i).data) * 8 for i, f in enumerate(frames)]
         alone.append(float(sizes[0]))
         predicted.append(float(np.mean(sizes[1:])) if len(sizes) > 1 else float(sizes[0]))
         still.append(float(len(enc.encode(frames[-1], q, len(frames)).data) * 8))
-    if not enc.describe():  # an intra-only coder: every kept frame costs what a frame alone does
+    if not stream_predicts(enc):  # an intra-only coder: every kept frame costs what a frame alone does
         return [float(np.mean([a, p])) for a, p in zip(alone, predicted)], None, still
     return alone, predicted, still
 
@@ -97,8 +100,9 @@ def plan_target(input, opts: CompressOptions, codec: "FrameCodec",
         return None
     qs = [1.0, 2.5, 4.0, 5.5, 7.0, 8.0] if codec.variable_rate else [1, 2, 3, 4, 5, 6, 7, 8]
     from ..codec.registry import stream_encoder
+    from ..codec.stream import stream_predicts
 
-    code_dropped = opts.code_dropped and bool(stream_encoder(codec, tb, predict=opts.predict).describe())
+    code_dropped = opts.code_dropped and stream_predicts(stream_encoder(codec, tb, predict=opts.predict))
     # Frames coded alone: the first, then one every intra period (none more where frames are predicted).
     period = opts.intra_period if opts.predict else 0.0
     intra_at = [float((a - first) * tb) for a, _ in spans]

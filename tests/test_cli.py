@@ -184,3 +184,15 @@ def test_shared_clip_round_trip(tmp_path, clip):
     assert len(out) == 30 and s["frames"] == 30
     assert np.allclose(out_t, src_t[:30], atol=1e-3)
     assert abs(np.mean([psnr(a, b) for a, b in zip(src, out)]) - s["psnr_coded"]) < 0.01
+
+
+def test_durations_take_units_alone_or_together():
+    import argparse
+
+    from vidsieve.cli.args import duration
+
+    assert [duration(s) for s in ("90", "90s", "15m", "2h", "2h40m", "1m30s", "1.5h", "1d")] == \
+        [90, 90, 900, 7200, 9600, 90, 5400, 86400]
+    for bad in ("", "h", "2h2h", "abc", "-5", "2x", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+            duration(bad)

@@ -17,7 +17,7 @@ from conftest import run_cli, source_frame
 from vidsieve.codec.entropy import SymbolReader, SymbolWriter, decode_symbols, encode_symbols
 from vidsieve.codec.blocks import BLOCK
 from vidsieve.codec.latent_codecs import (CODE_BG, CODE_PREV, INTRA, MODES, SKIP_BG, SKIP_PREV, block_modes,
-                                         read_modes, write_modes)
+                                         read_modes, toward_zero, write_modes)
 from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, pack, unpack
 from vidsieve.codec.pixels import pad, to_tensor
 from vidsieve.codec.predictive import PredictiveStreamDecoder
@@ -46,8 +46,8 @@ def scene_frames(frames=24, **kw):
     return [rgb for _, rgb in render(scene)]
 
 
-def code(codec, conditional, frames, qualities=None, intra_period=10.0, boxes=None):
-    enc = PredictiveStreamEncoder(codec, conditional[0], TB, intra_period, conditional[1], conditional[2])
+def code(codec, conditional, frames, qualities=None, intra_period=10.0, boxes=None, **kw):
+    enc = PredictiveStreamEncoder(codec, conditional[0], TB, intra_period, conditional[1], conditional[2], **kw)
     out = []
     for i, f in enumerate(frames):
         q = 4.0 if qualities is None else qualities[i]
@@ -185,6 +185,30 @@ def test_stream_round_trip_is_exact_and_cheap_where_nothing_moves(codec, conditi
     moving = [block_modes(c.data) for c in coded[7:13]]
     assert all(((m == CODE_PREV) | (m == CODE_BG) | (m == INTRA)).any() for m in moving)
     assert enc.stats.predicted == len(frames) - 1 and 0 < enc.stats.skipped < enc.stats.blocks
+
+
+def test_small_symbols_go_to_zero_only_where_the_bits_outweigh_the_distortion():
+    r = torch.tensor([0.55, 0.55, 0.55, 1.52, -0.6, 0.2, 3.4], dtype=torch.float64)
+    sym = torch.round(r)
+    scales = torch.tensor([0.3, 0.3, 8.0, 0.3, 0.3, 0.3, 0.3], dtype=torch.float64)
+    cost = torch.tensor([0.1, 100.0, 1.0, 0.1, 0.1, 0.1, 0.1], dtype=torch.float64)
+    out = toward_zero(r, sym, scales, cost)
+    # A 1 under a narrow distribution costs many bits and 0.01 bits of distortion to zero: zeroed; the same 1
+    # where distortion is dear, or under a wide distribution (a 1 costs about what a 0 does), stays. Symbols
+    # move one step at most (a 2 at 1.52 to 1, a 3 to 2); a 0 never moves.
+    assert out.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 2.0]
+    assert toward_zero(r, sym, scales, torch.zeros_like(cost)).tolist() == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 2.0]
+
+
+def test_rdoq_spends_fewer_bits_and_the_decoder_follows(codec, conditional):
+    frames = scene_frames(frames=14)
+    plain = code(codec, conditional, frames, rdoq=False)[1]
+    enc, coded = code(codec, conditional, frames, rdoq=True)
+    assert sum(len(c.data) for c in coded[1:]) < sum(len(c.data) for c in plain[1:])
+    dec = PredictiveStreamDecoder(codec, conditional[0])
+    for i, c in enumerate(coded):
+        out = dec.decode(c.data, i, c.intra)
+        assert np.array_equal(out, c.recon) and psnr(frames[i], out) > 30, i
 
 
 def test_uncovered_background_is_predicted_from_the_background_latent(codec, conditional):

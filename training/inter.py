@@ -159,7 +159,8 @@ class InterTrainer:
             g["lr"] = self.lr_at()
         self.opt.zero_grad(set_to_none=True)
         bpp.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        # The main optimiser's parameters only (the quantiles hold the last aux step's gradients: see trainer).
+        torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], 1.0)
         self.opt.step()
         self.aux_opt.zero_grad(set_to_none=True)
         self.model.entropy_bottleneck.loss().backward()

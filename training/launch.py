@@ -36,14 +36,19 @@ class TrainRequest:
     compile: bool = False
     inter: bool = False  # the conditional entropy model of predicted frames, for the frozen intra model `intra`
     intra: str | None = None
+    joint: bool = False  # the transforms and the conditional model together, from `intra` and `finetune`
 
 
 def prepare_run(r: TrainRequest):
     """The trainer for this request; :class:`InputError` for a request that cannot run."""
     from .trainer import FINETUNE_LR, FINETUNE_STEPS, TrainConfig, Trainer, budget_spent
 
+    if r.inter and r.joint:
+        raise InputError("--inter trains the conditional model alone, --joint with the transforms: choose one")
     if r.inter:
         return prepare_inter_run(r)
+    if r.joint:
+        return prepare_joint_run(r)
     if not r.data and not r.resume:
         raise InputError("--data is required: folders (or files) of images and videos to train on")
     for d in (r.data or []) + (r.val or []):
@@ -115,6 +120,41 @@ def prepare_inter_run(r: TrainRequest):
 
             t.model.load_state_dict(conditional_weights(r.finetune)[0])
         return t
+    except ValueError as exc:
+        raise VidsieveError(str(exc)) from None
+
+
+def prepare_joint_run(r: TrainRequest):
+    """A ``--joint`` run: the intra model ``intra`` and the conditional model ``finetune`` (default: the one
+    shipped for it) fine-tuned together on pairs of video frames."""
+    from ..codec import DEFAULT_MODEL
+    from .joint import JointConfig, JointTrainer
+
+    if not r.data and not r.resume:
+        raise InputError("--data is required: folders (or files) of video to train on")
+    for d in r.data or []:
+        if not os.path.exists(d):
+            raise InputError(f"training data not found: {d}")
+    budget = float(r.max_time) if r.max_time and not r.steps else 0.0
+    try:
+        if r.resume:
+            if not os.path.exists(r.resume):
+                raise InputError(f"checkpoint not found: {r.resume}")
+            return JointTrainer.resume(r.resume, r.out, data=list(r.data) if r.data else None,
+                                       threads=r.threads or None, steps=r.steps)
+        intra = r.intra or DEFAULT_MODEL
+        conditional = r.finetune
+        if conditional is None:
+            from ..codec.registry import load_codec, load_conditional
+
+            found = load_conditional(load_codec(intra))
+            if found is None:
+                raise InputError(f"no conditional model is shipped for {intra}: name one with --finetune")
+            conditional = found[1]
+        cfg = JointConfig(data=list(r.data), intra=intra, conditional=conditional, lr=r.lr or JointConfig.lr,
+                          steps=r.steps or JointConfig.steps, budget_s=budget, threads=r.threads,
+                          batch=r.batch or JointConfig.batch, patch=r.patch or JointConfig.patch)
+        return JointTrainer(cfg, r.out)
     except ValueError as exc:
         raise VidsieveError(str(exc)) from None
 

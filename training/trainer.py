@@ -315,7 +315,9 @@ class Trainer:
             loss, bpp, mse = self._rd_step(x, levels, lambdas)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        # The main optimiser's parameters only: the quantiles still hold the last aux step's gradients, which
+        # a resumed run would not have (its steps would then differ from the run that never stopped).
+        torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], 1.0)
         before = {p: p.detach().clone() for p in self.new_masks}
         self.opt.step()
         if self.new_masks:

@@ -38,7 +38,8 @@ FRAMES = [
 
 #: Streams: intra-only ones (written with payload version 2), then predicted ones (versions 3 and 4), then
 #: predicted ones with quality maps; then predicted ones of version 5 (exact gains, check values), one with maps;
-#: then predicted ones of version 6 (modes per 64, 32 or 16 pixels, hyper latents sent where read), one with maps.
+#: then predicted ones of version 6 (modes per 64, 32 or 16 pixels, hyper latents sent where read), one with maps;
+#: then one coded at half its size, which its decoder scales back up.
 STREAMS = {
     "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, predict=False),
     "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, predict=False),
@@ -55,10 +56,11 @@ STREAMS = {
     "quadtree-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, block_px=16),
     "quadtree-motion-roi.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=5.0, roi_boost=2.0,
                                                roi_background=-1.0, block_px=16),
+    "scaled-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, scale=0.5),
 }
 #: A stream's source scene, where not ``source_frames(96, 64, 12)``: a mover small enough not to be a scene cut.
 SOURCES = {name: Scene(width=192, height=128, frames=12, noise=0.0, movers=[Mover(3, 9, (300, 120), 0.5)])
-           for name in ("predicted-motion-roi.vsv", "exact-motion-roi.vsv")}
+           for name in ("predicted-motion-roi.vsv", "exact-motion-roi.vsv", "scaled-keepall-q4.vsv")}
 #: Version 6's: movers smaller than a 64-pixel block, so that blocks split.
 SOURCES.update({name: Scene(width=256, height=192, frames=12, noise=0.0,
                             movers=[Mover(1, 11, (120, 90), 0.3), Mover(4, 12, (90, 70), 0.7, (40, 160, 60), -1)])
