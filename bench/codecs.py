@@ -380,6 +380,7 @@ class Vidsieve(BenchCodec):
     roi_background: float | None = None
     block_px = DEFAULT_BLOCK_PX
     scale = 1.0  # coded at this fraction of the clip's size
+    motion = False  # predicted frames move their references by vectors
 
     still_settings = [f"quality={q}" for q in range(1, 9)]
 
@@ -408,7 +409,8 @@ class Vidsieve(BenchCodec):
         opts = CompressOptions(quality=_value(setting), keep_all=self.keep_all, detector=self.detector,
                                max_frames=len(clip.frames), predict=self.predict,
                                roi_boost=self.roi_boost, roi_background=self.roi_background,
-                               precision=self.precision, block_px=self.block_px, scale=self.scale)
+                               precision=self.precision, block_px=self.block_px, scale=self.scale,
+                               motion=self.motion)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -458,6 +460,13 @@ class VidsieveKeepAllHalf(VidsieveKeepAll):
     settings = ["quality=1", "quality=2.5", "quality=4", "quality=5.5"]
 
 
+class VidsieveKeepAllMotion(VidsieveKeepAll):
+    """Every frame coded, predicted frames moving their references by a vector per block (an ablation)."""
+
+    name = "vidsieve-keepall-motion"
+    motion = True
+
+
 class VidsieveIntra(Vidsieve):
     """Selection, and every kept frame coded alone: what vidsieve did before predicted frames."""
 
@@ -470,7 +479,7 @@ class VidsieveIntra(Vidsieve):
 
 
 CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveKeepAll16, VidsieveKeepAllHalf,
-                              VidsieveIntra, X265, X265Roi, X265LowDelay,
+                              VidsieveKeepAllMotion, VidsieveIntra, X265, X265Roi, X265LowDelay,
                               X264, X264LowDelay, Jpeg, WebP, SvtAv1, Lossless, *_zoo_codecs())}
 #: Codecs ``vidsieve bench`` runs unless told: the zoo's intra-only models and WebP are for still images.
 VIDEO_DEFAULT = [n for n, c in CODECS.items() if not issubclass(c, (ZooCodec, WebP))]

@@ -102,13 +102,24 @@ class SymbolWriter:
         if np.count_nonzero(freq) > 1:
             self.groups.append((sym, _symbol_cdf(freq, pmf_to_quantized_cdf)))
 
+    def add_fixed(self, symbols, freq: np.ndarray) -> None:
+        """Symbols under frequencies both sides know (``freq``, uint8, every value present): nothing but
+        the symbols is written. For groups whose alphabet is too large to send its frequencies."""
+        from compressai._CXX import pmf_to_quantized_cdf
+
+        sym = np.asarray(symbols, dtype=np.int64).reshape(-1)
+        if sym.size and (sym.min() < 0 or sym.max() >= len(freq)):
+            raise ValueError("symbols out of their alphabet")
+        if sym.size:
+            self.groups.append((sym, _symbol_cdf(np.asarray(freq), pmf_to_quantized_cdf)))
+
     def finish(self) -> bytes:
         """The string (empty when every group was)."""
         from compressai.ans import BufferedRansEncoder
 
         from .payload import varint
 
-        if not self.freqs:
+        if not self.freqs and not self.groups:
             return b""
         rans = b""
         if self.groups:
@@ -156,6 +167,20 @@ class SymbolReader:
         freq = np.frombuffer(self.freqs[self.used : self.used + alphabet], dtype=np.uint8)
         self.used += alphabet
         return _group(freq, count, alphabet, self._decode(count))
+
+    def read_fixed(self, count: int, freq: np.ndarray) -> np.ndarray:
+        """What :meth:`SymbolWriter.add_fixed` wrote under the same ``freq``."""
+        from compressai._CXX import pmf_to_quantized_cdf
+
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        if count > self.left:
+            raise FormatError("frame payload's symbol string asks for more symbols than its frame holds")
+        self.left -= count
+        out = np.array(self._decode(count)(_symbol_cdf(np.asarray(freq), pmf_to_quantized_cdf)), dtype=np.int64)
+        if out.size != count or out.min() < 0 or out.max() >= len(freq):
+            raise FormatError("frame payload's symbol string decodes outside its alphabet")
+        return out
 
     def _decode(self, count: int):
         def decode(cdf):

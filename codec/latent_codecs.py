@@ -29,6 +29,12 @@ Versions (strings in order; a quality map, :mod:`.quality_map`, may follow the l
   a quadtree's splits of each 64-pixel block, the splits of each split block's four
   32-pixel quarters, the mode of every leaf, and the background updates; its fourth
   string is empty. String lengths are varints (:mod:`.payload`).
+* 7, predicted with motion: version 6's strings, its fourth holding the motion
+  (:func:`write_motion`; empty: none). Each 64-pixel block that reads the
+  previous frame's latent reads it moved by the block's vector, and every
+  position that reads the background latent reads it moved by the frame's
+  background vector (:mod:`.motion`, exact); the background the frame leaves is
+  the moved one, so a camera that was bumped re-anchors it.
 
 Block modes (one per 64 x 64 block, :mod:`.blocks`, in versions 4 and 5; one per
 leaf of a quadtree down to 16 x 16, a latent position, in version 6): copy the
@@ -50,7 +56,9 @@ from .blocks import BLOCK, block_mask
 from .conditional import ConditionalEntropyModel, ExactConditional
 from .entropy import SymbolReader, SymbolWriter, decode_symbols
 from .fixed_point import exact_in_blocks, inputs_read
-from .payload import INTRA_EXACT, PREDICTED, PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, Payload, pack, unpack
+from .motion import MAX_VECTOR, compensated, predictor, shifted
+from .payload import (INTRA_EXACT, PREDICTED, PREDICTED_F32_GAINS, PREDICTED_QUADTREE, PREDICTED_WHOLE_BLOCKS, Payload,
+                      pack, unpack)
 from .quality_map import QualityMap, payload_quality
 
 SKIP_PREV, CODE_PREV, SKIP_BG, CODE_BG, INTRA = 0, 1, 2, 3, 4
@@ -58,11 +66,16 @@ MODES = 5
 
 #: Indexes of a predicted payload's strings.
 S_MODES, S_DIFF, S_DIFF_Z, S_UPDATES, S_ALONE_Z, S_ALONE_Y, S_CHECK = range(7)
+#: Version 7's motion, in the string versions 4 and 5 held their background updates in.
+S_MOTION = S_UPDATES
 #: The gains each predicted version rescales its references with
 #: (:meth:`~.models.GainedMeanScaleHyperprior.coding_gains`).
-GAIN_RULES = {PREDICTED_F32_GAINS: "f32", PREDICTED_WHOLE_BLOCKS: "exact", PREDICTED: "exact"}
+GAIN_RULES = {PREDICTED_F32_GAINS: "f32", PREDICTED_WHOLE_BLOCKS: "exact", PREDICTED_QUADTREE: "exact",
+              PREDICTED: "exact"}
 #: Versions that carry a check value of the latents they leave.
-CHECKED = (PREDICTED_WHOLE_BLOCKS, PREDICTED)
+CHECKED = (PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED)
+#: Versions whose modes are a quadtree and whose hyper latents are sent only where read.
+QUADTREE = (PREDICTED_QUADTREE, PREDICTED)
 #: The quarters of a 64-pixel block (and of a 32-pixel one) in the order a quadtree lists them, in latent
 #: positions from its corner.
 _QUARTERS = ((0, 0), (0, 2), (2, 0), (2, 2))
@@ -139,7 +152,7 @@ class IntraBlocks:
 
     @classmethod
     def decode(cls, model, z_string: bytes, needed: np.ndarray, version: int = PREDICTED) -> IntraBlocks:
-        if version == PREDICTED:
+        if version in QUADTREE:
             z_hat = decode_hyper(model.entropy_bottleneck, z_string, cls.reads(model, needed))
         else:
             z_hat = model.entropy_bottleneck.decompress([z_string], needed.shape)
@@ -287,6 +300,90 @@ def read_modes(data: bytes, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     return modes, updates.reshape(grid)
 
 
+#: A vector component's difference from its predictor lies in [-2 MAX_VECTOR, 2 MAX_VECTOR]; it is coded
+#: under this fixed table (small differences likelier; sending a table this long would cost more than the
+#: vectors), built from integers alone so both sides hold the same one.
+_RESIDUALS = np.maximum(1, 255 >> np.minimum(np.abs(np.arange(-2 * MAX_VECTOR, 2 * MAX_VECTOR + 1)) // 2, 8)
+                        ).astype(np.uint8)
+
+
+class Motion:
+    """A predicted frame's motion (version 7): ``vectors`` [blocks high, blocks wide, 2] (pixels, (dy, dx))
+    by which each 64-pixel block reads the previous frame's latent, and ``background`` (dy, dx), by which
+    every position reads the background latent."""
+
+    def __init__(self, vectors: np.ndarray, background: tuple[int, int] = (0, 0)):
+        self.vectors = np.asarray(vectors, dtype=np.int64)
+        self.background = (int(background[0]), int(background[1]))
+        if np.abs(self.vectors).max(initial=0) > MAX_VECTOR or max(map(abs, self.background)) > MAX_VECTOR:
+            raise ValueError(f"motion vectors are at most {MAX_VECTOR} pixels a component")
+
+    @classmethod
+    def none(cls, grid: tuple[int, int]) -> Motion:
+        return cls(np.zeros((*grid, 2), dtype=np.int64))
+
+    @property
+    def still(self) -> bool:
+        return not self.vectors.any() and self.background == (0, 0)
+
+    def references(self, prev: torch.Tensor, bg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The previous-frame and background latents as the frame's blocks read them."""
+        return compensated(prev, self.vectors), shifted(bg, *self.background)
+
+
+def _readers(modes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The 64-pixel blocks any of whose positions read the previous frame's latent: those a vector is sent for."""
+    m = np.asarray(modes)
+    reads = (m == SKIP_PREV) | (m == CODE_PREV)
+    return reads.reshape(grid[0], BLOCK, grid[1], BLOCK).any(3).any(1)
+
+
+def write_motion(motion: Motion, modes: np.ndarray) -> bytes:
+    """Version 7's fourth string (empty when nothing moves): the background vector, then, in raster order
+    over the blocks that read the previous frame's latent, a flag for each whose vector differs from its
+    predictor (:func:`.motion.predictor`; blocks that send none count as zero), then those differences."""
+    if motion.still:
+        return b""
+    grid = motion.vectors.shape[:2]
+    readers = _readers(modes, grid)
+    v = np.where(readers[..., None], motion.vectors, 0)
+    flags, diffs = [], []
+    for r, c in zip(*np.nonzero(readers)):
+        d = v[r, c] - np.array(predictor(v, r, c))
+        flags.append(int(d.any()))
+        if d.any():
+            diffs.extend(d.tolist())
+    w = SymbolWriter()
+    w.add_fixed(np.array(motion.background) + 2 * MAX_VECTOR, _RESIDUALS)
+    w.add(flags, 2)
+    w.add_fixed(np.array(diffs, dtype=np.int64) + 2 * MAX_VECTOR, _RESIDUALS)
+    return w.finish()
+
+
+def read_motion(data: bytes, modes: np.ndarray, grid: tuple[int, int]) -> Motion:
+    """What :func:`write_motion` wrote; :class:`FormatError` for data that cannot hold it."""
+    if not data:
+        return Motion.none(grid)
+    readers = _readers(modes, grid)
+    n = int(readers.sum())
+    r = SymbolReader(data, 2 + 3 * n)
+    background = r.read_fixed(2, _RESIDUALS) - 2 * MAX_VECTOR
+    flags = r.read(n, 2)
+    diffs = r.read_fixed(2 * int(flags.sum()), _RESIDUALS).reshape(-1, 2) - 2 * MAX_VECTOR
+    r.done()
+    vectors = np.zeros((*grid, 2), dtype=np.int64)
+    k = 0
+    for (rr, cc), flag in zip(zip(*np.nonzero(readers)), flags):
+        vectors[rr, cc] = predictor(vectors, rr, cc)
+        if flag:
+            vectors[rr, cc] += diffs[k]
+            k += 1
+    try:
+        return Motion(vectors, tuple(background))
+    except ValueError:
+        raise FormatError("predicted payload's motion vectors are out of range") from None
+
+
 def background_after(y_hat: torch.Tensor, bg: torch.Tensor, updates: np.ndarray) -> torch.Tensor:
     """The background latent after a predicted frame: its blocks flagged in ``updates`` take ``y_hat``."""
     return torch.where(block_mask(torch.from_numpy(updates), y_hat.shape[-2:]), y_hat, bg)
@@ -321,15 +418,21 @@ def toward_zero(r: torch.Tensor, sym: torch.Tensor, table_scales: torch.Tensor, 
 
 def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: QualityMap, h: int, w: int,
                    prev: torch.Tensor, bg: torch.Tensor, modes: torch.Tensor, bg_updates: np.ndarray,
-                   alone: IntraBlocks | None, rdoq: torch.Tensor | None = None) -> tuple[bytes, torch.Tensor, torch.Tensor]:
-    """A predicted frame (version 6) against references already at ``qm``'s quality, with ``modes`` per
-    latent position and ``bg_updates`` per 64-pixel block: the payload, and the previous-frame and
-    background latents it leaves (what the decoder will hold). ``rdoq`` (bits per unit of squared latent
-    error, [1, M, H, W]): zero small symbols where that pays (:func:`toward_zero`)."""
+                   alone: IntraBlocks | None, rdoq: torch.Tensor | None = None,
+                   motion: Motion | None = None) -> tuple[bytes, torch.Tensor, torch.Tensor]:
+    """A predicted frame (version 7) against references already at ``qm``'s quality, with ``modes`` per
+    latent position, ``bg_updates`` per 64-pixel block and ``motion`` (None: none): the payload, and the
+    previous-frame and background latents it leaves (what the decoder will hold). ``rdoq`` (bits per unit of
+    squared latent error, [1, M, H, W]): zero small symbols where that pays (:func:`toward_zero`)."""
     H, W = y64.shape[-2:]
+    grid = (H // BLOCK, W // BLOCK)
     maps = BlockMaps(modes)
+    motion = motion or Motion.none(grid)
+    # A block that reads no previous latent sends no vector: the decoder takes it as zero.
+    motion = Motion(np.where(_readers(modes.numpy(), grid)[..., None], motion.vectors, 0), motion.background)
+    prev, bg = motion.references(prev, bg)
     ref = maps.reference(prev, bg)
-    strings = [write_modes(modes.numpy(), bg_updates), b"", b"", b"", b"", b""]
+    strings = [write_modes(modes.numpy(), bg_updates), b"", b"", write_motion(motion, modes.numpy()), b"", b""]
     y_hat = ref.clone()
     fresh = maps.mask(maps.fresh, ref)
     if fresh.any():
@@ -369,8 +472,8 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: 
 def _modes(p: Payload, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A predicted payload's modes per latent position and background updates per block."""
     n = grid[0] * grid[1]
-    if p.version == PREDICTED:
-        if p.strings[S_UPDATES]:
+    if p.version in QUADTREE:
+        if p.version == PREDICTED_QUADTREE and p.strings[S_UPDATES]:
             raise FormatError("predicted payload: its background updates belong in its first string")
         return read_modes(p.strings[S_MODES], grid)
     modes = decode_symbols(p.strings[S_MODES], n, MODES).reshape(grid)
@@ -388,6 +491,8 @@ def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactCon
         raise FormatError("predicted frame's size does not match its reference")
     modes, upd = _modes(p, grid)
     maps = BlockMaps(torch.from_numpy(modes))
+    if p.version == PREDICTED:
+        prev, bg = read_motion(p.strings[S_MOTION], modes, grid).references(prev, bg)
     ref = maps.reference(prev, bg)
     y_hat = ref.clone()
     fresh = maps.mask(maps.fresh, ref)
@@ -403,7 +508,7 @@ def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactCon
         if not (p.strings[S_DIFF] and p.strings[S_DIFF_Z]):
             raise FormatError("predicted payload codes blocks but carries no difference")
         needed = maps.blocks(maps.coded)
-        if p.version == PREDICTED:
+        if p.version in QUADTREE:
             z_hat = decode_hyper(cond.entropy_bottleneck, p.strings[S_DIFF_Z],
                                  conditional_reads(exact_model, needed, (H, W)))
         else:

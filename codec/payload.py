@@ -2,7 +2,7 @@
 
 Layout (little-endian; docs/FORMAT.md)::
 
-    u8  version (1 to 6)  u16 width   u16 height   f32 quality
+    u8  version (1 to 7)  u16 width   u16 height   f32 quality
     u16 latent_h          u16 latent_w              u8  n_strings
     u32 length * n_strings (version 6: each an unsigned LEB128 varint), then the strings themselves
 
@@ -17,7 +17,8 @@ float32 gains); 5, a predicted frame whose references are rescaled with exact ga
 a fixed-point grid, with a seventh string: the check value of the latents it leaves; 6, a
 predicted frame whose modes are chosen per 64, 32 or 16 pixels (a quadtree, its splits, modes and
 background updates in the first string) and whose string lengths are varints (a still frame's
-header was most of its size). Versions 3 to 6 may carry one more string, the frame's quality map (:mod:`.quality_map`).
+header was most of its size); 7, a version 6 frame whose fourth string holds motion: a vector per
+64-pixel block for the previous frame's latent and one for the background's. Versions 3 to 7 may carry one more string, the frame's quality map (:mod:`.quality_map`).
 What each string holds and how it is read: :mod:`.latent_codecs`. Every length is checked
 against the bytes present before anything is sliced.
 """
@@ -37,14 +38,15 @@ _HEAD = struct.Struct("<BHHfHHB")
 PAYLOAD_VERSION = 2
 #: An intra frame with exact means; a predicted frame as first written (float32 gains) and as written now
 #: (exact gains, references on a fixed-point grid, a check value): :mod:`.latent_codecs`.
-#: Then a predicted frame whose modes are a quadtree down to 16 pixels, with varint string lengths.
-INTRA_EXACT, PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED = 3, 4, 5, 6
-PREDICTED_VERSIONS = (PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED)
+#: Then a predicted frame whose modes are a quadtree down to 16 pixels, with varint string lengths, and the
+#: same with motion.
+INTRA_EXACT, PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED = 3, 4, 5, 6, 7
+PREDICTED_VERSIONS = (PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED)
 PAYLOAD_VERSIONS = (1, 2, INTRA_EXACT, *PREDICTED_VERSIONS)
 #: A predicted frame's seven strings and its quality map.
 MAX_STRINGS = 8
 #: Versions whose string lengths are varints.
-VARINT_LENGTHS = (PREDICTED,)
+VARINT_LENGTHS = (PREDICTED_QUADTREE, PREDICTED)
 
 
 def varint(n: int) -> bytes:

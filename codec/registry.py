@@ -238,11 +238,12 @@ def check_exact_tables(codec: GainedCodec, conditional, name: str) -> None:
 def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_INTRA_PERIOD,
                    predict: bool = True, conditional: str | None = None,
                    block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0,
-                   size: tuple[int, int] | None = None) -> StreamEncoder:
+                   size: tuple[int, int] | None = None, motion: bool = False) -> StreamEncoder:
     """The stream encoder for ``codec``: predicted frames where a conditional entropy model exists for
     its weights (``conditional`` names another: a shipped name or a weights file), else intra only.
     ``block_px``: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels); ``scale``:
-    code frames of ``size`` (width, height) at this fraction of it, the decoder scaling them back up."""
+    code frames of ``size`` (width, height) at this fraction of it, the decoder scaling them back up;
+    ``motion``: predicted frames move their references by vectors where that pays (:mod:`.motion`)."""
 
     if block_px not in (16, 32, 64):
         raise ValueError(f"block_px must be 16, 32 or 64, not {block_px}")
@@ -258,7 +259,7 @@ def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_I
             model, name, sha = found
             check_exact_tables(codec, model, name)
             enc = PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha,
-                                          min_block=block_px // 16)
+                                          min_block=block_px // 16, motion=motion)
     if coded is not None and coded != tuple(size):
         enc = ScaledStreamEncoder(enc, size[0], size[1], scale)
     return enc

@@ -107,16 +107,18 @@ class Compressor:
         block_px: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels).
         scale: code frames at this fraction of ``width`` x ``height`` (low rates); a decoder shows them at
             the source's size.
+        motion: predicted frames move their references by vectors where that pays (:mod:`..codec.motion`).
     """
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
                  fps: Fraction, time_base: Fraction, metadata: dict | None = None, atomic: bool = True,
                  fsync_interval: float | None = None, skip_flush_s: float | None = 1.0,
                  intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True,
-                 lookahead: bool = True, block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0):
+                 lookahead: bool = True, block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0,
+                 motion: bool = False):
         self.selector = selector
         self.stream = stream_encoder(codec, time_base, intra_period, predict, block_px=block_px, scale=scale,
-                                     size=(width, height))
+                                     size=(width, height), motion=motion)
         self.tb = time_base
         self.fps = fps
         header = Header(width=width, height=height, fps=fps, time_base=time_base, model=codec.name,
@@ -303,7 +305,7 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
                                       skip_flush_s=None,
                                       intra_period=opts.intra_period, predict=opts.predict,
                                       code_dropped=opts.code_dropped, block_px=opts.block_px,
-                                      scale=opts.scale)
+                                      scale=opts.scale, motion=opts.motion)
                 comp.push(frame.rgb, frame.pts)
                 bar.update(1)
                 if bar.n % 10 == 0:

@@ -35,6 +35,7 @@ class CompressOptions:
     predict: bool = True  # predicted frames where the codec has a conditional model; False: every frame alone
     block_px: int = DEFAULT_BLOCK_PX  # the smallest block predicted frames choose a mode for: 64, 32 or 16
     scale: float = 1.0  # code frames at this fraction of the source's size (the decoder scales them back up)
+    motion: bool = False  # predicted frames move their references by vectors where that pays (codec/motion.py)
     code_dropped: bool = True  # with predicted frames, code the frames selection drops too (False: hold them)
     roi_boost: float | None = None  # quality steps where the detector's boxes are (None: selection.roi's default)
     roi_background: float | None = None  # steps for the rest of a frame with boxes (None: the policy's)

@@ -41,7 +41,7 @@ def sample_bits(codec, frames, qualities, time_base, opts):
     size = (frames[0].shape[1], frames[0].shape[0])
     for q in qualities:
         enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict, block_px=opts.block_px,
-                             scale=opts.scale, size=size)
+                             scale=opts.scale, size=size, motion=opts.motion)
         sizes = [len(enc.encode(f, q, i).data) * 8 for i, f in enumerate(frames)]
         alone.append(float(sizes[0]))
         predicted.append(float(np.mean(sizes[1:])) if len(sizes) > 1 else float(sizes[0]))

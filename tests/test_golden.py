@@ -145,6 +145,22 @@ def test_the_quadtree_goldens_split_blocks_and_use_every_model(name, alone):
     assert ((every == CODE_PREV) | (every == CODE_BG)).any() and (every == INTRA).any() == alone
 
 
+def test_the_motion_golden_moves_blocks():
+    """What makes the version 7 golden worth keeping: predicted frames whose blocks read moved references."""
+    from vidsieve.codec.latent_codecs import S_MOTION, block_modes, read_motion
+    from vidsieve.codec.payload import PREDICTED, unpack
+    from vidsieve.container import ContainerReader, FrameRecord
+
+    with ContainerReader(GOLDEN / "motion-keepall-q4.vsv") as reader:
+        recs = [r for r in reader.records() if isinstance(r, FrameRecord) and not r.intra]
+    assert {unpack(r.payload).version for r in recs} == {PREDICTED}
+    moved = 0
+    for r in recs:
+        p = unpack(r.payload)
+        moved += int(read_motion(p.strings[S_MOTION], block_modes(r.payload), p.latent_hw).vectors.any(-1).sum())
+    assert moved >= len(recs)
+
+
 @pytest.mark.parametrize("name", sorted(DOC["streams"]))
 def test_golden_streams_decode_at_int8_from_the_same_latents(codecs, name):
     """A precision changes the pictures only: every frame's exact latent is the committed one, and

@@ -18,7 +18,7 @@ from vidsieve.codec.entropy import SymbolReader, SymbolWriter, decode_symbols, e
 from vidsieve.codec.blocks import BLOCK
 from vidsieve.codec.latent_codecs import (CODE_BG, CODE_PREV, INTRA, MODES, SKIP_BG, SKIP_PREV, block_modes,
                                          read_modes, toward_zero, write_modes)
-from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, pack, unpack
+from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, PREDICTED_QUADTREE, pack, unpack
 from vidsieve.codec.pixels import pad, to_tensor
 from vidsieve.codec.predictive import PredictiveStreamDecoder
 from vidsieve.codec.models import QUALITY_MAX, QUALITY_MIN
@@ -282,14 +282,16 @@ def test_intra_period_and_damage(codec, conditional):
     assert np.array_equal(dec.decode(coded[5].data, 5), coded[5].recon)  # back in step at the next intra frame
 
 
-def test_damaged_predicted_payloads_decode_or_fail_in_one_line(codec, conditional):
-    """Flipped bits and cut ends anywhere in a version 6 frame (modes and splits, hyper latents sent in
-    part, symbols, check value): a picture or a :class:`FormatError`, never another exception."""
+@pytest.mark.parametrize("name, version", [("quadtree-keepall-q4.vsv", PREDICTED_QUADTREE),
+                                           ("motion-keepall-q4.vsv", PREDICTED)])
+def test_damaged_predicted_payloads_decode_or_fail_in_one_line(codec, conditional, name, version):
+    """Flipped bits and cut ends anywhere in a version 6 or 7 frame (modes and splits, motion, hyper latents
+    sent in part, symbols, check value): a picture or a :class:`FormatError`, never another exception."""
     from vidsieve.container import ContainerReader, FrameRecord
 
-    with ContainerReader(Path(__file__).parent / "golden" / "quadtree-keepall-q4.vsv") as reader:
+    with ContainerReader(Path(__file__).parent / "golden" / name) as reader:
         recs = [r for r in reader.records() if isinstance(r, FrameRecord)]
-    assert {unpack(r.payload).version for r in recs if not r.intra} == {PREDICTED}
+    assert {unpack(r.payload).version for r in recs if not r.intra} == {version}
     rng = np.random.default_rng(7)
     errors = 0
     for trial in range(24):

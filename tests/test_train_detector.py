@@ -57,6 +57,9 @@ def test_a_run_trains_resumes_exports_and_the_export_detects(tmp_path):
     assert json.loads((run / "progress.json").read_text())["epochs_done"] == 1  # stopped after its first epoch
     labels = list((run / "dataset" / "labels" / "train").glob("*.txt"))
     assert len(labels) == 6 and any(p.read_text().startswith("0 ") for p in labels)  # people, class 0
+    import yaml
+
+    assert yaml.safe_load((run / "train" / "args.yaml").read_text())["warmup_epochs"] > 0  # from scratch: warm-up
     out = tmp_path / "weights"
     r = run_cli("train-detector", "--resume", run, "--export", out, "--workers", "0", "-q", timeout=900)
     assert r.returncode == 0, r.stderr
@@ -102,3 +105,27 @@ def test_a_new_run_can_start_from_the_shipped_weights(tmp_path):
     shipped = YOLO(str(WEIGHTS / entry["pt"]), task="detect")
     after, want = next(fresh.model.parameters()), next(shipped.model.parameters())
     assert torch.equal(after.float(), want.float()) and not torch.equal(before, after.float())
+
+
+def test_a_run_from_trained_weights_trains_them_without_a_warm_up(tmp_path):
+    """--init: what trains is the given weights (ultralytics drops loaded weights when told they are not
+    pretrained), without the warm-up (a bias learning rate of 0.1 for three epochs) that would undo them."""
+    import torch
+    import yaml
+    from ultralytics import YOLO
+
+    from vidsieve.detection.student import WEIGHTS, manifest
+
+    need_shared(PERSON_CLIP)
+    need_shared(YOLOX)
+    run = tmp_path / "run"
+    r = run_cli("train-detector", "--teacher", YOLOX, "--data", PERSON_CLIP, "--val", PERSON_CLIP, "--out", run,
+                "--init", WEIGHTS / manifest()["vidsieve-student"]["pt"], "--epochs", "1", "--frames-per-video", "4",
+                "--batch", "4", "--workers", "0", "-q", timeout=900)
+    assert r.returncode == 0, r.stderr
+    args = yaml.safe_load((run / "train" / "args.yaml").read_text())
+    assert args["warmup_epochs"] == 0
+    trained = next(YOLO(str(run / "resume.pt"), task="detect").model.parameters()).detach().float().reshape(-1)
+    shipped = YOLO(str(WEIGHTS / manifest()["vidsieve-student"]["pt"]), task="detect")
+    start = next(shipped.model.parameters()).detach().float().reshape(-1)
+    assert torch.nn.functional.cosine_similarity(trained, start, dim=0) > 0.9  # a fresh start would be near 0

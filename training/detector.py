@@ -276,7 +276,10 @@ def train(run: Run, max_time: float | None = None, workers: int = 2, threads: in
                     batch=cfg.batch, device="cpu", workers=workers, project=str(run.folder), name="train",
                     exist_ok=True, plots=False, cache="ram", amp=False, seed=cfg.seed, deterministic=False,
                     patience=0, close_mosaic=max(1, cfg.epochs // 10), scale=0.6, translate=0.2,
-                    hsv_v=0.5, fliplr=0.5, mosaic=1.0, verbose=False, pretrained=False)
+                    hsv_v=0.5, fliplr=0.5, mosaic=1.0, verbose=False,
+                    # pretrained=False would make ultralytics drop the weights loaded above; and its warm-up
+                    # (three epochs, a bias learning rate of 0.1) is for weights that know nothing yet.
+                    pretrained=bool(cfg.init), **({"warmup_epochs": 0} if cfg.init else {}))
     return run.resume_path
 
 

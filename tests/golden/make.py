@@ -39,7 +39,7 @@ FRAMES = [
 #: Streams: intra-only ones (written with payload version 2), then predicted ones (versions 3 and 4), then
 #: predicted ones with quality maps; then predicted ones of version 5 (exact gains, check values), one with maps;
 #: then predicted ones of version 6 (modes per 64, 32 or 16 pixels, hyper latents sent where read), one with maps;
-#: then one coded at half its size, which its decoder scales back up.
+#: then one coded at half its size, which its decoder scales back up; then one of version 7, with motion.
 STREAMS = {
     "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, predict=False),
     "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, predict=False),
@@ -57,6 +57,7 @@ STREAMS = {
     "quadtree-motion-roi.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=5.0, roi_boost=2.0,
                                                roi_background=-1.0, block_px=16),
     "scaled-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, scale=0.5),
+    "motion-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, motion=True),
 }
 #: A stream's source scene, where not ``source_frames(96, 64, 12)``: a mover small enough not to be a scene cut.
 SOURCES = {name: Scene(width=192, height=128, frames=12, noise=0.0, movers=[Mover(3, 9, (300, 120), 0.5)])
@@ -65,6 +66,22 @@ SOURCES = {name: Scene(width=192, height=128, frames=12, noise=0.0, movers=[Move
 SOURCES.update({name: Scene(width=256, height=192, frames=12, noise=0.0,
                             movers=[Mover(1, 11, (120, 90), 0.3), Mover(4, 12, (90, 70), 0.7, (40, 160, 60), -1)])
                 for name in ("quadtree-keepall-q4.vsv", "quadtree-motion-roi.vsv")})
+
+
+
+def moving_patch(frames: int = 12, step: int = 5) -> list[np.ndarray]:
+    """A textured patch crossing a textured scene ``step`` pixels a frame: what motion vectors predict."""
+    scene, patch = source_frame(256, 192, 1), source_frame(80, 80, 7)
+    out = []
+    for i in range(frames):
+        f = scene.copy()
+        f[60:140, 20 + step * i : 100 + step * i] = patch
+        out.append(f)
+    return out
+
+
+#: Streams whose source is not a synthetic scene.
+FRAME_SOURCES = {"motion-keepall-q4.vsv": moving_patch}
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -97,7 +114,10 @@ def main() -> int:
     for name, opts in todo.items():
         clip = HERE / "_source.mkv"
         scene = SOURCES.get(name)
-        frames_in = source_frames(96, 64, 12) if scene is None else [rgb for _, rgb in render(scene)]
+        if name in FRAME_SOURCES:
+            frames_in = FRAME_SOURCES[name]()
+        else:
+            frames_in = source_frames(96, 64, 12) if scene is None else [rgb for _, rgb in render(scene)]
         h, w = frames_in[0].shape[:2]
         writer = VideoWriter(clip, w, h, Fraction(1, 10), Fraction(10), codec="ffv1")
         for i, rgb in enumerate(frames_in):
