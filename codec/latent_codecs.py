@@ -37,7 +37,7 @@ Versions (strings in order; a quality map, :mod:`.quality_map`, may follow the l
   the moved one, so a camera that was bumped re-anchors it.
 
 Block modes (one per 64 x 64 block, :mod:`.blocks`, in versions 4 and 5; one per
-leaf of a quadtree down to 16 x 16, a latent position, in version 6): copy the
+leaf of a quadtree down to 16 x 16, a latent position, in versions 6 and 7): copy the
 previous frame's latent, code the difference from it, copy the background's,
 code the difference from it, code the block alone with the intra model's entropy
 model.
@@ -146,7 +146,7 @@ class IntraBlocks:
 
     @staticmethod
     def reads(model, needed: np.ndarray) -> np.ndarray:
-        """The hyper latent's positions the blocks ``needed`` marks read (version 6 sends only those)."""
+        """The hyper latent's positions the blocks ``needed`` marks read (versions 6 and 7 send only those)."""
         net = model.exact_hyper_synthesis()
         return inputs_read(needed, lambda w: net.input_window(w, needed.shape), needed.shape, net.windowed)
 

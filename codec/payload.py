@@ -4,7 +4,7 @@ Layout (little-endian; docs/FORMAT.md)::
 
     u8  version (1 to 7)  u16 width   u16 height   f32 quality
     u16 latent_h          u16 latent_w              u8  n_strings
-    u32 length * n_strings (version 6: each an unsigned LEB128 varint), then the strings themselves
+    u32 length * n_strings (versions 6 and 7: each an unsigned LEB128 varint), then the strings themselves
 
 Versions: 2, the latent's scales come from the exact, machine-independent
 hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
