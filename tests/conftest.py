@@ -110,6 +110,17 @@ def source_frames(width: int, height: int, count: int) -> list[np.ndarray]:
     return [rgb for _, rgb in render(scene)]
 
 
+def moving_patch(frames: int = 12, step: int = 5) -> list[np.ndarray]:
+    """A textured patch crossing a textured scene ``step`` pixels a frame: what motion vectors predict."""
+    scene, patch = source_frame(256, 192, 1), source_frame(80, 80, 7)
+    out = []
+    for i in range(frames):
+        f = scene.copy()
+        f[60:140, 20 + step * i : 100 + step * i] = patch
+        out.append(f)
+    return out
+
+
 def symbols_sha256(symbols) -> str:
     """Checksum of a decoded latent's integer symbols (int32, C order): exact on every machine."""
     import hashlib

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import source_frame
+from conftest import moving_patch
 from vidsieve.codec.blocks import BLOCK
 from vidsieve.codec.exact import GRID_BITS
 from vidsieve.codec.latent_codecs import (CODE_BG, CODE_PREV, INTRA, S_MOTION, SKIP_BG, SKIP_PREV, Motion,
@@ -128,16 +128,6 @@ def test_damaged_motion_strings_give_format_errors():
         assert np.abs(got.vectors).max() <= MAX_VECTOR and max(map(abs, got.background)) <= MAX_VECTOR
 
 
-def moving_patch(frames=8, step=5):
-    scene, patch = source_frame(256, 192, 1), source_frame(80, 80, 7)
-    out = []
-    for i in range(frames):
-        f = scene.copy()
-        f[60:140, 20 + step * i : 100 + step * i] = patch
-        out.append(f)
-    return out
-
-
 @pytest.fixture(scope="module")
 def conditional(codec):
     found = load_conditional(codec)
@@ -149,7 +139,7 @@ def conditional(codec):
 def coded(codec, conditional):
     """A patch crossing a scene, coded with motion: the payloads and the encoder's pictures."""
     enc = PredictiveStreamEncoder(codec, conditional[0], TB, 10.0, conditional[1], conditional[2], motion=True)
-    return [enc.encode(f, 4.0, i) for i, f in enumerate(moving_patch())]
+    return [enc.encode(f, 4.0, i) for i, f in enumerate(moving_patch(8))]
 
 
 def test_an_encoder_with_motion_sends_vectors_and_its_decoder_follows(codec, conditional, coded):

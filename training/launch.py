@@ -94,21 +94,27 @@ def prepare_run(r: TrainRequest):
         raise VidsieveError(str(exc)) from None
 
 
-def prepare_inter_run(r: TrainRequest):
-    """``--inter``: a new run, a resume, or a fine-tune from shipped conditional weights."""
-    from ..codec import DEFAULT_MODEL
-    from .inter import InterConfig, InterTrainer
-
+def _check_video_run(r: TrainRequest) -> float:
+    """A run on video (``--inter``, ``--joint``): its data and checkpoint exist; its time budget in seconds
+    (0: none, or ``--steps`` rules)."""
     if not r.data and not r.resume:
         raise InputError("--data is required: folders (or files) of video to train on")
     for d in r.data or []:
         if not os.path.exists(d):
             raise InputError(f"training data not found: {d}")
-    budget = float(r.max_time) if r.max_time and not r.steps else 0.0
+    if r.resume and not os.path.exists(r.resume):
+        raise InputError(f"checkpoint not found: {r.resume}")
+    return float(r.max_time) if r.max_time and not r.steps else 0.0
+
+
+def prepare_inter_run(r: TrainRequest):
+    """``--inter``: a new run, a resume, or a fine-tune from shipped conditional weights."""
+    from ..codec import DEFAULT_MODEL
+    from .inter import InterConfig, InterTrainer
+
+    budget = _check_video_run(r)
     try:
         if r.resume:
-            if not os.path.exists(r.resume):
-                raise InputError(f"checkpoint not found: {r.resume}")
             return InterTrainer.resume(r.resume, r.out, data=list(r.data) if r.data else None,
                                        threads=r.threads or None, steps=r.steps)
         cfg = InterConfig(data=list(r.data), intra=r.intra or DEFAULT_MODEL, lr=r.lr or InterConfig.lr,
@@ -130,16 +136,9 @@ def prepare_joint_run(r: TrainRequest):
     from ..codec import DEFAULT_MODEL
     from .joint import JointConfig, JointTrainer
 
-    if not r.data and not r.resume:
-        raise InputError("--data is required: folders (or files) of video to train on")
-    for d in r.data or []:
-        if not os.path.exists(d):
-            raise InputError(f"training data not found: {d}")
-    budget = float(r.max_time) if r.max_time and not r.steps else 0.0
+    budget = _check_video_run(r)
     try:
         if r.resume:
-            if not os.path.exists(r.resume):
-                raise InputError(f"checkpoint not found: {r.resume}")
             return JointTrainer.resume(r.resume, r.out, data=list(r.data) if r.data else None,
                                        threads=r.threads or None, steps=r.steps)
         intra = r.intra or DEFAULT_MODEL

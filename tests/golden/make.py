@@ -22,7 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from conftest import latent_sha256, source_frame, source_frames, symbols_sha256  # noqa: E402
+from conftest import latent_sha256, moving_patch, source_frame, source_frames, symbols_sha256  # noqa: E402
 
 from vidsieve.codec.registry import load_codec  # noqa: E402
 from vidsieve.codec.registry import stream_decoder  # noqa: E402
@@ -66,20 +66,6 @@ SOURCES = {name: Scene(width=192, height=128, frames=12, noise=0.0, movers=[Move
 SOURCES.update({name: Scene(width=256, height=192, frames=12, noise=0.0,
                             movers=[Mover(1, 11, (120, 90), 0.3), Mover(4, 12, (90, 70), 0.7, (40, 160, 60), -1)])
                 for name in ("quadtree-keepall-q4.vsv", "quadtree-motion-roi.vsv")})
-
-
-
-def moving_patch(frames: int = 12, step: int = 5) -> list[np.ndarray]:
-    """A textured patch crossing a textured scene ``step`` pixels a frame: what motion vectors predict."""
-    scene, patch = source_frame(256, 192, 1), source_frame(80, 80, 7)
-    out = []
-    for i in range(frames):
-        f = scene.copy()
-        f[60:140, 20 + step * i : 100 + step * i] = patch
-        out.append(f)
-    return out
-
-
 #: Streams whose source is not a synthetic scene.
 FRAME_SOURCES = {"motion-keepall-q4.vsv": moving_patch}
 
