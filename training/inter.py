@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..files import replacing
+from .loop import run_steps
 from ..codec.conditional import ConditionalEntropyModel, measure_synthesis_energy
 from ..codec.models import likelihood_bits
 
@@ -197,32 +198,12 @@ class InterTrainer:
         return t
 
     def run(self, max_time: float | None = None, progress: bool | None = None) -> None:
-        from tqdm import tqdm
+        def record(losses):
+            bpp = float(np.mean(losses))
+            return {"bpp": round(bpp, 5)}, {"bpp": f"{bpp:.4f}"}
 
-        start, last_ckpt = time.monotonic(), time.monotonic()
-        t0 = self.elapsed
-        bar = tqdm(total=self.cfg.steps if self.cfg.budget_s <= 0 else None, initial=self.step, unit="step",
-                   disable=None if progress is None else not progress, desc="train --inter")
-        losses = []
-        try:
-            while not self.done():
-                losses.append(self.train_step())
-                self.step += 1
-                self.elapsed = t0 + time.monotonic() - start
-                bar.update(1)
-                if self.step % 200 == 0:
-                    self.history.append({"step": self.step, "bpp": round(float(np.mean(losses)), 5),
-                                         "seconds": round(self.elapsed, 1)})
-                    bar.set_postfix(bpp=f"{np.mean(losses):.4f}")
-                    losses = []
-                if time.monotonic() - last_ckpt >= self.cfg.checkpoint_every_s:
-                    self.save()
-                    last_ckpt = time.monotonic()
-                if max_time is not None and time.monotonic() - start >= max_time:
-                    break
-        finally:
-            bar.close()
-            self.save()
+        run_steps(self, "train --inter", self.cfg.steps if self.cfg.budget_s <= 0 else None, 200,
+                  self.cfg.checkpoint_every_s, record, max_time, progress)
 
 
 def export_inter(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str | None = None,

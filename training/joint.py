@@ -38,6 +38,7 @@ import torch
 
 from ..codec import DEFAULT_MODEL
 from ..files import replacing
+from .loop import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -246,32 +247,12 @@ class JointTrainer:
         return t
 
     def run(self, max_time: float | None = None, progress: bool | None = None, every: int = 50) -> None:
-        from tqdm import tqdm
+        def record(seen):
+            mean = {k: round(float(np.mean([s[k] for s in seen])), 6) for k in seen[0]}
+            return mean, {"loss": f"{mean['loss']:.4f}", "bpp_predicted": f"{mean['bpp1']:.4f}"}
 
-        start = last_ckpt = time.monotonic()
-        t0 = self.elapsed
-        bar = tqdm(total=self.cfg.steps if self.cfg.budget_s <= 0 else None, initial=self.step, unit="step",
-                   disable=None if progress is None else not progress, desc="train --joint")
-        seen: list[dict] = []
-        try:
-            while not self.done():
-                seen.append(self.train_step())
-                self.step += 1
-                self.elapsed = t0 + time.monotonic() - start
-                bar.update(1)
-                if self.step % every == 0:
-                    mean = {k: round(float(np.mean([s[k] for s in seen])), 6) for k in seen[0]}
-                    self.history.append({"step": self.step, "seconds": round(self.elapsed, 1), **mean})
-                    bar.set_postfix(loss=f"{mean['loss']:.4f}", bpp_predicted=f"{mean['bpp1']:.4f}")
-                    seen = []
-                if time.monotonic() - last_ckpt >= self.cfg.checkpoint_every_s:
-                    self.save()
-                    last_ckpt = time.monotonic()
-                if max_time is not None and time.monotonic() - start >= max_time:
-                    break
-        finally:
-            bar.close()
-            self.save()
+        run_steps(self, "train --joint", self.cfg.steps if self.cfg.budget_s <= 0 else None, every,
+                  self.cfg.checkpoint_every_s, record, max_time, progress)
 
 
 def read_checkpoint(ckpt: str | os.PathLike) -> dict:
