@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..codec import DEFAULT_BLOCK_PX
+from ..codec import DEFAULT_BLOCK_PX, DEFAULT_LOOKAHEAD
 
 
 @dataclass
@@ -381,6 +381,7 @@ class Vidsieve(BenchCodec):
     block_px = DEFAULT_BLOCK_PX
     scale = 1.0  # coded at this fraction of the clip's size
     motion = False  # predicted frames move their references by vectors
+    lookahead = DEFAULT_LOOKAHEAD  # frames looked ahead to raise the blocks later frames copy
 
     still_settings = [f"quality={q}" for q in range(1, 9)]
 
@@ -410,7 +411,7 @@ class Vidsieve(BenchCodec):
                                max_frames=len(clip.frames), predict=self.predict,
                                roi_boost=self.roi_boost, roi_background=self.roi_background,
                                precision=self.precision, block_px=self.block_px, scale=self.scale,
-                               motion=self.motion)
+                               motion=self.motion, lookahead=self.lookahead)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -467,6 +468,14 @@ class VidsieveKeepAllMotion(VidsieveKeepAll):
     motion = True
 
 
+class VidsieveKeepAllNoLookahead(VidsieveKeepAll):
+    """Every frame coded and predicted, without the look-ahead that raises the blocks later frames copy
+    (an ablation; live ingest codes this way)."""
+
+    name = "vidsieve-keepall-nolookahead"
+    lookahead = 0
+
+
 class VidsieveIntra(Vidsieve):
     """Selection, and every kept frame coded alone: what vidsieve did before predicted frames."""
 
@@ -479,7 +488,7 @@ class VidsieveIntra(Vidsieve):
 
 
 CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveKeepAll16, VidsieveKeepAllHalf,
-                              VidsieveKeepAllMotion, VidsieveIntra, X265, X265Roi, X265LowDelay,
-                              X264, X264LowDelay, Jpeg, WebP, SvtAv1, Lossless, *_zoo_codecs())}
+                              VidsieveKeepAllMotion, VidsieveKeepAllNoLookahead, VidsieveIntra, X265, X265Roi,
+                              X265LowDelay, X264, X264LowDelay, Jpeg, WebP, SvtAv1, Lossless, *_zoo_codecs())}
 #: Codecs ``vidsieve bench`` runs unless told: the zoo's intra-only models and WebP are for still images.
 VIDEO_DEFAULT = [n for n, c in CODECS.items() if not issubclass(c, (ZooCodec, WebP))]

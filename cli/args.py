@@ -8,7 +8,7 @@ import argparse
 import re
 from typing import TYPE_CHECKING
 
-from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS, SCALE_MIN
+from ..codec import DEFAULT_INTRA_PERIOD, DEFAULT_LOOKAHEAD, DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS, SCALE_MIN
 from ..errors import UsageError, VidsieveError
 
 if TYPE_CHECKING:  # the pipeline pulls in numpy and PyAV; --help should not wait for them
@@ -43,6 +43,17 @@ def nonnegative(s: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
     if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return v
+
+
+def count(s: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
+    if v < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return v
 
@@ -144,6 +155,11 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="code frames at this fraction of the source's width and height, the decoder scaling "
                         "them back up: the low rates of long archives (0.5 at quality 1: about half the bits "
                         f"of full size; docs/RESULTS.md). {SCALE_MIN:g} to 1 (default: 1)")
+    c.add_argument("--lookahead", type=count, default=DEFAULT_LOOKAHEAD, metavar="FRAMES",
+                   help="files: hold this many frames back and raise the quality of the blocks they will copy, "
+                        "as x264's macroblock-tree does (0: off; not with --target-kbps, whose feedback needs "
+                        "each frame's bits at once; live ingest never looks ahead; default: "
+                        f"{DEFAULT_LOOKAHEAD})")
     c.add_argument("--hold-dropped", action="store_true",
                    help="frames selection drops repeat the last coded one (by default, where frames are "
                         "predicted, they are coded too: a still frame costs a few dozen bytes)")
@@ -204,4 +220,5 @@ def options_from_args(a) -> CompressOptions:
         policy=a.policy,
         class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None),
         intra_period=a.intra_period, predict=not a.intra_only, code_dropped=not a.hold_dropped,
-        roi_boost=a.roi_boost, roi_background=a.roi_background, scale=getattr(a, "scale", 1.0))
+        roi_boost=a.roi_boost, roi_background=a.roi_background, scale=getattr(a, "scale", 1.0),
+        lookahead=getattr(a, "lookahead", DEFAULT_LOOKAHEAD))

@@ -24,3 +24,6 @@ DEFAULT_INTRA_PERIOD = 10.0
 DEFAULT_BLOCK_PX = 64
 #: The least fraction of a source's size a stream may be coded at (``--scale``; the decoder scales back up).
 SCALE_MIN = 0.125
+#: Frames a file's encoder looks ahead to raise the quality of the blocks later frames copy
+#: (:mod:`vidsieve.pipeline.lookahead`; 0: off). Live ingest codes at once.
+DEFAULT_LOOKAHEAD = 20

@@ -96,6 +96,12 @@ def coded_qualities(quality: float) -> CodedQualities:
                           BOOST_KNEE + t * (QUALITY_MAX - INTRA_BOOST_MIN - BOOST_KNEE), q)
 
 
+def _added(roi: np.ndarray | None, reuse: np.ndarray) -> np.ndarray:
+    """Two maps' quarter-step offsets added (int8)."""
+    total = reuse.astype(np.int16) + (0 if roi is None else roi.astype(np.int16))
+    return np.clip(total, -127, 127).astype(np.int8)
+
+
 def _spread(t: torch.Tensor, size: int) -> torch.Tensor:
     return t.repeat_interleave(size, -2).repeat_interleave(size, -1)
 
@@ -220,12 +226,15 @@ class PredictiveStreamEncoder:
 
     @torch.inference_mode()
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
-               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
+               roi: np.ndarray | None = None, referenced: bool = True,
+               reuse: np.ndarray | None = None) -> StreamFrame:
         """One frame; ``boxes`` (pixel boxes of what the detector saw, or None) keep moving objects out
         of the background; ``intra`` forces an intra frame (a scene cut); ``roi`` (int8 quarter-step
         offsets per 64 x 64 block, :mod:`.quality_map`) shifts each block's quality from the one
         :func:`coded_qualities` gives for ``quality``; ``referenced``: whether a predicted frame will
-        follow this one (False: an intra frame is not boosted)."""
+        follow this one (False: an intra frame is not boosted); ``reuse``: more offsets, added to
+        ``roi``'s in a predicted frame, for the blocks later frames will copy (an intra frame has its
+        own boost and leaves them out)."""
         qs = self.qualities(quality)
         rgb = as_rgb(frame)
         h, w = rgb.shape[:2]
@@ -234,13 +243,14 @@ class PredictiveStreamEncoder:
         alone = intra or due or self.refs.prev is None or self.analysed.shape(rgb) != self.refs.prev.shape[-2:]
         g = self.analysed.run(self.model, rgb, whole=alone)
         q = (qs.referenced if referenced else qs.alone) if alone else qs.predicted
-        qm = QualityMap(q, roi)
+        objects = QualityMap(q, roi)
+        qm = objects if alone or reuse is None else QualityMap(q, _added(roi, reuse))
         gain, _ = qm.gains(self.model, g.shape[-2:])
         y = g * gain.to(g.dtype)
         self.stats.mapped += not qm.uniform
         if alone:
             return self._intra(y, qm, pts, h, w)
-        return self._predicted(y, qm, rgb, boxes)
+        return self._predicted(y, qm, rgb, boxes, objects)
 
     def _intra(self, y, qm: QualityMap, pts, h, w) -> StreamFrame:
         data, y_hat = code_intra_exact(self.model, y, qm, h, w)
@@ -250,7 +260,7 @@ class PredictiveStreamEncoder:
         self.picture.clear()
         return StreamFrame(data, self.picture.synthesise(self.model, y_hat, qm, h, w))
 
-    def _predicted(self, y: torch.Tensor, qm: QualityMap, rgb: np.ndarray, boxes) -> StreamFrame:
+    def _predicted(self, y: torch.Tensor, qm: QualityMap, rgb: np.ndarray, boxes, objects: QualityMap) -> StreamFrame:
         m, cond = self.model, self.cond
         h, w = rgb.shape[:2]
         prev, bg = self.refs.at_quality(m, qm, PREDICTED)
@@ -317,8 +327,9 @@ class PredictiveStreamEncoder:
         hyper = {"difference": torch.full(grid, DIFF_HYPER_BITS, dtype=torch.float64),
                  "alone": torch.full(grid, 8.0 * len(alone.z_string) / (grid[0] * grid[1]), dtype=torch.float64)}
         costs = torch.cat([from_prev, from_bg, cost_alone[None]])  # [modes, H, W], in the order of the modes' numbers
-        # An object the map raises is never copied from a reference while it moves: it is what the map is for.
-        moving = torch.from_numpy(per_position((qm.raised(grid) & (held_blocks > STILL_BITS)).numpy()))
+        # An object the map raises is never copied from a reference while it moves: it is what the map is for
+        # (the blocks the look-ahead raises for their reuse are not objects: they may be copied).
+        moving = torch.from_numpy(per_position((objects.raised(grid) & (held_blocks > STILL_BITS)).numpy()))
         costs[SKIP_PREV][moving] = costs[SKIP_BG][moving] = float("inf")
         modes = choose_modes(costs, hyper, self.min_block)
         return self._finish(y64, qm, h, w, prev, bg, modes, boxes, grid, alone, lam * weight if self.rdoq else None,

@@ -43,11 +43,14 @@ class StreamEncoder(Protocol):
     maps: bool
 
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
-               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
+               roi: np.ndarray | None = None, referenced: bool = True,
+               reuse: np.ndarray | None = None) -> StreamFrame:
         """One frame. ``boxes``: pixel boxes (x1, y1, x2, y2) of what the detector saw in it (None: unknown);
         ``intra``: code it alone (a scene cut); ``roi``: quality offsets per 64 x 64 block, in quarter steps
-        (:mod:`.quality_map`); ``referenced``: whether the next coded frame may be predicted from this one
-        (False for a stream's last frame, or one before a scene cut; True where that is not known)."""
+        (:mod:`.quality_map`), for the objects; ``referenced``: whether the next coded frame may be predicted
+        from this one (False for a stream's last frame, or one before a scene cut; True where that is not
+        known); ``reuse``: offsets like ``roi``'s for the blocks later frames will copy (a predicted frame
+        adds them to ``roi``'s; :mod:`vidsieve.pipeline.lookahead`)."""
 
     def describe(self) -> dict:
         """What a decoder needs to know of this coder (stored in the file's header)."""
@@ -76,7 +79,8 @@ class IntraStreamEncoder:
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
 
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
-               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
+               roi: np.ndarray | None = None, referenced: bool = True,
+               reuse: np.ndarray | None = None) -> StreamFrame:
         enc = self.codec.encode_batch([frame], [quality])[0]
         return StreamFrame(enc.data, enc.recon)
 
@@ -170,15 +174,18 @@ class ScaledStreamEncoder:
         self.coded = coded_size(width, height, scale)
 
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
-               roi: np.ndarray | None = None, referenced: bool = True) -> StreamFrame:
+               roi: np.ndarray | None = None, referenced: bool = True,
+               reuse: np.ndarray | None = None) -> StreamFrame:
         (sw, sh), (cw, ch) = self.shown, self.coded
         if boxes is not None:
             fx, fy = cw / sw, ch / sh
             boxes = [(x1 * fx, y1 * fy, x2 * fx, y2 * fy) for x1, y1, x2, y2 in boxes]
         if roi is not None:
             roi = scaled_blocks(np.asarray(roi), self.shown, self.coded)
+        if reuse is not None:
+            reuse = scaled_blocks(np.asarray(reuse), self.shown, self.coded)
         enc = self.inner.encode(downscale(frame, self.coded), quality, pts, boxes=boxes, intra=intra, roi=roi,
-                                referenced=referenced)
+                                referenced=referenced, reuse=reuse)
         recon = None if enc.recon is None else upscale(enc.recon, self.shown)
         return StreamFrame(enc.data, recon, enc.intra)
 

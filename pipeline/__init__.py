@@ -3,7 +3,8 @@
 One frame's road, module by module: :mod:`.options` (what to do) ->
 :mod:`.encoder` (:class:`Compressor`: selector, stream encoder, container
 writer; :func:`compress` drives it over a file) with :mod:`.plan` (the first
-pass of ``--target-kbps``) -> :mod:`.decoder` (:func:`decompress`: container
+pass of ``--target-kbps``) and :mod:`.lookahead` (more quality for the blocks
+later frames copy) -> :mod:`.decoder` (:func:`decompress`: container
 reader, stream decoder, hold-fill, writer) and :mod:`.info`. ``ingest`` and
 ``bench`` drive the same :class:`Compressor`; the CLI only parses arguments and
 calls these functions.

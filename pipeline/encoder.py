@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..datasets.video import VideoReader
 from ..errors import InputError, ModelError
 from ..metrics import psnr
 from ..selection.base import FrameDecision, Segment, Selector
+from .lookahead import ReuseTree, small_luma
 from .options import CompressOptions, make_selector
 from .paths import check_output_path
 
@@ -79,6 +81,18 @@ class CompressSummary:
         return d
 
 
+@dataclass
+class _Pending:
+    """A frame to code, held until the next frame's decision (and, with the reuse look-ahead, the frames
+    after it) are known."""
+
+    rgb: np.ndarray
+    pts: int
+    decision: FrameDecision
+    referenced: bool | None  # None until the next frame's decision is known
+    luma: np.ndarray | None  # the reuse look-ahead's small luma
+
+
 class Compressor:
     """Owns the compress road for one output: selector -> stream encoder -> container.
 
@@ -104,6 +118,8 @@ class Compressor:
         lookahead: code each frame once the next one's decision is known (one frame later), so a frame
             nothing will refer to (a still image, a stream's last frame, one before a scene cut) is coded
             as such (False, for live sources: code at once, taking every frame to be referred to).
+        reuse_frames: with ``lookahead``, where frames are predicted under quality maps, hold this many
+            frames back and raise the quality of the blocks they will copy (:mod:`.lookahead`; 0: off).
         block_px: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels).
         scale: code frames at this fraction of ``width`` x ``height`` (low rates); a decoder shows them at
             the source's size.
@@ -115,7 +131,7 @@ class Compressor:
                  fsync_interval: float | None = None, skip_flush_s: float | None = 1.0,
                  intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True,
                  lookahead: bool = True, block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0,
-                 motion: bool = False):
+                 motion: bool = False, reuse_frames: int = 0):
         self.selector = selector
         self.stream = stream_encoder(codec, time_base, intra_period, predict, block_px=block_px, scale=scale,
                                      size=(width, height), motion=motion)
@@ -130,7 +146,11 @@ class Compressor:
         self.predicts = stream_predicts(self.stream)
         self.code_dropped = code_dropped
         self.lookahead = lookahead
-        self._pending: tuple[np.ndarray, int, FrameDecision] | None = None
+        # Frames coded but not yet written: each waits for the next one's decision (whether it is referred
+        # to) and, with the reuse look-ahead, for the frames after it.
+        self._pending: deque[_Pending] = deque()
+        self.reuse = ReuseTree() if lookahead and reuse_frames > 0 and self.predicts and self.stream.maps else None
+        self._depth = reuse_frames if self.reuse is not None else 0
         self.writer = ContainerWriter(output, header, atomic=atomic, fsync_interval=fsync_interval)
         self.summary = CompressSummary(output=str(output), width=width, height=height,
                                        detector=selector.detector_name)
@@ -165,14 +185,14 @@ class Compressor:
         coded = d.keep or (self.code_dropped and self.predicts)
         # Whether the last coded frame is referred to: unless this one starts afresh, it (or, if this one is
         # dropped, the next coded one) is predicted from it.
-        self._settle(referenced=d.reason not in INTRA_REASONS)
+        self._decided(referenced=d.reason not in INTRA_REASONS)
         for seg in d.closed:
             self._write_segment(seg)
         if coded:
             self._flush_skips()
-            self._pending = (rgb, pts, d)
-            if not self.lookahead:
-                self._settle(referenced=True)
+            self._pending.append(_Pending(rgb, pts, d, None if self.lookahead else True,
+                                          small_luma(rgb) if self.reuse is not None else None))
+            self._settle_ready()
             self.summary.coded += 1
         else:
             self._skipped.append(pts)
@@ -180,15 +200,36 @@ class Compressor:
         self._count(pts)
         return d
 
-    def _settle(self, referenced: bool) -> None:
-        """Code and write the frame waiting for its successor's decision, if any."""
-        if self._pending is None:
-            return
-        (rgb, pts, d), self._pending = self._pending, None
+    def _decided(self, referenced: bool) -> None:
+        """The next frame's decision is known: whether the last frame waiting is referred to."""
+        if self._pending and self._pending[-1].referenced is None:
+            self._pending[-1].referenced = referenced
+        self._settle_ready()
+
+    def _settle_ready(self) -> None:
+        """Code and write the frames waiting whose successor's decision is known, but for the last
+        ``reuse_frames`` (the look-ahead of the frames before them)."""
+        while len(self._pending) > self._depth and self._pending[0].referenced is not None:
+            p = self._pending.popleft()
+            self._code(p, p.referenced)
+
+    def _settle(self) -> None:
+        """Code and write every frame waiting (one whose successor is not known yet is taken to be referred to)."""
+        while self._pending:
+            p = self._pending.popleft()
+            self._code(p, True if p.referenced is None else p.referenced)
+
+    def _code(self, p: "_Pending", referenced: bool) -> None:
+        rgb, pts, d = p.rgb, p.pts, p.decision
         # Boxes tell the stream coder what must not become background; no detector, no boxes to tell.
         boxes = None if self.selector.detector_name == "none" else [det.box for det in d.detections]
+        reuse = None
+        if self.reuse is not None:
+            reuse = self.reuse.offsets(p.luma, [q.luma for q in self._pending])
         enc = self.stream.encode(rgb, d.quality, pts, boxes=boxes, intra=d.reason in INTRA_REASONS,
-                                 roi=d.roi if self.stream.maps else None, referenced=referenced)
+                                 roi=d.roi if self.stream.maps else None, referenced=referenced, reuse=reuse)
+        if enc.intra and self.reuse is not None:
+            self.reuse.restart()
         self.writer.write_frame(pts, d.quality, enc.data, ref_pts=None if enc.intra else self.last_coded_pts)
         self.last_coded_pts = pts
         self._psnr_sum += psnr(rgb, enc.recon)
@@ -213,7 +254,7 @@ class Compressor:
         self.last_pts = pts
 
     def mark_gap(self, start_pts: int | None, end_pts: int | None, reason: str) -> None:
-        self._settle(referenced=True)
+        self._settle()
         self._flush_skips()
         self.writer.write_gap({"start_pts": start_pts, "end_pts": end_pts, "reason": reason,
                                "wall_time": time.time()})
@@ -222,12 +263,13 @@ class Compressor:
         # Skipped frames are shown as the last coded one, which must be written before them; whether a
         # later frame refers to it is not known yet, so it is taken to be.
         if self._skipped:
-            self._settle(referenced=True)
+            self._settle()
             self.writer.write_skip(self._skipped)
             self._skipped = []
         self._last_skip_flush = time.monotonic()
 
     def _write_segment(self, seg: Segment) -> None:
+        self._settle()  # a segment's record follows its frames'
         self._flush_skips()
         d = seg.to_json(self.tb)
         self.writer.write_segment(d)
@@ -235,7 +277,8 @@ class Compressor:
         self.summary.segments += 1
 
     def close(self, seconds: float | None = None) -> CompressSummary:
-        self._settle(referenced=False)  # the last coded frame: nothing refers to it
+        self._decided(referenced=False)  # the last coded frame: nothing refers to it
+        self._settle()
         for seg in self.selector.finish():
             self._write_segment(seg)
         self._flush_skips()
@@ -305,7 +348,10 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
                                       skip_flush_s=None,
                                       intra_period=opts.intra_period, predict=opts.predict,
                                       code_dropped=opts.code_dropped, block_px=opts.block_px,
-                                      scale=opts.scale, motion=opts.motion)
+                                      scale=opts.scale, motion=opts.motion,
+                                      # A target's feedback corrects each segment by the bits of the one
+                                      # before, which a look-ahead would still hold back.
+                                      reuse_frames=0 if opts.target_kbps else opts.lookahead)
                 comp.push(frame.rgb, frame.pts)
                 bar.update(1)
                 if bar.n % 10 == 0:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
 
-from ..codec import DEFAULT_BLOCK_PX, DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_PRECISION
+from ..codec import DEFAULT_BLOCK_PX, DEFAULT_INTRA_PERIOD, DEFAULT_LOOKAHEAD, DEFAULT_MODEL, DEFAULT_PRECISION
 
 #: Quality of every frame with ``keep_all`` when none is given.
 KEEP_ALL_QUALITY = 4.0
@@ -36,6 +36,7 @@ class CompressOptions:
     block_px: int = DEFAULT_BLOCK_PX  # the smallest block predicted frames choose a mode for: 64, 32 or 16
     scale: float = 1.0  # code frames at this fraction of the source's size (the decoder scales them back up)
     motion: bool = False  # predicted frames move their references by vectors where that pays (codec/motion.py)
+    lookahead: int = DEFAULT_LOOKAHEAD  # frames looked ahead to raise the blocks later frames copy (0: off)
     code_dropped: bool = True  # with predicted frames, code the frames selection drops too (False: hold them)
     roi_boost: float | None = None  # quality steps where the detector's boxes are (None: selection.roi's default)
     roi_background: float | None = None  # steps for the rest of a frame with boxes (None: the policy's)

@@ -121,6 +121,13 @@ def moving_patch(frames: int = 12, step: int = 5) -> list[np.ndarray]:
     return out
 
 
+def stopping_patch() -> list[np.ndarray]:
+    """A patch that crosses a scene for 8 frames and then stays still for 10: the blocks it leaves and the
+    ones it stops in are shown, unchanged, for the rest of the clip (what the reuse look-ahead raises)."""
+    frames = moving_patch(frames=8, step=12)
+    return frames + [frames[-1]] * 10
+
+
 def symbols_sha256(symbols) -> str:
     """Checksum of a decoded latent's integer symbols (int32, C order): exact on every machine."""
     import hashlib

@@ -108,10 +108,10 @@ def test_golden_stream_decodes_as_committed(codecs, name):
 
 
 @pytest.mark.parametrize("name, version", [("predicted-motion-roi.vsv", 4), ("exact-motion-roi.vsv", 5),
-                                           ("quadtree-motion-roi.vsv", 6)])
+                                           ("quadtree-motion-roi.vsv", 6), ("lookahead-keepall-q4.vsv", 7)])
 def test_the_quality_map_goldens_have_maps_in_predicted_frames(name, version):
-    """What makes the -roi goldens worth keeping: predicted frames (of their payload version) that carry
-    quality maps."""
+    """What makes the -roi goldens and the look-ahead's worth keeping: predicted frames (of their payload
+    version) that carry quality maps."""
     from vidsieve.codec.payload import unpack
     from vidsieve.codec.quality_map import has_map
     from vidsieve.container import ContainerReader, FrameRecord

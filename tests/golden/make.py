@@ -22,7 +22,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from conftest import latent_sha256, moving_patch, source_frame, source_frames, symbols_sha256  # noqa: E402
+from conftest import (latent_sha256, moving_patch, source_frame, source_frames, stopping_patch,  # noqa: E402
+                      symbols_sha256)
 
 from vidsieve.codec.registry import load_codec  # noqa: E402
 from vidsieve.codec.registry import stream_decoder  # noqa: E402
@@ -39,7 +40,8 @@ FRAMES = [
 #: Streams: intra-only ones (written with payload version 2), then predicted ones (versions 3 and 4), then
 #: predicted ones with quality maps; then predicted ones of version 5 (exact gains, check values), one with maps;
 #: then predicted ones of version 6 (modes per 64, 32 or 16 pixels, hyper latents sent where read), one with maps;
-#: then one coded at half its size, which its decoder scales back up; then one of version 7, with motion.
+#: then one coded at half its size, which its decoder scales back up; then one of version 7, with motion; then one
+#: of version 7 with the maps of the reuse look-ahead.
 STREAMS = {
     "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, predict=False),
     "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, predict=False),
@@ -58,6 +60,7 @@ STREAMS = {
                                                roi_background=-1.0, block_px=16),
     "scaled-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, scale=0.5),
     "motion-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, motion=True),
+    "lookahead-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=1.0, lookahead=6),
 }
 #: A stream's source scene, where not ``source_frames(96, 64, 12)``: a mover small enough not to be a scene cut.
 SOURCES = {name: Scene(width=192, height=128, frames=12, noise=0.0, movers=[Mover(3, 9, (300, 120), 0.5)])
@@ -67,7 +70,7 @@ SOURCES.update({name: Scene(width=256, height=192, frames=12, noise=0.0,
                             movers=[Mover(1, 11, (120, 90), 0.3), Mover(4, 12, (90, 70), 0.7, (40, 160, 60), -1)])
                 for name in ("quadtree-keepall-q4.vsv", "quadtree-motion-roi.vsv")})
 #: Streams whose source is not a synthetic scene.
-FRAME_SOURCES = {"motion-keepall-q4.vsv": moving_patch}
+FRAME_SOURCES = {"motion-keepall-q4.vsv": moving_patch, "lookahead-keepall-q4.vsv": stopping_patch}
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
