@@ -11,9 +11,11 @@ now the frames it then stays still for, and raises its quality by ``STRENGTH`` s
 doubling of that count. A block keeps its raise while it stays still (copies keep the
 quality they were coded at) and gets a new one when it changes again.
 
-Live ingest codes every frame at once: it has no look-ahead and no raise. Intra frames
-have their own boost (:func:`~vidsieve.codec.predictive_encoder.coded_qualities`), and the
-stream coder leaves the raise out of them.
+Live ingest codes every frame at once: it has no look-ahead and no raise; neither has a
+file coded to a ``--target-kbps``, whose feedback needs each segment's bits when the next
+one starts. Intra frames have their own boost
+(:func:`~vidsieve.codec.predictive_encoder.coded_qualities`), and the stream coder leaves
+the raise out of them. Measured: docs/RESULTS.md, "Predicted frames, lever by lever".
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from ..codec.quality_map import offsets_from_steps
 
 #: Quality steps per doubling of the frames that reuse a block. An intra frame reused for a 10-second
 #: period at 10 fps gets 3 steps (:data:`~vidsieve.codec.predictive_encoder.INTRA_BOOST`), about 0.45 per
-#: doubling of its 100 reusing frames; a block of a predicted frame gets the same rate.
+#: doubling of its 100 reusing frames; a block of a predicted frame gets the same rate (twice that measured
+#: no better than none).
 STRENGTH = 0.45
 #: Blocks are compared on luma at a quarter of the size (area averages: sensor noise mostly averages away);
 #: a block whose pixels all moved by less than this many levels counts as unchanged, the rule of the
