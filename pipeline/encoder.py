@@ -26,7 +26,7 @@ from ..datasets.video import VideoReader
 from ..errors import InputError, ModelError
 from ..metrics import psnr
 from ..selection.base import FrameDecision, Segment, Selector
-from .lookahead import ReuseTree, small_luma
+from .lookahead import ReuseTree, block_luma
 from .options import CompressOptions, make_selector
 from .paths import check_output_path
 
@@ -90,7 +90,7 @@ class _Pending:
     pts: int
     decision: FrameDecision
     referenced: bool | None  # None until the next frame's decision is known
-    luma: np.ndarray | None  # the reuse look-ahead's small luma
+    luma: np.ndarray | None  # the reuse look-ahead's block_luma
 
 
 class Compressor:
@@ -191,7 +191,7 @@ class Compressor:
         if coded:
             self._flush_skips()
             self._pending.append(_Pending(rgb, pts, d, None if self.lookahead else True,
-                                          small_luma(rgb) if self.reuse is not None else None))
+                                          block_luma(rgb) if self.reuse is not None else None))
             self._settle_ready()
             self.summary.coded += 1
         else:

@@ -39,7 +39,7 @@ _SHRINK = 4
 _CELL = 64 // _SHRINK
 
 
-def small_luma(rgb: np.ndarray) -> np.ndarray:
+def block_luma(rgb: np.ndarray) -> np.ndarray:
     """Luma at a quarter of the size, padded (edges repeated) to whole 64-pixel blocks."""
     h, w = rgb.shape[:2]
     small = cv2.resize(metrics.luma(rgb), (max(1, w // _SHRINK), max(1, h // _SHRINK)), interpolation=cv2.INTER_AREA)
@@ -63,11 +63,11 @@ class ReuseTree:
 
     def __init__(self, strength: float = STRENGTH):
         self.strength = strength
-        self.last: np.ndarray | None = None  # the small luma of the frame coded last
+        self.last: np.ndarray | None = None  # the block_luma of the frame coded last
         self.held: np.ndarray | None = None  # each block's offset, kept while it stays unchanged
 
     def offsets(self, now: np.ndarray, ahead: list[np.ndarray]) -> np.ndarray | None:
-        """The offsets of the frame whose small luma is ``now``, given those of the frames after it
+        """The offsets of the frame whose block_luma is ``now``, given those of the frames after it
         (``ahead``, in order); None where no block is raised."""
         hb, wb = now.shape[0] // _CELL, now.shape[1] // _CELL
         if self.last is None or self.last.shape != now.shape:

@@ -13,7 +13,7 @@ from vidsieve.codec.quality_map import has_map, offsets_from_steps
 from vidsieve.container import ContainerReader, FrameRecord
 from vidsieve.datasets.video import VideoWriter
 from vidsieve.pipeline import CompressOptions, compress, decoded_frames
-from vidsieve.pipeline.lookahead import STRENGTH, ReuseTree, small_luma
+from vidsieve.pipeline.lookahead import STRENGTH, ReuseTree, block_luma
 
 
 def _frames(n: int, changes: dict[int, tuple[int, int]]) -> list[np.ndarray]:
@@ -34,7 +34,7 @@ def test_a_block_that_changes_then_stays_is_raised_by_how_long_it_stays():
     frames = _frames(10, {2: (0, 1), 3: (1, 3)})
     frames[2] = frames[2].copy()
     frames[2][64:, 192:] += 80
-    lumas = [small_luma(f) for f in frames]
+    lumas = [block_luma(f) for f in frames]
     tree = ReuseTree()
     assert tree.offsets(lumas[0], lumas[1:]) is not None  # the first frame: every block counts as new
     tree.restart()  # ... and is coded alone: nothing stays raised
@@ -54,7 +54,7 @@ def test_the_window_bounds_the_raise_and_noise_does_not_count():
     rng = np.random.default_rng(0)
     frames = [np.clip(f.astype(int) + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8)
               for f in _frames(30, {1: (0, 0)})]
-    lumas = [small_luma(f) for f in frames]
+    lumas = [block_luma(f) for f in frames]
     tree = ReuseTree()
     tree.offsets(lumas[0], lumas[1:5])
     tree.restart()
