@@ -88,7 +88,11 @@ class LocalExecutor:
             for i, t in enumerate(tasks):
                 on_done(_outcome(i, call_task(fn, t)))
             return
-        with ProcessPoolExecutor(self.jobs) as ex:
+        import multiprocessing
+
+        # Workers start fresh ("spawn"), not forked: a fork copies the locks that FFmpeg's and torch's thread
+        # pools hold at that moment, and a worker that decodes video after one can wait on them forever.
+        with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
             futures = {ex.submit(call_task, fn, t): i for i, t in enumerate(tasks)}
             pending = set(futures)
             while pending:

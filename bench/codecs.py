@@ -382,6 +382,8 @@ class Vidsieve(BenchCodec):
     scale = 1.0  # coded at this fraction of the clip's size
     motion = False  # predicted frames move their references by vectors
     lookahead = DEFAULT_LOOKAHEAD  # frames looked ahead to raise the blocks later frames copy
+    conditional: str | None = None  # the conditional model of predicted frames (None: the shipped default)
+    stabilise = True  # frames that moved as a whole coded aligned and shown moved
 
     still_settings = [f"quality={q}" for q in range(1, 9)]
 
@@ -411,7 +413,8 @@ class Vidsieve(BenchCodec):
                                max_frames=len(clip.frames), predict=self.predict,
                                roi_boost=self.roi_boost, roi_background=self.roi_background,
                                precision=self.precision, block_px=self.block_px, scale=self.scale,
-                               motion=self.motion, lookahead=self.lookahead)
+                               motion=self.motion, lookahead=self.lookahead, conditional=self.conditional,
+                               stabilise=self.stabilise)
         if self.model:
             opts.model = self.model
         with tempfile.TemporaryDirectory() as d:
@@ -476,6 +479,22 @@ class VidsieveKeepAllNoLookahead(VidsieveKeepAll):
     lookahead = 0
 
 
+class VidsieveKeepAllNoContext(VidsieveKeepAll):
+    """Every frame coded and predicted, the difference in one pass with the conditional model without
+    context (payload version 7; an ablation of the checkerboard context)."""
+
+    name = "vidsieve-keepall-noctx"
+    conditional = "vidsieve-inter-wide"
+
+
+class VidsieveKeepAllNoStabilise(VidsieveKeepAll):
+    """Every frame coded and predicted, frames that moved as a whole coded as they are (an ablation of the
+    camera-shake handling)."""
+
+    name = "vidsieve-keepall-nostab"
+    stabilise = False
+
+
 class VidsieveIntra(Vidsieve):
     """Selection, and every kept frame coded alone: what vidsieve did before predicted frames."""
 
@@ -488,7 +507,9 @@ class VidsieveIntra(Vidsieve):
 
 
 CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveKeepAll16, VidsieveKeepAllHalf,
-                              VidsieveKeepAllMotion, VidsieveKeepAllNoLookahead, VidsieveIntra, X265, X265Roi,
+                              VidsieveKeepAllMotion, VidsieveKeepAllNoLookahead, VidsieveKeepAllNoContext,
+                              VidsieveKeepAllNoStabilise, VidsieveIntra,
+                              X265, X265Roi,
                               X265LowDelay, X264, X264LowDelay, Jpeg, WebP, SvtAv1, Lossless, *_zoo_codecs())}
 #: Codecs ``vidsieve bench`` runs unless told: the zoo's intra-only models and WebP are for still images.
 VIDEO_DEFAULT = [n for n, c in CODECS.items() if not issubclass(c, (ZooCodec, WebP))]

@@ -151,6 +151,10 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         f"them: seek points, and where reading resumes after damage (default: {DEFAULT_INTRA_PERIOD:g})")
     c.add_argument("--intra-only", action="store_true",
                    help="code every frame alone (larger files; each frame decodes by itself)")
+    c.add_argument("--conditional", default=None, metavar="MODEL",
+                   help="the entropy model of predicted frames: a shipped name (vidsieve info lists them; "
+                        "vidsieve-inter-wide writes payload version 7, which decoders without the two-pass model "
+                        "read) or a .pth from vidsieve train --inter (default: the newest shipped for --model)")
     c.add_argument("--scale", type=scale, default=1.0, metavar="FRACTION",
                    help="code frames at this fraction of the source's width and height, the decoder scaling "
                         "them back up: the low rates of long archives (0.5 at quality 1: about half the bits "
@@ -160,6 +164,11 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         "as x264's macroblock-tree does (0: off; not with --target-kbps, whose feedback needs "
                         "each frame's bits at once; live ingest never looks ahead; default: "
                         f"{DEFAULT_LOOKAHEAD})")
+    c.add_argument("--no-stabilise", action="store_true",
+                   help="code a frame that moved as a whole (a camera that shook or was bumped) as it is; by "
+                        "default it is coded aligned with the frames before it and shown moved back, the strip "
+                        "along the edge it moved towards repeated from the nearest decoded pixels until the next "
+                        "frame coded alone")
     c.add_argument("--hold-dropped", action="store_true",
                    help="frames selection drops repeat the last coded one (by default, where frames are "
                         "predicted, they are coded too: a still frame costs a few dozen bytes)")
@@ -220,5 +229,6 @@ def options_from_args(a) -> CompressOptions:
         policy=a.policy,
         class_weights=weights or None, target_kbps=a.target_kbps, max_frames=getattr(a, "max_frames", None),
         intra_period=a.intra_period, predict=not a.intra_only, code_dropped=not a.hold_dropped,
+        conditional=getattr(a, "conditional", None), stabilise=not getattr(a, "no_stabilise", False),
         roi_boost=a.roi_boost, roi_background=a.roi_background, scale=getattr(a, "scale", 1.0),
         lookahead=getattr(a, "lookahead", DEFAULT_LOOKAHEAD))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..codec import DEFAULT_MODEL
-from ..errors import InputError, VidsieveError
+from ..errors import InputError, UsageError, VidsieveError
 from .args import (add_executor_args, add_precision_arg, add_selection_args, duration, executor_from_args,
                    options_from_args, positive, size)
 
@@ -22,7 +22,8 @@ def add_commands(sub) -> None:
     t.add_argument("--data", nargs="+", metavar="DIR",
                    help="folders (or files) of images/videos (with --resume: where the run's data is now; "
                         "default: the folders it was trained on)")
-    t.add_argument("--out", required=True, help="checkpoint path (written every few minutes, atomically)")
+    t.add_argument("--out", default=None, help="checkpoint path (written every few minutes, atomically); required "
+                                              "but with --export-only")
     t.add_argument("--arch", default="vidsieve-hyperprior", choices=["vidsieve-hyperprior"],
                    help="architecture (default: vidsieve-hyperprior)")
     t.add_argument("--N", type=positive(int), default=64, help="transform channels (default 64)")
@@ -63,12 +64,26 @@ def add_commands(sub) -> None:
                         "(the earlier coded alone, the later predicted from it): a GPU's work, minutes there "
                         "(scripts/train_gpu_lease.sh); starts from --intra and the conditional model shipped for "
                         "it, or --finetune CONDITIONAL; --export writes both")
+    t.add_argument("--context", action="store_true",
+                   help="with --inter: the two-pass model, whose second checkerboard pass sees the first's decoded "
+                        "values (payload version 8); --finetune may name a model without it to start from")
+    t.add_argument("--frames", type=positive(int), default=None, metavar="N",
+                   help="with --inter: consecutive frames cached per video (default 240)")
     t.add_argument("--intra", default=None, metavar="MODEL",
                    help=f"with --inter or --joint: the intra model (default: {DEFAULT_MODEL})")
     t.add_argument("--export", default=None, metavar="DIR",
                    help="when done, write DIR/NAME.pth and DIR/manifest.json for the registry (NAME: "
                         "the shipped model of the same widths, e.g. vidsieve-hyperprior-wide for N 64 / M 192, "
                         "else vidsieve-hyperprior)")
+    t.add_argument("--export-name", default=None, metavar="NAME",
+                   help="with --inter --export: the registry name (default: the intra model's, vidsieve-hyperprior "
+                        "made vidsieve-inter, with -ctx for a model with --context)")
+    t.add_argument("--export-only", action="store_true",
+                   help="with --inter --resume CKPT --export DIR: export the checkpoint's weights without training "
+                        "on (nor reading the videos again)")
+    t.add_argument("--export-first-pass", action="store_true",
+                   help="with --inter --export and a model with --context: export its first pass alone, as a "
+                        "model without context (what the context adds, against the same training)")
     COMMANDS["train"] = cmd_train
 
     d = sub.add_parser("train-detector", help="distil a detector into a small YOLO student (the shipped detector)",
@@ -241,15 +256,37 @@ def cmd_ingest(a) -> int:
     return Ingester(a.url, a.out_dir, opts).run()
 
 
+def _export_inter(a, ckpt: str) -> int:
+    """``--export`` of an ``--inter`` checkpoint."""
+    from ..training.inter import export_inter
+
+    try:
+        w = export_inter(ckpt, a.export, a.export_name, first_pass=a.export_first_pass)
+    except ValueError as exc:
+        raise VidsieveError(str(exc)) from None
+    if not a.quiet:
+        print(f"exported {w}")
+    return 0
+
+
 def cmd_train(a) -> int:
     from ..training.export import export
     from ..training.launch import TrainRequest, kept_line, prepare_run
+
+    if a.export_only:
+        if not (a.inter and a.resume and a.export):
+            raise InputError("--export-only goes with --inter --resume CKPT --export DIR")
+        if not os.path.exists(a.resume):
+            raise InputError(f"checkpoint not found: {a.resume}")
+        return _export_inter(a, a.resume)
+    if a.out is None:
+        raise UsageError("vidsieve train: --out is required (the checkpoint to write)")
 
     t = prepare_run(TrainRequest(out=a.out, data=a.data, val=a.val, resume=a.resume,
                                  restart_schedule=a.restart_schedule, finetune=a.finetune, arch=a.arch, N=a.N, M=a.M,
                                  patch=a.patch, batch=a.batch, lr=a.lr, steps=a.steps, max_time=a.max_time,
                                  threads=a.threads, compile=a.compile, inter=a.inter, intra=a.intra,
-                                 joint=a.joint))
+                                 joint=a.joint, context=a.context, frames=a.frames))
     t.run(max_time=a.max_time, progress=None if not a.quiet else False)
     if a.joint:
         if not a.quiet:
@@ -269,13 +306,7 @@ def cmd_train(a) -> int:
             last = t.history[-1]["bpp"] if t.history else None
             print(f"step {t.step}, {t.elapsed / 60:.1f} min: checkpoint {a.out}" +
                   ("" if last is None else f" (training rate {last:.4f} bpp of predicted frames)"))
-        if a.export:
-            from ..training.inter import export_inter
-
-            w = export_inter(a.out, a.export)
-            if not a.quiet:
-                print(f"exported {w}")
-        return 0
+        return _export_inter(a, a.out) if a.export else 0
     if not a.quiet:
         print(f"step {t.step}, {t.elapsed / 3600:.2f} h: checkpoint {a.out}")
         if t.history:

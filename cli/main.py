@@ -170,8 +170,12 @@ def format_info(d: dict) -> str:
             f", {100 * g['skipped_block_share']:.1f}% of their blocks copied from a reference"
         lines.append(f"coding:      {g['intra']} intra frames (seek points), {g['predicted']} predicted{share}; "
                      f"longest group {g['longest']} frames")
+        if g.get("conditional"):
+            lines.append(f"             predicted under the conditional model {g['conditional']}")
         if g.get("mapped"):
             lines.append(f"             {g['mapped']} frames with a quality map (more quality where the objects are)")
+        if g.get("shifted"):
+            lines.append(f"             {g['shifted']} frames shown shifted (the camera shook or was bumped)")
     else:
         lines.append("coding:      every frame alone")
     cw, ch = d["coded_size"]

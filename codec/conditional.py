@@ -10,6 +10,16 @@ the spirit of the conditional coding of DCVC (Li, Li and Lu, "Deep Contextual
 Video Compression", NeurIPS 2021), with the context taken in the latent domain
 so that no motion or synthesis runs in the entropy model.
 
+With ``context``, the difference is coded in two passes over a checkerboard
+(He et al., "Checkerboard Context Model for Efficient Learned Image
+Compression", CVPR 2021): the *anchors* (latent positions whose row and column
+add up to an even number) are coded first with the parameters above; the others
+then also see the decoded anchor differences around them, through a small
+branch whose output corrects the first pass's parameters (it starts at zero, so
+a model fine-tuned from one without context begins as that model). What moves
+is spatially coherent: where a neighbour's difference is large, a position's is
+likely to be.
+
 Both sides must compute the same means and scales to the last bit, so at
 inference the network runs in fixed point (:class:`~.entropy.FixedPointNet`)
 and outputs a table index directly: its ``v`` output is a position on the
@@ -57,6 +67,14 @@ class ScaleGrid:
         return torch.exp(math.log(self.lo) + v.clamp(0, self.levels - 1) * self.log_step)
 
 
+def anchors(size: tuple[int, int], origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """The checkerboard's first pass [1, 1, h, w] (bool) for positions ``size`` large from ``origin`` of the
+    frame's latent: those whose row and column add up to an even number."""
+    r = torch.arange(origin[0], origin[0] + size[0])[:, None]
+    c = torch.arange(origin[1], origin[1] + size[1])[None, :]
+    return ((r + c) % 2 == 0)[None, None]
+
+
 class ConditionalEntropyModel(nn.Module):
     """Means and scales of a predicted frame's latent difference from its reference.
 
@@ -64,11 +82,13 @@ class ConditionalEntropyModel(nn.Module):
         M (int): latent channels (the intra model's).
         N (int): channels of the hyper path and of the fusion.
         Z (int): channels of the difference's hyper latent (at 1/4 of the latent's resolution).
+        context (bool): code the difference in two checkerboard passes, the second seeing the first's
+            decoded values (He et al., CVPR 2021).
     """
 
-    def __init__(self, M: int = 192, N: int = 64, Z: int = 32):
+    def __init__(self, M: int = 192, N: int = 64, Z: int = 32, context: bool = False):
         super().__init__()
-        self.M, self.N, self.Z = M, N, Z
+        self.M, self.N, self.Z, self.context = M, N, Z, bool(context)
         self.h_a = nn.Sequential(conv(M, N, 3, 1), nn.LeakyReLU(inplace=True), conv(N, N, 5, 2),
                                  nn.LeakyReLU(inplace=True), conv(N, Z, 5, 2))
         self.entropy_bottleneck = EntropyBottleneck(Z)
@@ -79,6 +99,12 @@ class ConditionalEntropyModel(nn.Module):
         with torch.no_grad():  # start with mid-table scales and zero means
             self.fuse[-1].bias[:M].fill_(20.0)
             self.fuse[-1].bias[M:].zero_()
+        if self.context:
+            self.ctx = nn.Sequential(conv(M, N, 5, 1))
+            self.refine = nn.Sequential(nn.LeakyReLU(), conv(3 * N, N, 3, 1), nn.LeakyReLU(), conv(N, 2 * M, 1, 1))
+            with torch.no_grad():  # the second pass starts as the first
+                self.refine[-1].weight.zero_()
+                self.refine[-1].bias.zero_()
         self.likelihood = GaussianConditional(None)
         #: The scale table its ``v`` output indexes: the intra model's, once bound to it.
         self.grid = ScaleGrid()
@@ -89,6 +115,14 @@ class ConditionalEntropyModel(nn.Module):
         #: channel of the synthesis's input: turns a latent error into the distortion it causes.
         self.register_buffer("synthesis_energy", torch.ones(M))
         self._exact: ExactConditional | None = None
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "ConditionalEntropyModel":
+        """A model of the shape ``state`` holds (widths, context), with its weights."""
+        model = cls(state["ref.0.weight"].shape[1], state["ref.0.weight"].shape[0], state["h_a.4.weight"].shape[0],
+                    context="ctx.0.weight" in state)
+        model.load_state_dict(state)
+        return model
 
     def load_state_dict(self, state_dict, strict: bool = True):
         # The bottleneck's coding tables are sized by the weights that come with them (as CompressAI's
@@ -108,17 +142,26 @@ class ConditionalEntropyModel(nn.Module):
         self._exact = None
         return self
 
-    def params(self, z_hat: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(v, mu)``: scale-table positions and means of the difference (float: training, decisions)."""
+    def params(self, z_hat: torch.Tensor, ref: torch.Tensor,
+               diff: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(v, mu)``: scale-table positions and means of the difference (float: training, decisions).
+
+        With ``context`` and ``diff`` (the difference to be coded), the second pass's parameters where it
+        codes: the anchors' decoded values as they would be, ``mu + round(diff - mu)``, as its context."""
         h = torch.cat([self.h_s(z_hat), self.ref(ref)], 1)
         out = self.fuse(h)
+        if self.context and diff is not None:
+            first = anchors(diff.shape[-2:]).to(diff.dtype)
+            mu = out[:, self.M :]
+            seen = (torch.round(diff - mu) + mu) * first
+            out = out + (1 - first) * self.refine(torch.cat([h, self.ctx(seen)], 1))
         return out[:, : self.M], out[:, self.M :]
 
     def forward(self, diff: torch.Tensor, ref: torch.Tensor) -> dict:
         """Likelihoods of ``diff = y - ref`` (noise for the rate in training, as in CompressAI)."""
         z = self.h_a(diff)
         z_hat, z_lik = self.entropy_bottleneck(z)
-        v, mu = self.params(z_hat, ref)
+        v, mu = self.params(z_hat, ref, diff)
         noisy = diff + torch.empty_like(diff).uniform_(-0.5, 0.5) if self.training else torch.round(diff - mu) + mu
         lik = self.likelihood._likelihood(noisy, self.grid.scale(v), mu)
         lik = self.likelihood.likelihood_lower_bound(lik)
@@ -141,16 +184,23 @@ class ExactConditional:
     """:class:`ConditionalEntropyModel`'s means and table indexes in fixed point: the same on every machine.
 
     Its inputs must be the same on every machine too: a decoded hyper latent (integers
-    plus the bottleneck's medians) and a reference latent computed exactly (intra
-    frames with exact means, predicted frames from exact means); each is put in fixed
-    point by one rounding."""
+    plus the bottleneck's medians), a reference latent computed exactly (intra
+    frames with exact means, predicted frames from exact means) and, for the second
+    checkerboard pass, the first pass's decoded differences (exact means plus integer
+    symbols); each is put in fixed point by one rounding."""
 
     def __init__(self, model: ConditionalEntropyModel):
         self.M = model.M
         self.levels = model.grid.levels
+        self.context = model.context
         self.h_s = FixedPointNet(model.h_s)
         self.ref = FixedPointNet(model.ref)
         self.fuse = FixedPointNet(model.fuse)
+        if self.context:
+            self.ctx = FixedPointNet(model.ctx)
+            self.refine = FixedPointNet(model.refine)
+            if self.refine.span(0, 0) != self.fuse.span(0, 0):
+                raise ValueError("the second pass must read the features where the first does")
 
     def spans(self, lo: int, hi: int, axis: int = 0) -> tuple[tuple[int, int], tuple[int, int]]:
         """The positions along ``axis`` of the hyper latent and of the reference that outputs ``lo .. hi``
@@ -160,31 +210,47 @@ class ExactConditional:
 
     def hyper_window(self, window: Window, size: tuple[int, int], z_size: tuple[int, int]) -> Window:
         """The positions of the hyper latent (``z_size``) that outputs in ``window`` of a latent ``size``
-        large read."""
+        large read (either pass: the second reads the same features as the first)."""
         return self.h_s.input_window(self.fuse.input_window(window, size), z_size)
 
     @property
     def windowed(self) -> bool:
         """Whether a window of the output can be computed alone (:meth:`~.entropy.FixedPointNet.run`)."""
-        return self.h_s.windowed and self.ref.windowed and self.fuse.windowed
+        nets = [self.h_s, self.ref, self.fuse] + ([self.ctx, self.refine] if self.context else [])
+        return all(n.windowed for n in nets)
 
-    def __call__(self, z_hat: torch.Tensor, ref: torch.Tensor,
-                 window: Window | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _run(net: FixedPointNet, x: torch.Tensor, need: Window | None, size: tuple[int, int],
+             wide: bool = False) -> torch.Tensor:
+        """``net``'s sums at ``need`` (None: everywhere) from ``x`` (a float input when not ``wide``,
+        cut here to what ``need`` reads; else another net's sums at ``net.input_window(need)``)."""
+        if need is None:
+            return net.run(x if wide else net.to_fixed(x), wide=wide)[0]
+        near = net.input_window(need, size)
+        if not wide:
+            x = net.to_fixed(cut(x, (0, 0), near)[0])
+        return net.run(x, wide=wide, window=need, origin=(near[0][0], near[1][0]), size=size)[0]
+
+    def __call__(self, z_hat: torch.Tensor, ref: torch.Tensor, window: Window | None = None,
+                 seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Table indexes (int32) and means (float64, exact) of the difference from ``ref``; with ``window``
-        (latent positions, :meth:`~.entropy.FixedPointNet.run`), there only."""
-        net = self.fuse
-        if window is None:
-            h = torch.cat([self.h_s.run(self.h_s.to_fixed(z_hat))[0], self.ref.run(self.ref.to_fixed(ref))[0]], 1)
-            out = net.run(h, wide=True)[0]
+        (latent positions, :meth:`~.entropy.FixedPointNet.run`), there only. With ``seen`` (a model with
+        context: the first pass's decoded differences at its anchors, zeros elsewhere), the second pass's."""
+        size = tuple(ref.shape[-2:])
+        need = None if window is None else self.fuse.input_window(window, size)  # what the fusion reads
+        if need is None:
+            hyper = self.h_s.run(self.h_s.to_fixed(z_hat))[0]
         else:
-            size = tuple(ref.shape[-2:])
-            need = net.input_window(window, size)  # what the fusion reads of both branches
-            near = self.ref.input_window(need, size)
-            h = torch.cat([self.h_s.run(self.h_s.to_fixed(z_hat), window=need)[0],
-                           self.ref.run(self.ref.to_fixed(cut(ref, (0, 0), near)[0]), window=need,
-                                        origin=(near[0][0], near[1][0]), size=size)[0]], 1)
-            out = net.run(h, wide=True, window=window, origin=(need[0][0], need[1][0]), size=size)[0]
-        out = out * 2.0 ** -(net.ACT_BITS + net.WEIGHT_BITS)
+            hyper = self.h_s.run(self.h_s.to_fixed(z_hat), window=need)[0]
+        h = torch.cat([hyper, self._run(self.ref, ref, need, size)], 1)
+        out = self._run(self.fuse, h, window, size, wide=True)
+        if seen is not None:
+            if not self.context:
+                raise ValueError("a second pass needs a conditional model with context")
+            # The refinement reads the same positions of the features as the fusion (both 3 x 3, then 1 x 1).
+            c = self._run(self.ctx, seen, need, size)
+            out = out + self._run(self.refine, torch.cat([h, c], 1), window, size, wide=True)
+        out = out * 2.0 ** -(self.fuse.ACT_BITS + self.fuse.WEIGHT_BITS)
         v, mu = out[:, : self.M], out[:, self.M :]
         indexes = torch.floor(v + 0.5).clamp_(0, self.levels - 1).to(torch.int32)
         return indexes, mu

@@ -40,11 +40,17 @@ class IncrementalAnalysis:
     def shape(rgb: np.ndarray) -> tuple[int, int]:
         return (-(-rgb.shape[0] // 64) * 4, -(-rgb.shape[1] // 64) * 4)
 
-    def run(self, model, rgb: np.ndarray, whole: bool = False) -> torch.Tensor:
-        """``g_a`` of ``rgb`` (before the gains): the whole frame, or the last one's with changed tiles redone."""
+    @staticmethod
+    def luma_of(rgb: np.ndarray) -> np.ndarray:
+        """The luma (float32, blurred 5 x 5: sensor noise mostly gone) that changes are measured on."""
         import cv2
 
-        luma = cv2.blur(metrics.luma(rgb), (5, 5))
+        return cv2.blur(metrics.luma(rgb), (5, 5))
+
+    def run(self, model, rgb: np.ndarray, whole: bool = False, luma: np.ndarray | None = None) -> torch.Tensor:
+        """``g_a`` of ``rgb`` (before the gains): the whole frame, or the last one's with changed tiles redone.
+        ``luma``: :meth:`luma_of` ``rgb``, where the caller has it already."""
+        luma = self.luma_of(rgb) if luma is None else luma
         changed = None
         if not whole and self.g is not None and self.luma.shape == luma.shape:
             d = np.abs(luma - self.luma)

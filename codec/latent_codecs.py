@@ -35,6 +35,18 @@ Versions (strings in order; a quality map, :mod:`.quality_map`, may follow the l
   position that reads the background latent reads it moved by the frame's
   background vector (:mod:`.motion`, exact); the background the frame leaves is
   the moved one, so a camera that was bumped re-anchors it.
+* 8: version 7's strings, then two more. With a conditional model with context
+  (the stream's header names it) the coded difference is read in two
+  checkerboard passes (:func:`~.conditional.anchors`): the second string holds
+  the symbols at the anchors of coded positions, read with the first pass's
+  parameters; the eighth those at the other coded positions, read with the
+  second pass's, which see the first's decoded differences (zero where a
+  position is not an anchor or not coded). With a model without context the
+  second string holds them all and the eighth is empty. The ninth is the
+  **picture shift** (empty: none; else dy, dx as signed bytes, pixels): the
+  picture a frame decodes to is shown moved by it, so a camera that shook is
+  coded aligned with the references and shown where it looked
+  (:func:`picture_shift`).
 
 Block modes (one per 64 x 64 block, :mod:`.blocks`, in versions 4 and 5; one per
 leaf of a quadtree down to 16 x 16, a latent position, in versions 6 and 7): copy the
@@ -53,29 +65,33 @@ import torch
 from ..errors import FormatError
 from . import exact
 from .blocks import BLOCK, block_mask
-from .conditional import ConditionalEntropyModel, ExactConditional
+from .conditional import ConditionalEntropyModel, ExactConditional, anchors
 from .entropy import SymbolReader, SymbolWriter, decode_symbols
 from .fixed_point import exact_in_blocks, inputs_read
 from .motion import MAX_VECTOR, compensated, predictor, shifted
-from .payload import (INTRA_EXACT, PREDICTED, PREDICTED_F32_GAINS, PREDICTED_QUADTREE, PREDICTED_WHOLE_BLOCKS, Payload,
-                      pack, unpack)
+from .payload import (INTRA_EXACT, PREDICTED, PREDICTED_F32_GAINS, PREDICTED_MOTION, PREDICTED_QUADTREE,
+                      PREDICTED_WHOLE_BLOCKS, Payload, pack, unpack)
 from .quality_map import QualityMap, payload_quality
 
 SKIP_PREV, CODE_PREV, SKIP_BG, CODE_BG, INTRA = 0, 1, 2, 3, 4
 MODES = 5
 
 #: Indexes of a predicted payload's strings.
-S_MODES, S_DIFF, S_DIFF_Z, S_UPDATES, S_ALONE_Z, S_ALONE_Y, S_CHECK = range(7)
+S_MODES, S_DIFF, S_DIFF_Z, S_UPDATES, S_ALONE_Z, S_ALONE_Y, S_CHECK, S_DIFF_SECOND, S_SHIFT = range(9)
+#: The largest picture shift a frame may carry, in pixels per axis.
+MAX_SHIFT = 64
 #: Version 7's motion, in the string versions 4 and 5 held their background updates in.
 S_MOTION = S_UPDATES
 #: The gains each predicted version rescales its references with
 #: (:meth:`~.models.GainedMeanScaleHyperprior.coding_gains`).
 GAIN_RULES = {PREDICTED_F32_GAINS: "f32", PREDICTED_WHOLE_BLOCKS: "exact", PREDICTED_QUADTREE: "exact",
-              PREDICTED: "exact"}
+              PREDICTED_MOTION: "exact", PREDICTED: "exact"}
 #: Versions that carry a check value of the latents they leave.
-CHECKED = (PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED)
+CHECKED = (PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED_MOTION, PREDICTED)
 #: Versions whose modes are a quadtree and whose hyper latents are sent only where read.
-QUADTREE = (PREDICTED_QUADTREE, PREDICTED)
+QUADTREE = (PREDICTED_QUADTREE, PREDICTED_MOTION, PREDICTED)
+#: Versions that carry motion.
+MOVED = (PREDICTED_MOTION, PREDICTED)
 #: The quarters of a 64-pixel block (and of a 32-pixel one) in the order a quadtree lists them, in latent
 #: positions from its corner.
 _QUARTERS = ((0, 0), (0, 2), (2, 0), (2, 2))
@@ -195,14 +211,38 @@ def _scatter(part: torch.Tensor, sel: torch.Tensor, channels: int) -> torch.Tens
 
 
 def conditional_in_blocks(exact_model: ExactConditional, needed: np.ndarray, z_hat: torch.Tensor,
-                          ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The conditional model's exact table indexes and means at the blocks ``needed`` marks;
+                          ref: torch.Tensor, seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conditional model's exact table indexes and means at the blocks ``needed`` marks (with
+    ``seen``, the second checkerboard pass's: :class:`~.conditional.ExactConditional`);
     :class:`FormatError` when a damaged hyper latent is out of the range they can be computed in."""
     try:
-        return exact_in_blocks(needed, lambda window: exact_model(z_hat, ref, window=window),
+        return exact_in_blocks(needed, lambda window: exact_model(z_hat, ref, window=window, seen=seen),
                                exact_model.windowed)
     except OverflowError:
         raise FormatError("predicted payload's hyper latent is out of range (damaged data?)") from None
+
+
+def coded_difference(exact_model: ExactConditional, needed: np.ndarray, z_hat: torch.Tensor, ref: torch.Tensor,
+                     coded: torch.Tensor, symbols, two_pass: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The means and the integer symbols of the difference at the ``coded`` positions ([1, M, H, W] mask;
+    zeros elsewhere), whose latent is ``ref + means + symbols`` (in that order: older versions' references
+    are not on a grid where float64 sums are exact in any order): in one pass, or (``two_pass``: version 8
+    with a model with context) in two checkerboard passes, the second seeing the first's decoded values.
+    ``symbols(i, indexes, mu, where)`` gives pass ``i``'s integer symbols (float64) at the positions ``where``
+    marks, from the table indexes and means there (full-size tensors): an encoder rounds them (and may
+    zero some), a decoder reads them."""
+    indexes, mu = conditional_in_blocks(exact_model, needed, z_hat, ref)
+    means, sym = torch.zeros_like(ref), torch.zeros_like(ref)
+    if not two_pass:
+        means[coded], sym[coded] = mu[coded], symbols(0, indexes, mu, coded)
+        return means, sym
+    first = anchors(coded.shape[-2:])
+    where = coded & first
+    means[where], sym[where] = mu[where], symbols(0, indexes, mu, where)
+    indexes, mu = conditional_in_blocks(exact_model, needed, z_hat, ref, seen=means + sym)
+    where = coded & ~first
+    means[where], sym[where] = mu[where], symbols(1, indexes, mu, where)
+    return means, sym
 
 
 def conditional_reads(exact_model: ExactConditional, needed: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -419,9 +459,11 @@ def toward_zero(r: torch.Tensor, sym: torch.Tensor, table_scales: torch.Tensor, 
 def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: QualityMap, h: int, w: int,
                    prev: torch.Tensor, bg: torch.Tensor, modes: torch.Tensor, bg_updates: np.ndarray,
                    alone: IntraBlocks | None, rdoq: torch.Tensor | None = None,
-                   motion: Motion | None = None) -> tuple[bytes, torch.Tensor, torch.Tensor]:
-    """A predicted frame (version 7) against references already at ``qm``'s quality, with ``modes`` per
-    latent position, ``bg_updates`` per 64-pixel block and ``motion`` (None: none): the payload, and the
+                   motion: Motion | None = None, shift: tuple[int, int] = (0, 0),
+                   ) -> tuple[bytes, torch.Tensor, torch.Tensor]:
+    """A predicted frame (version 8) against references already at ``qm``'s quality, with ``modes`` per
+    latent position, ``bg_updates`` per 64-pixel block, ``motion`` (None: none) and the picture ``shift``
+    (dy, dx pixels; :func:`picture_shift`): the payload, and the
     previous-frame and background latents it leaves (what the decoder will hold). ``rdoq`` (bits per unit of
     squared latent error, [1, M, H, W]): zero small symbols where that pays (:func:`toward_zero`)."""
     H, W = y64.shape[-2:]
@@ -450,23 +492,53 @@ def code_predicted(model, cond: ConditionalEntropyModel, y64: torch.Tensor, qm: 
         strings[S_ALONE_Y] = coder.encode_indexed(sym.to(torch.int32), idx)
         y_hat[fresh] = sym + means
     coded = maps.mask(maps.coded, ref)
+    two_pass = cond.context
+    sent = []
     if coded.any():
         diff = torch.where(coded, y64 - ref, torch.zeros_like(ref))
         needed = maps.blocks(maps.coded)
         z_string, z_hat = code_hyper(cond.entropy_bottleneck, cond.h_a(diff.float()),
                                      conditional_reads(cond.exact(), needed, (H, W)))
-        indexes, mu = conditional_in_blocks(cond.exact(), needed, z_hat, ref)
-        sym = torch.round(diff - mu)
-        if rdoq is not None:
-            sym = toward_zero(diff - mu, sym, model.gaussian_conditional.scale_table[indexes.long()], rdoq)
-        strings[S_DIFF] = model.latent_coder().encode_indexed(sym[coded].to(torch.int32), indexes[coded])
+        coder, table = model.latent_coder(), model.gaussian_conditional.scale_table
+
+        def symbols(i, indexes, mu, where):
+            sym = torch.round(diff - mu)
+            if rdoq is not None:
+                sym = toward_zero(diff - mu, sym, table[indexes.long()], rdoq)
+            sent.append(coder.encode_indexed(sym[where].to(torch.int32), indexes[where]))
+            return sym[where]
+
+        means, sym = coded_difference(cond.exact(), needed, z_hat, ref, coded, symbols, two_pass)
+        strings[S_DIFF] = sent[0]
         strings[S_DIFF_Z] = z_string
-        y_hat[coded] = (ref + mu + sym)[coded]
+        y_hat[coded] = (ref + means + sym)[coded]
     bg_after = background_after(y_hat, bg, bg_updates)
     strings.append(struct.pack("<I", exact.check_value(y_hat, bg_after)))
+    strings.append(sent[1] if two_pass and sent else b"")
+    strings.append(_shift_bytes(shift))
     if not qm.uniform:
         strings.append(qm.to_bytes())
     return pack(w, h, qm.base, (H // BLOCK, W // BLOCK), strings, PREDICTED), y_hat, bg_after
+
+
+def _shift_bytes(shift: tuple[int, int]) -> bytes:
+    dy, dx = (int(v) for v in shift)
+    if max(abs(dy), abs(dx)) > MAX_SHIFT:
+        raise ValueError(f"a picture shift is at most {MAX_SHIFT} pixels per axis, not {shift}")
+    return b"" if dy == dx == 0 else struct.pack("<bb", dy, dx)
+
+
+def picture_shift(p: Payload) -> tuple[int, int]:
+    """How far the picture a predicted payload decodes to is shown moved, (dy, dx) pixels: version 8's
+    ninth string; (0, 0) for older versions. :class:`FormatError` for a damaged one."""
+    if p.version != PREDICTED or not p.strings[S_SHIFT]:
+        return 0, 0
+    if len(p.strings[S_SHIFT]) != 2:
+        raise FormatError("predicted payload's picture shift is damaged")
+    dy, dx = struct.unpack("<bb", p.strings[S_SHIFT])
+    if max(abs(dy), abs(dx)) > MAX_SHIFT:
+        raise FormatError("predicted payload's picture shift is out of range (damaged data?)")
+    return dy, dx
 
 
 def _modes(p: Payload, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -491,7 +563,7 @@ def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactCon
         raise FormatError("predicted frame's size does not match its reference")
     modes, upd = _modes(p, grid)
     maps = BlockMaps(torch.from_numpy(modes))
-    if p.version == PREDICTED:
+    if p.version in MOVED:
         prev, bg = read_motion(p.strings[S_MOTION], modes, grid).references(prev, bg)
     ref = maps.reference(prev, bg)
     y_hat = ref.clone()
@@ -505,7 +577,8 @@ def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactCon
         y_hat[fresh] = sym.double() + alone.means[fresh]
     coded = maps.mask(maps.coded, ref)
     if coded.any():
-        if not (p.strings[S_DIFF] and p.strings[S_DIFF_Z]):
+        second = p.version == PREDICTED and p.strings[S_DIFF_SECOND]
+        if not (p.strings[S_DIFF_Z] and (p.strings[S_DIFF] or second)):
             raise FormatError("predicted payload codes blocks but carries no difference")
         needed = maps.blocks(maps.coded)
         if p.version in QUADTREE:
@@ -513,9 +586,18 @@ def decode_predicted(model, cond: ConditionalEntropyModel, exact_model: ExactCon
                                  conditional_reads(exact_model, needed, (H, W)))
         else:
             z_hat = cond.entropy_bottleneck.decompress([p.strings[S_DIFF_Z]], grid)
-        indexes, mu = conditional_in_blocks(exact_model, needed, z_hat, ref)
-        sym = model.latent_coder().decode_indexed(p.strings[S_DIFF], indexes[coded])
-        y_hat[coded] = ref[coded] + mu[coded] + sym.double()
+        coder = model.latent_coder()
+        two_pass = p.version == PREDICTED and exact_model.context
+        reads = [p.strings[S_DIFF]] + ([p.strings[S_DIFF_SECOND]] if two_pass else [])
+
+        def read(i, indexes, mu, where):
+            return coder.decode_indexed(reads[i], indexes[where]).double()
+
+        means, sym = coded_difference(exact_model, needed, z_hat, ref, coded, read, two_pass)
+        y_hat[coded] = (ref + means + sym)[coded]
+    if p.version == PREDICTED and p.strings[S_DIFF_SECOND] and not (coded.any() and exact_model.context):
+        raise FormatError("predicted payload carries a second pass that nothing reads (damaged data, or "
+                          "another conditional model than the one it was coded with?)")
     bg_after = background_after(y_hat, bg, upd)
     if p.version in CHECKED:
         _check(p, y_hat, bg_after)

@@ -2,9 +2,9 @@
 
 Layout (little-endian; docs/FORMAT.md)::
 
-    u8  version (1 to 7)  u16 width   u16 height   f32 quality
+    u8  version (1 to 8)  u16 width   u16 height   f32 quality
     u16 latent_h          u16 latent_w              u8  n_strings
-    u32 length * n_strings (versions 6 and 7: each an unsigned LEB128 varint), then the strings themselves
+    u32 length * n_strings (versions 6 to 8: each an unsigned LEB128 varint), then the strings themselves
 
 Versions: 2, the latent's scales come from the exact, machine-independent
 hyper-synthesis (:class:`~.entropy.ExactHyperSynthesis`); 1, from the float one
@@ -18,7 +18,10 @@ a fixed-point grid, with a seventh string: the check value of the latents it lea
 predicted frame whose modes are chosen per 64, 32 or 16 pixels (a quadtree, its splits, modes and
 background updates in the first string) and whose string lengths are varints (a still frame's
 header was most of its size); 7, a version 6 frame whose fourth string holds motion: a vector per
-64-pixel block for the previous frame's latent and one for the background's. Versions 3 to 7 may carry one more string, the frame's quality map (:mod:`.quality_map`).
+64-pixel block for the previous frame's latent and one for the background's; 8, a version 7 frame with
+two strings more: the symbols of the difference's second checkerboard pass (a conditional model with
+context codes it in two) and the shift of the picture shown (a camera that shook). Versions 3 to 8 may
+carry one more string, the frame's quality map (:mod:`.quality_map`).
 What each string holds and how it is read: :mod:`.latent_codecs`. Every length is checked
 against the bytes present before anything is sliced.
 """
@@ -38,15 +41,16 @@ _HEAD = struct.Struct("<BHHfHHB")
 PAYLOAD_VERSION = 2
 #: An intra frame with exact means; a predicted frame as first written (float32 gains) and as written now
 #: (exact gains, references on a fixed-point grid, a check value): :mod:`.latent_codecs`.
-#: Then a predicted frame whose modes are a quadtree down to 16 pixels, with varint string lengths, and the
-#: same with motion.
-INTRA_EXACT, PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED = 3, 4, 5, 6, 7
-PREDICTED_VERSIONS = (PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED)
+#: Then a predicted frame whose modes are a quadtree down to 16 pixels, with varint string lengths, the
+#: same with motion, and the same with a second checkerboard pass and a picture shift.
+INTRA_EXACT, PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED_MOTION = 3, 4, 5, 6, 7
+PREDICTED = 8
+PREDICTED_VERSIONS = (PREDICTED_F32_GAINS, PREDICTED_WHOLE_BLOCKS, PREDICTED_QUADTREE, PREDICTED_MOTION, PREDICTED)
 PAYLOAD_VERSIONS = (1, 2, INTRA_EXACT, *PREDICTED_VERSIONS)
-#: A predicted frame's seven strings and its quality map.
-MAX_STRINGS = 8
+#: A predicted frame's nine strings (version 8) and its quality map.
+MAX_STRINGS = 10
 #: Versions whose string lengths are varints.
-VARINT_LENGTHS = (PREDICTED_QUADTREE, PREDICTED)
+VARINT_LENGTHS = (PREDICTED_QUADTREE, PREDICTED_MOTION, PREDICTED)
 
 
 def varint(n: int) -> bytes:

@@ -36,9 +36,10 @@ from ..errors import FormatError
 from .conditional import ConditionalEntropyModel
 from .frame_codec import GainedCodec
 from .incremental import Picture
-from .latent_codecs import DivergenceError, decode_intra_exact, decode_predicted, rescaled
+from .latent_codecs import DivergenceError, decode_intra_exact, decode_predicted, picture_shift, rescaled
 from .payload import INTRA_EXACT, PREDICTED, PREDICTED_VERSIONS, unpack
 from .quality_map import QualityMap, payload_quality
+from .stabilise import shown
 
 
 @dataclass
@@ -52,6 +53,7 @@ class PredictionStats:
     skipped: int = 0  # of them, copied from a reference
     from_background: int = 0  # of them, predicted from (or copied from) the background
     alone: int = 0  # of them, coded with the intra model (new content)
+    shifted: int = 0  # predicted frames coded aligned with their references and shown moved (camera shake)
 
 
 class References:
@@ -108,6 +110,7 @@ class PredictiveStreamDecoder:
             self.reset()  # a frame of an intra-only stream: nothing to predict from
             return self.codec.decode(data)
         qm = payload_quality(p)
+        shift = (0, 0)
         if p.version == INTRA_EXACT:
             y_hat = decode_intra_exact(self.model, p)
             self.refs.set_intra(y_hat, qm)
@@ -118,6 +121,7 @@ class PredictiveStreamDecoder:
                                   f"pts {ref_pts}, was not decoded before it)")
             if self.exact is None:
                 raise FormatError("this stream has predicted frames, and no conditional model is loaded for it")
+            shift = picture_shift(p)
             prev, bg = self.refs.at_quality(self.model, qm, p.version)
             try:
                 y_hat, bg_after, _ = decode_predicted(self.model, self.cond, self.exact, p, prev, bg)
@@ -126,4 +130,4 @@ class PredictiveStreamDecoder:
                 raise DivergenceError(f"predicted frame at pts {pts}: {exc}") from None
             self.refs.set_predicted(y_hat, bg_after)
         self.last_pts = pts
-        return self.picture.synthesise(self.model, y_hat, qm, p.height, p.width)
+        return shown(self.picture.synthesise(self.model, y_hat, qm, p.height, p.width), shift)

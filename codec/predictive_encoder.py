@@ -31,6 +31,7 @@ from .payload import PREDICTED
 from .pixels import as_rgb
 from .predictive import PredictionStats, References
 from .quality_map import QualityMap
+from .stabilise import REANCHOR_S, aligned, find_shift, shown
 from .stream import StreamFrame
 
 #: A box's margin, in pixels, when deciding which blocks the background may take from a frame.
@@ -63,6 +64,9 @@ VECTOR_BITS = 8.0
 #: The share of the blocks whose vectors must agree (within a pixel) for the frame to count as moved
 #: as a whole (a camera that shook or was bumped): its background is then moved too.
 GLOBAL_SHARE = 0.6
+#: Whether a frame that moved as a whole (a camera that shook or was bumped) is coded aligned with the
+#: references and shown moved (:mod:`.stabilise`).
+STABILISE = True
 #: The smallest leaf of the mode quadtree the encoder chooses, in latent positions (4: 64 pixels). Finer
 #: leaves cost more bits for the same PSNR with these decisions (docs/RESULTS.md, "Predicted frames, lever by
 #: lever"): a latent position's choice moves pixels beyond its own 16 x 16, which its estimates do not see.
@@ -187,6 +191,8 @@ class PredictiveStreamEncoder:
             (rate-distortion-optimised quantisation; :func:`~.latent_codecs.toward_zero`).
         motion: move the previous frame's latent by a vector per block, and the background's by one for
             the frame, where that pays (:mod:`.motion`).
+        stabilise: code a frame that moved as a whole aligned with the references, and send the shift it
+            is shown at (:mod:`.stabilise`).
     """
 
     maps = True
@@ -194,7 +200,7 @@ class PredictiveStreamEncoder:
     def __init__(self, codec: GainedCodec, conditional: ConditionalEntropyModel, time_base: Fraction,
                  intra_period: float = 10.0, conditional_name: str = "", conditional_sha256: str = "",
                  qualities: Callable[[float], CodedQualities] = coded_qualities, min_block: int = MIN_BLOCK,
-                 rdoq: bool = RDOQ, motion: bool = MOTION):
+                 rdoq: bool = RDOQ, motion: bool = MOTION, stabilise: bool = STABILISE):
         self.codec, self.model = codec, codec.model
         self.conditional_name, self.conditional_sha256 = conditional_name, conditional_sha256
         self.name, self.weights_sha256 = codec.name, codec.weights_sha256
@@ -208,6 +214,9 @@ class PredictiveStreamEncoder:
         self.min_block = min_block
         self.rdoq = rdoq
         self.motion = motion
+        self.stabilise = stabilise
+        self.shift: tuple[int, int] = (0, 0)  # the last frame's picture shift
+        self.shift_since: int | None = None  # pts of the first frame of the run of frames shifted by it
         self._flow = None
         self.refs = References()
         self.picture = Picture()
@@ -223,6 +232,7 @@ class PredictiveStreamEncoder:
         self.refs.clear()
         self.picture.clear()
         self.analysed.clear()
+        self.shift = (0, 0)
 
     @torch.inference_mode()
     def encode(self, frame: np.ndarray, quality: float, pts: int, boxes=None, intra: bool = False,
@@ -241,7 +251,22 @@ class PredictiveStreamEncoder:
         due = (self.intra_period > 0 and self.last_intra_pts is not None
                and float((pts - self.last_intra_pts) * self.tb) >= self.intra_period - 1e-9)
         alone = intra or due or self.refs.prev is None or self.analysed.shape(rgb) != self.refs.prev.shape[-2:]
-        g = self.analysed.run(self.model, rgb, whole=alone)
+        shift, luma = (0, 0), None
+        if self.stabilise and not alone and self.analysed.luma is not None:
+            luma = self.analysed.luma_of(rgb)
+            shift = find_shift(luma, self.analysed.luma, searching=self.shift != (0, 0))
+            if shift == (0, 0) or shift != self.shift:
+                self.shift_since = pts
+            elif float((pts - self.shift_since) * self.tb) >= REANCHOR_S - 1e-9:
+                shift = (0, 0)  # the camera stays moved: code the new view, which later frames copy
+        if shift != (0, 0):
+            rgb, luma = aligned(rgb, shift, self.picture.rgb), None
+            if boxes is not None:
+                dy, dx = shift
+                boxes = [(x1 - dx, y1 - dy, x2 - dx, y2 - dy) for x1, y1, x2, y2 in boxes]
+        self.shift = shift
+        self.stats.shifted += shift != (0, 0)
+        g = self.analysed.run(self.model, rgb, whole=alone, luma=luma)
         q = (qs.referenced if referenced else qs.alone) if alone else qs.predicted
         objects = QualityMap(q, roi)
         qm = objects if alone or reuse is None else QualityMap(q, _added(roi, reuse))
@@ -255,6 +280,7 @@ class PredictiveStreamEncoder:
     def _intra(self, y, qm: QualityMap, pts, h, w) -> StreamFrame:
         data, y_hat = code_intra_exact(self.model, y, qm, h, w)
         self.refs.set_intra(y_hat, qm)
+        self.shift = (0, 0)
         self.last_intra_pts = pts
         self.stats.intra += 1
         self.picture.clear()
@@ -298,7 +324,7 @@ class PredictiveStreamEncoder:
             if d_skip is None:
                 d_skip = total(weight * diff.square())
             z_hat = torch.round(cond.h_a(diff.float()))
-            v, mu = cond.params(z_hat, ref.float())
+            v, mu = cond.params(z_hat, ref.float(), diff.float())
             mu = mu.double()
             sym = torch.round(diff - mu)
             lik = cond.likelihood._likelihood((sym + mu).float(), cond.grid.scale(v), mu.float())
@@ -386,10 +412,10 @@ class PredictiveStreamEncoder:
         m = self.model
         updates = self._bg_updates(modes, boxes, grid, motion)
         data, y_hat, bg_after = code_predicted(m, self.cond, y64, qm, h, w, prev, bg, modes, updates, alone, rdoq,
-                                               motion)
+                                               motion, self.shift)
         self._count(modes)
         self.refs.set_predicted(y_hat, bg_after)
-        return StreamFrame(data, self.picture.synthesise(m, y_hat, qm, h, w), intra=False)
+        return StreamFrame(data, shown(self.picture.synthesise(m, y_hat, qm, h, w), self.shift), intra=False)
 
     def _bg_updates(self, modes, boxes, grid, motion: Motion | None = None) -> np.ndarray:
         """Blocks whose decoded latent becomes the background: still (every position copied from the

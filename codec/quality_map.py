@@ -139,7 +139,7 @@ def offsets_from_steps(steps: np.ndarray) -> np.ndarray:
 
 
 #: Strings of a payload without and with a quality map.
-_STRINGS = {INTRA_EXACT: (2, 3), **{v: (s, s + 1) for v, s in zip(PREDICTED_VERSIONS, (6, 7, 7, 7))}}
+_STRINGS = {INTRA_EXACT: (2, 3), **{v: (s, s + 1) for v, s in zip(PREDICTED_VERSIONS, (6, 7, 7, 7, 9))}}
 
 
 def has_map(data: bytes) -> bool:

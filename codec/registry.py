@@ -210,9 +210,7 @@ def _load_conditional(codec: FrameCodec, name: str):
 
     state, sha = conditional_weights(name)
     try:
-        model = ConditionalEntropyModel(state["ref.0.weight"].shape[1], state["ref.0.weight"].shape[0],
-                                        state["h_a.4.weight"].shape[0])
-        model.load_state_dict(state)
+        model = ConditionalEntropyModel.from_state_dict(state)
     except (KeyError, RuntimeError) as exc:
         raise ModelError(f"{name} is not a conditional entropy model's weights: {str(exc).splitlines()[0]}") from None
     if isinstance(codec, GainedCodec):
@@ -238,12 +236,14 @@ def check_exact_tables(codec: GainedCodec, conditional, name: str) -> None:
 def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_INTRA_PERIOD,
                    predict: bool = True, conditional: str | None = None,
                    block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0,
-                   size: tuple[int, int] | None = None, motion: bool = False) -> StreamEncoder:
+                   size: tuple[int, int] | None = None, motion: bool = False,
+                   stabilise: bool = True) -> StreamEncoder:
     """The stream encoder for ``codec``: predicted frames where a conditional entropy model exists for
     its weights (``conditional`` names another: a shipped name or a weights file), else intra only.
     ``block_px``: the smallest block predicted frames choose a mode for (64, 32 or 16 pixels); ``scale``:
     code frames of ``size`` (width, height) at this fraction of it, the decoder scaling them back up;
-    ``motion``: predicted frames move their references by vectors where that pays (:mod:`.motion`)."""
+    ``motion``: predicted frames move their references by vectors where that pays (:mod:`.motion`);
+    ``stabilise``: a predicted frame that moved as a whole is coded aligned and shown moved (:mod:`.stabilise`)."""
 
     if block_px not in (16, 32, 64):
         raise ValueError(f"block_px must be 16, 32 or 64, not {block_px}")
@@ -259,7 +259,7 @@ def stream_encoder(codec: FrameCodec, time_base, intra_period: float = DEFAULT_I
             model, name, sha = found
             check_exact_tables(codec, model, name)
             enc = PredictiveStreamEncoder(codec, model, time_base, intra_period, name, sha,
-                                          min_block=block_px // 16, motion=motion)
+                                          min_block=block_px // 16, motion=motion, stabilise=stabilise)
     if coded is not None and coded != tuple(size):
         enc = ScaledStreamEncoder(enc, size[0], size[1], scale)
     return enc

@@ -258,7 +258,8 @@ class Ingester:
                                intra_period=copts.intra_period, predict=copts.predict,
                                code_dropped=copts.code_dropped and self.guard.level == 0,
                                lookahead=False,  # a live frame is written as soon as it is coded
-                               block_px=copts.block_px, scale=copts.scale, motion=copts.motion)
+                               block_px=copts.block_px, scale=copts.scale, motion=copts.motion,
+                               conditional=copts.conditional, stabilise=copts.stabilise)
         self.seg_info = {"path": str(path), "start_s": t_s, "utc_start": start.isoformat(),
                          "wall0": time.monotonic()}
         if gap_since is not None:

@@ -124,6 +124,10 @@ class Compressor:
         scale: code frames at this fraction of ``width`` x ``height`` (low rates); a decoder shows them at
             the source's size.
         motion: predicted frames move their references by vectors where that pays (:mod:`..codec.motion`).
+        conditional: the conditional model of predicted frames, a shipped name or a weights file (None: the
+            one shipped for the codec's weights).
+        stabilise: a predicted frame that moved as a whole (camera shake) is coded aligned with its
+            references and shown moved (:mod:`..codec.stabilise`).
     """
 
     def __init__(self, output: str | os.PathLike, codec: "FrameCodec", selector: Selector, width: int, height: int,
@@ -131,10 +135,11 @@ class Compressor:
                  fsync_interval: float | None = None, skip_flush_s: float | None = 1.0,
                  intra_period: float = DEFAULT_INTRA_PERIOD, predict: bool = True, code_dropped: bool = True,
                  lookahead: bool = True, block_px: int = DEFAULT_BLOCK_PX, scale: float = 1.0,
-                 motion: bool = False, reuse_frames: int = 0):
+                 motion: bool = False, reuse_frames: int = 0, conditional: str | None = None,
+                 stabilise: bool = True):
         self.selector = selector
-        self.stream = stream_encoder(codec, time_base, intra_period, predict, block_px=block_px, scale=scale,
-                                     size=(width, height), motion=motion)
+        self.stream = stream_encoder(codec, time_base, intra_period, predict, conditional, block_px=block_px,
+                                     scale=scale, size=(width, height), motion=motion, stabilise=stabilise)
         self.tb = time_base
         self.fps = fps
         header = Header(width=width, height=height, fps=fps, time_base=time_base, model=codec.name,
@@ -348,7 +353,8 @@ def compress(input: str | os.PathLike, output: str | os.PathLike, opts: Compress
                                       skip_flush_s=None,
                                       intra_period=opts.intra_period, predict=opts.predict,
                                       code_dropped=opts.code_dropped, block_px=opts.block_px,
-                                      scale=opts.scale, motion=opts.motion,
+                                      scale=opts.scale, motion=opts.motion, conditional=opts.conditional,
+                                      stabilise=opts.stabilise,
                                       # A target's feedback corrects each segment by the bits of the one
                                       # before, which a look-ahead would still hold back.
                                       reuse_frames=0 if opts.target_kbps else opts.lookahead)

@@ -6,7 +6,7 @@ import os
 import warnings
 
 from ..container import REC_GAP, REC_META, REC_SEGMENT, ContainerReader, FrameRecord, IndexRecord, JsonRecord, SkipRecord
-from ..codec.latent_codecs import SKIP_BG, SKIP_PREV, block_modes
+from ..codec.latent_codecs import SKIP_BG, SKIP_PREV, block_modes, picture_shift
 from ..codec.payload import unpack
 from ..codec.quality_map import has_map
 from ..errors import FormatError
@@ -46,7 +46,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
         h = reader.header
         frames = coded = payload = 0
         gops: list[int] = []  # coded frames per group of pictures (an intra frame and those predicted from it)
-        blocks = skipped = mapped = 0
+        blocks = skipped = mapped = shifted = 0
         segments, gaps, meta = [], [], {}
         per_frame: list[dict] = []
         first = last = None
@@ -67,6 +67,7 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
                                       "coded": _coded_quality(rec.payload), "bytes": len(rec.payload)})
                         modes = None if rec.intra else block_modes(rec.payload)
                         if modes is not None:
+                            shifted += picture_shift(unpack(rec.payload)) != (0, 0)
                             blocks += modes.size
                             skipped += int(((modes == SKIP_PREV) | (modes == SKIP_BG)).sum())
                         first = rec.pts if first is None else min(first, rec.pts)
@@ -123,7 +124,8 @@ def info(path: str | os.PathLike, recover: bool = False) -> dict:
             "gop": {"intra": len(gops) if predicted else coded, "predicted": coded - (len(gops) if predicted else coded),
                     "longest": max(gops, default=0) if predicted else min(coded, 1),
                     "skipped_block_share": round(skipped / blocks, 4) if blocks else None,
-                    "mapped": mapped},
+                    "mapped": mapped, "shifted": shifted,
+                    "conditional": h.stream.get("conditional") if predicted else None},
             "qualities": _quality_groups(per_frame),
             "coded_frames": per_frame,
             "warnings": [str(w.message) for w in caught],

@@ -33,9 +33,11 @@ class CompressOptions:
     input_options: dict = field(default_factory=dict)
     intra_period: float = DEFAULT_INTRA_PERIOD  # seconds between frames coded alone (seek points)
     predict: bool = True  # predicted frames where the codec has a conditional model; False: every frame alone
+    conditional: str | None = None  # the conditional model of predicted frames (None: the one shipped for the codec)
     block_px: int = DEFAULT_BLOCK_PX  # the smallest block predicted frames choose a mode for: 64, 32 or 16
     scale: float = 1.0  # code frames at this fraction of the source's size (the decoder scales them back up)
     motion: bool = False  # predicted frames move their references by vectors where that pays (codec/motion.py)
+    stabilise: bool = True  # a frame that moved as a whole is coded aligned and shown moved (codec/stabilise.py)
     lookahead: int = DEFAULT_LOOKAHEAD  # frames looked ahead to raise the blocks later frames copy (0: off)
     code_dropped: bool = True  # with predicted frames, code the frames selection drops too (False: hold them)
     roi_boost: float | None = None  # quality steps where the detector's boxes are (None: selection.roi's default)

@@ -40,7 +40,8 @@ def sample_bits(codec, frames, qualities, time_base, opts):
     alone, predicted, still = [], [], []
     size = (frames[0].shape[1], frames[0].shape[0])
     for q in qualities:
-        enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict, block_px=opts.block_px,
+        enc = stream_encoder(codec, time_base, intra_period=0.0, predict=opts.predict,
+                             conditional=opts.conditional, block_px=opts.block_px, stabilise=opts.stabilise,
                              scale=opts.scale, size=size, motion=opts.motion)
         sizes = [len(enc.encode(f, q, i).data) * 8 for i, f in enumerate(frames)]
         alone.append(float(sizes[0]))

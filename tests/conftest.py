@@ -128,6 +128,29 @@ def stopping_patch() -> list[np.ndarray]:
     return frames + [frames[-1]] * 10
 
 
+#: Each frame's offset (dy, dx pixels) from where a shaken camera first looked: a few frames of jitter, then
+#: a bump that stays.
+SHAKE = [(0, 0)] * 4 + [(3, 1), (-2, -4), (0, 2), (4, -3)] + [(0, 0)] * 3 + [(2, -5)] * 5
+
+
+def shaken(frames: list[np.ndarray], offsets=SHAKE) -> list[np.ndarray]:
+    """Frames as a camera that moved by ``offsets`` saw them (edges repeated)."""
+    from vidsieve.codec.stabilise import shown
+
+    return [shown(f, o) for f, o in zip(frames, offsets)]
+
+
+def shaken_scene() -> list[np.ndarray]:
+    """A small mover and a light that brightens at frame 3, seen by a camera that shakes (:data:`SHAKE`):
+    predicted frames that code differences from a reference and are shown moved."""
+    from vidsieve.datasets.synthetic import render
+
+    n = len(SHAKE)
+    scene = Scene(width=320, height=192, frames=n, noise=1.0, movers=[Mover(0, 3 * n, (200, 60), 0.3)],
+                  light_change_at=3, light_gain=1.1)
+    return shaken([rgb for _, rgb in render(scene)])
+
+
 def symbols_sha256(symbols) -> str:
     """Checksum of a decoded latent's integer symbols (int32, C order): exact on every machine."""
     import hashlib

@@ -148,17 +148,31 @@ def test_the_quadtree_goldens_split_blocks_and_use_every_model(name, alone):
 def test_the_motion_golden_moves_blocks():
     """What makes the version 7 golden worth keeping: predicted frames whose blocks read moved references."""
     from vidsieve.codec.latent_codecs import S_MOTION, block_modes, read_motion
-    from vidsieve.codec.payload import PREDICTED, unpack
+    from vidsieve.codec.payload import PREDICTED_MOTION, unpack
     from vidsieve.container import ContainerReader, FrameRecord
 
     with ContainerReader(GOLDEN / "motion-keepall-q4.vsv") as reader:
         recs = [r for r in reader.records() if isinstance(r, FrameRecord) and not r.intra]
-    assert {unpack(r.payload).version for r in recs} == {PREDICTED}
+    assert {unpack(r.payload).version for r in recs} == {PREDICTED_MOTION}
     moved = 0
     for r in recs:
         p = unpack(r.payload)
         moved += int(read_motion(p.strings[S_MOTION], block_modes(r.payload), p.latent_hw).vectors.any(-1).sum())
     assert moved >= len(recs)
+
+
+def test_the_version_8_golden_codes_both_halves_of_the_board_and_shifts_pictures():
+    """What makes the version 8 golden worth keeping: predicted frames that code differences in both
+    checkerboard passes, and frames shown shifted (a shaken camera)."""
+    from vidsieve.codec.latent_codecs import S_DIFF, S_DIFF_SECOND, picture_shift
+    from vidsieve.codec.payload import PREDICTED, unpack
+    from vidsieve.container import ContainerReader, FrameRecord
+
+    with ContainerReader(GOLDEN / "context-shaken-q4.vsv") as reader:
+        recs = [unpack(r.payload) for r in reader.records() if isinstance(r, FrameRecord) and not r.intra]
+    assert {p.version for p in recs} == {PREDICTED}
+    assert sum(bool(p.strings[S_DIFF]) and bool(p.strings[S_DIFF_SECOND]) for p in recs) >= 2
+    assert sum(picture_shift(p) != (0, 0) for p in recs) >= 4
 
 
 @pytest.mark.parametrize("name", sorted(DOC["streams"]))

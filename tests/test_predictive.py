@@ -18,7 +18,7 @@ from vidsieve.codec.entropy import SymbolReader, SymbolWriter, decode_symbols, e
 from vidsieve.codec.blocks import BLOCK
 from vidsieve.codec.latent_codecs import (CODE_BG, CODE_PREV, INTRA, MODES, SKIP_BG, SKIP_PREV, block_modes,
                                          read_modes, toward_zero, write_modes)
-from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, PREDICTED_QUADTREE, pack, unpack
+from vidsieve.codec.payload import INTRA_EXACT, PREDICTED, PREDICTED_MOTION, PREDICTED_QUADTREE, pack, unpack
 from vidsieve.codec.pixels import pad, to_tensor
 from vidsieve.codec.predictive import PredictiveStreamDecoder
 from vidsieve.codec.models import QUALITY_MAX, QUALITY_MIN
@@ -283,14 +283,17 @@ def test_intra_period_and_damage(codec, conditional):
 
 
 @pytest.mark.parametrize("name, version", [("quadtree-keepall-q4.vsv", PREDICTED_QUADTREE),
-                                           ("motion-keepall-q4.vsv", PREDICTED)])
-def test_damaged_predicted_payloads_decode_or_fail_in_one_line(codec, conditional, name, version):
-    """Flipped bits and cut ends anywhere in a version 6 or 7 frame (modes and splits, motion, hyper latents
-    sent in part, symbols, check value): a picture or a :class:`FormatError`, never another exception."""
+                                           ("motion-keepall-q4.vsv", PREDICTED_MOTION),
+                                           ("context-shaken-q4.vsv", PREDICTED)])
+def test_damaged_predicted_payloads_decode_or_fail_in_one_line(codec, name, version):
+    """Flipped bits and cut ends anywhere in a version 6, 7 or 8 frame (modes and splits, motion, hyper
+    latents sent in part, symbols of either checkerboard pass, check value): a picture or a
+    :class:`FormatError`, never another exception."""
     from vidsieve.container import ContainerReader, FrameRecord
 
     with ContainerReader(Path(__file__).parent / "golden" / name) as reader:
         recs = [r for r in reader.records() if isinstance(r, FrameRecord)]
+        conditional = load_conditional(codec, reader.header.stream["conditional"])
     assert {unpack(r.payload).version for r in recs if not r.intra} == {version}
     rng = np.random.default_rng(7)
     errors = 0

@@ -77,7 +77,7 @@ def test_maps_decode_exactly_in_intra_and_predicted_frames(codec):
     enc, out = coded(codec, frames, rois)
     assert out[0].intra and not any(o.intra for o in out[1:])
     strings = [len(unpack(o.data).strings) for o in out]
-    assert strings == [2, 8, 7, 8, 8, 8]  # a map is one more string; none without
+    assert strings == [2, 10, 9, 10, 10, 10]  # a map is one more string; none without
     dec = stream_decoder(codec, enc.describe())
     assert isinstance(dec, PredictiveStreamDecoder)
     for i, o in enumerate(out):

@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -560,3 +561,46 @@ def test_train_inter_exports_a_model_the_stream_coder_uses_and_resumes(tmp_path)
     after = torch.load(tuned, weights_only=True)["model"]
     assert torch.allclose(after["fuse.3.weight"], start["fuse.3.weight"], atol=1e-6)
     assert_clean_error(run_cli("train", "--inter", "--data", tmp_path / "none", "--out", ck), "not found")
+
+
+def test_train_inter_context_starts_from_a_model_without_and_exports_a_two_pass_model(tmp_path):
+    """vidsieve train --inter --context --finetune PLAIN: the shared layers start as the given model's,
+    the context branch from zero; the export says so and the stream coder writes version 8 with it."""
+    from conftest import assert_clean_error
+    from vidsieve.codec.latent_codecs import S_DIFF_SECOND
+    from vidsieve.codec.payload import PREDICTED, unpack
+    from vidsieve.codec.predictive_encoder import PredictiveStreamEncoder
+    from vidsieve.codec.registry import load_codec, load_conditional
+    from vidsieve.datasets.synthetic import Mover, Scene, render, write_scene
+
+    data = tmp_path / "video"
+    data.mkdir()
+    scene = Scene(width=320, height=256, frames=10, noise=1.5, movers=[Mover(0, 10, (400, 100), 0.5)],
+                  light_change_at=3, light_gain=1.1)
+    write_scene(scene, data / "a.mkv")
+    ck, exp = tmp_path / "ctx.pth", tmp_path / "exp"
+    run_cli("train", "--inter", "--context", "--finetune", "vidsieve-inter-wide", "--data", data, "--frames", "8",
+            "--out", ck, "--steps", "3", "--lr", "1e-9", "--threads", "2", "--export", exp, check=True)
+    start = load_conditional(load_codec(), "vidsieve-inter-wide")[0].state_dict()
+    after = torch.load(ck, weights_only=True)["model"]
+    assert torch.allclose(after["fuse.3.weight"], start["fuse.3.weight"], atol=1e-6)
+    assert float(after["refine.3.weight"].abs().max()) < 1e-6  # the branch started at zero
+    codec = load_codec()
+    name = codec.name.replace("vidsieve-hyperprior", "vidsieve-inter") + "-ctx"
+    entry = json.loads((exp / "manifest.json").read_text())["conditional"][name]
+    assert entry["context"] == "checkerboard" and entry["intra_sha256"] == codec.weights_sha256
+    model = load_conditional(codec, str(exp / f"{name}.pth"))[0]
+    assert model.context
+    enc = PredictiveStreamEncoder(codec, model, Fraction(1, 10), 10.0, name, entry["sha256"])
+    coded = [enc.encode(rgb, 4.0, i) for i, (_, rgb) in enumerate(render(scene))][1:4]
+    assert {unpack(c.data).version for c in coded} == {PREDICTED}
+    assert any(unpack(c.data).strings[S_DIFF_SECOND] for c in coded)  # the second pass
+    # Its first pass alone, exported as a model without context: the ablation from the same training.
+    run_cli("train", "--inter", "--resume", ck, "--export-only", "--export", exp, "--export-first-pass",
+            "--export-name", "first", check=True)
+    first = load_conditional(codec, str(exp / "first.pth"))[0]
+    assert not first.context and torch.equal(first.state_dict()["fuse.3.weight"], model.state_dict()["fuse.3.weight"])
+    assert json.loads((exp / "manifest.json").read_text())["conditional"]["first"]["context"] == "none"
+    assert_clean_error(run_cli("train", "--context", "--data", data, "--out", ck), "--inter")
+    assert_clean_error(run_cli("train", "--export-only", "--resume", ck, "--export", exp), "--inter")
+    assert_clean_error(run_cli("train", "--inter", "--data", data), "--out")

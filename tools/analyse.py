@@ -5,6 +5,7 @@ Usage::
     python tools/analyse.py heldout --help
     python tools/analyse.py gap --help
     python tools/analyse.py finetune --help
+    python tools/analyse.py conditional --help
 
 Each command's help says what it measures and where it writes; docs/RESULTS.md and
 docs/TRAINING.md quote the commands that made their numbers.
@@ -366,8 +367,88 @@ def finetune_main(a) -> None:
                                           "bd_rate_percent")}))
 
 
+DOC_CONDITIONAL = """Estimated bits of predicted blocks under conditional models: a baseline, and a model with
+context in one pass (its first) and in two.
+
+On consecutive frames of each clip (from --start of it), the difference of each frame's latent
+from the previous one's, rounded, at each quality; bits are the float models' likelihoods
+(CompressAI's, as training counts them) summed over the quarter of the 64-pixel blocks whose
+difference has the most energy: the blocks a predicted frame codes rather than copies. The hyper
+latent is left out (both passes share it).
+
+``python tools/analyse.py conditional CLIP ... --model vidsieve-inter-ctx --baseline vidsieve-inter-wide``
+"""
+
+
+def add_conditional(sub) -> None:
+    ap = _tool.command(sub, "conditional", DOC_CONDITIONAL, threads=2, out=None)
+    ap.add_argument("clips", nargs="+", help="video files")
+    ap.add_argument("--model", default="vidsieve-inter-ctx", help="a conditional model with context (name or .pth)")
+    ap.add_argument("--baseline", default="vidsieve-inter-wide", help="a conditional model to compare with")
+    ap.add_argument("--frames", type=int, default=16, help="consecutive frames per clip (default 16)")
+    ap.add_argument("--start", type=float, default=0.3, help="where in each clip they start, 0..1 (default 0.3)")
+    ap.add_argument("--qualities", type=float, nargs="+", default=[1.0, 4.0, 8.0])
+    ap.set_defaults(body=conditional_main)
+
+
+def conditional_main(a) -> None:
+    import torch.nn.functional as F
+    from vidsieve.codec.conditional import ConditionalEntropyModel
+    from vidsieve.codec.registry import conditional_weights
+    from vidsieve.training.inter import cache_video
+
+    codec = load_codec(DEFAULT_MODEL)
+    intra = codec.model
+    models, shas = {}, {}
+    for key, name in (("baseline", a.baseline), ("model", a.model)):
+        state, shas[key] = conditional_weights(name)
+        models[key] = ConditionalEntropyModel.from_state_dict(state).eval()
+        models[key].use_scale_table(intra.gaussian_conditional.scale_table)
+    if not models["model"].context:
+        raise InputError(f"{a.model} has no context: nothing to compare its passes with")
+
+    def bits(m, diff, ref, two, mask):
+        z_hat = torch.round(m.h_a(diff))
+        v, mu = m.params(z_hat, ref, diff if two else None)
+        lik = m.likelihood._likelihood(torch.round(diff - mu) + mu, m.grid.scale(v), mu)
+        return float((-torch.log2(m.likelihood.likelihood_lower_bound(lik)) * mask).sum())
+
+    rows = []
+    for clip in a.clips:
+        if not Path(clip).is_file():
+            raise InputError(f"clip not found: {clip}")
+        latents = cache_video(codec, Path(clip), a.frames, (a.start, 1.0))
+        if latents is None:
+            raise InputError(f"{clip}: fewer than two frames from {a.start:g} of it")
+        for q in a.qualities:
+            gain, _ = intra.gains(torch.tensor([q]))
+            total = np.zeros(3)
+            with torch.no_grad():
+                for t in range(1, len(latents)):
+                    y = torch.from_numpy(latents[t][None].astype(np.float32)) * gain
+                    ref = torch.round(torch.from_numpy(latents[t - 1][None].astype(np.float32)) * gain)
+                    d = y - ref
+                    e = F.avg_pool2d(d.square().sum(1, keepdim=True), 4)  # energy per 64-pixel block
+                    mask = (e > e.flatten().quantile(0.75)).float().repeat_interleave(4, -2).repeat_interleave(4, -1)
+                    total += [bits(models["baseline"], d, ref, False, mask), bits(models["model"], d, ref, False, mask),
+                              bits(models["model"], d, ref, True, mask)]
+            per_frame = total / (len(latents) - 1) / 1000
+            rows.append({"clip": Path(clip).name, "quality": q, "kbits_per_frame": {
+                "baseline": round(per_frame[0], 2), "first_pass": round(per_frame[1], 2),
+                "two_passes": round(per_frame[2], 2)},
+                "two_passes_vs_first_pass_percent": round(100 * (total[2] / total[1] - 1), 2),
+                "first_pass_vs_baseline_percent": round(100 * (total[1] / total[0] - 1), 2),
+                "two_passes_vs_baseline_percent": round(100 * (total[2] / total[0] - 1), 2)})
+            print(json.dumps(rows[-1]))
+    res = {"model": a.model, "model_sha256": shas["model"][:12], "baseline": a.baseline,
+           "baseline_sha256": shas["baseline"][:12], "intra": codec.name, "intra_sha256": codec.weights_sha256[:12],
+           "frames": a.frames, "start": a.start, "rows": rows}
+    if a.out:
+        write_json(a.out, res)
+
+
 def main(argv=None) -> int:
-    return _tool.main(__doc__, [add_heldout, add_gap, add_finetune], argv)
+    return _tool.main(__doc__, [add_heldout, add_gap, add_finetune, add_conditional], argv)
 
 
 if __name__ == "__main__":

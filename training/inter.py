@@ -39,10 +39,12 @@ class InterConfig:
     intra: str = "vidsieve-hyperprior-wide"  # the frozen intra model: registry name or weights file
     N: int = 64
     Z: int = 32
+    context: bool = False  # two checkerboard passes, the second seeing the first's decoded values
     frames_per_video: int = 240  # consecutive frames cached per video (every frame: pairs need neighbours)
     span: tuple[float, float] = (0.0, 1.0)  # the part of each video to take them from
     gaps: tuple[int, ...] = (1, 1, 2, 3)  # frame distance of a pair, drawn uniformly from this list
     crop: int = 16  # latent window (x16 pixels), a multiple of 4
+    focus: int = 4  # windows drawn per item, the one that changed most kept (1: uniform)
     batch: int = 16
     lr: float = 1e-3
     steps: int = 20_000
@@ -90,7 +92,7 @@ class InterTrainer:
             torch.set_num_threads(cfg.threads)
         self.codec = load_codec(cfg.intra)
         intra = self.codec.model
-        self.model = ConditionalEntropyModel(intra.M, cfg.N, cfg.Z)
+        self.model = ConditionalEntropyModel(intra.M, cfg.N, cfg.Z, cfg.context)
         main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
         self.opt = torch.optim.Adam(main, lr=cfg.lr)
         self.aux_opt = torch.optim.Adam([p for n, p in self.model.named_parameters() if n.endswith("quantiles")],
@@ -121,6 +123,15 @@ class InterTrainer:
             u = (v * gain * inv).contiguous(memory_format=torch.channels_last)
             self.model.synthesis_energy.copy_(measure_synthesis_energy(intra.g_s, u))
 
+    def start_from(self, state: dict) -> None:
+        """Begin from trained conditional weights; a model with context may begin from one without (its
+        second pass starts as the first: :class:`~vidsieve.codec.conditional.ConditionalEntropyModel`)."""
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        branch = ("ctx.", "refine.")
+        if unexpected or any(not k.startswith(branch) for k in missing) or (missing and not self.cfg.context):
+            raise ValueError("these weights are not a conditional entropy model of this shape"
+                             + (f" (unexpected: {', '.join(unexpected[:3])})" if unexpected else ""))
+
     def lr_at(self) -> float:
         c = self.cfg
         frac = self.elapsed / c.budget_s if c.budget_s > 0 else self.step / c.steps
@@ -135,15 +146,23 @@ class InterTrainer:
         c, intra = self.cfg, self.codec.model
         ys, refs = [], []
         for _ in range(c.batch):
-            vid = self.videos[self.rng.integers(len(self.videos))]
-            gap = int(self.rng.choice(c.gaps))
-            gap = min(gap, len(vid) - 1)
-            t = int(self.rng.integers(gap, len(vid)))
-            h, w = vid.shape[-2:]
-            i = int(self.rng.integers(0, (h - c.crop) // 4 + 1)) * 4
-            j = int(self.rng.integers(0, (w - c.crop) // 4 + 1)) * 4
-            ys.append(vid[t, :, i : i + c.crop, j : j + c.crop])
-            refs.append(vid[t - gap, :, i : i + c.crop, j : j + c.crop])
+            best = None
+            # Predicted frames code the blocks that changed and copy the rest: of a few windows drawn, the one
+            # that changed most is trained on, so the model learns what it will code rather than still noise.
+            for _ in range(max(1, c.focus)):
+                vid = self.videos[self.rng.integers(len(self.videos))]
+                gap = int(self.rng.choice(c.gaps))
+                gap = min(gap, len(vid) - 1)
+                t = int(self.rng.integers(gap, len(vid)))
+                h, w = vid.shape[-2:]
+                i = int(self.rng.integers(0, (h - c.crop) // 4 + 1)) * 4
+                j = int(self.rng.integers(0, (w - c.crop) // 4 + 1)) * 4
+                y, ref = vid[t, :, i : i + c.crop, j : j + c.crop], vid[t - gap, :, i : i + c.crop, j : j + c.crop]
+                change = float(np.square(y.astype(np.float32) - ref).mean()) if c.focus > 1 else 0.0
+                if best is None or change > best[0]:
+                    best = (change, y, ref)
+            ys.append(best[1])
+            refs.append(best[2])
         q = torch.from_numpy(self.rng.uniform(1.0, 8.0, c.batch)).float()
         gain, _ = intra.gains(q)
         y = torch.from_numpy(np.stack(ys).astype(np.float32)) * gain
@@ -188,6 +207,7 @@ class InterTrainer:
         cfg = json.loads(st["config"])
         cfg.update({k: v for k, v in overrides.items() if v is not None})
         cfg["span"], cfg["gaps"] = tuple(cfg["span"]), tuple(cfg["gaps"])
+        cfg.setdefault("focus", 1)  # runs from before focused windows drew them uniformly
         t = cls(InterConfig(**cfg), out or ckpt)
         t.model.load_state_dict(st["model"])
         t.opt.load_state_dict(st["opt"])
@@ -207,23 +227,29 @@ class InterTrainer:
 
 
 def export_inter(ckpt: str | os.PathLike, out_dir: str | os.PathLike | None = None, name: str | None = None,
-                 results: dict | None = None) -> Path:
+                 results: dict | None = None, first_pass: bool = False) -> Path:
     """Write ``<out_dir>/<name>.pth`` (the conditional model with its tables) and its manifest entry,
-    which names the intra weights it was trained for."""
+    which names the intra weights it was trained for. ``first_pass``: of a model with context, its first
+    pass alone, as a model without (what the context adds, measured against the same training)."""
     from ..codec.zoo import sha256_file
     from .export import set_manifest_entry, write_weights
 
     st = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = json.loads(st["config"])
-    model = ConditionalEntropyModel(st["model"]["ref.0.weight"].shape[1], cfg["N"], cfg["Z"])
-    model.load_state_dict(st["model"])
+    state = st["model"]
+    if first_pass:
+        if "ctx.0.weight" not in state:
+            raise ValueError(f"{ckpt} holds a model without context: it has one pass only")
+        state = {k: v for k, v in state.items() if not k.startswith(("ctx.", "refine."))}
+    model = ConditionalEntropyModel.from_state_dict(state)
     model.eval()
     model.entropy_bottleneck.update(force=True)
     intra_name = Path(cfg["intra"]).stem if cfg["intra"].endswith(".pth") else cfg["intra"]
-    name = name or intra_name.replace("vidsieve-hyperprior", "vidsieve-inter")
+    name = name or intra_name.replace("vidsieve-hyperprior", "vidsieve-inter") + ("-ctx" if model.context else "")
     wpath = write_weights(model.state_dict(), out_dir, name)
     entry = {"file": wpath.name, "sha256": sha256_file(wpath), "architecture": "ConditionalEntropyModel",
-             "M": model.M, "N": model.N, "Z": model.Z, "intra_sha256": st["intra_sha256"],
+             "M": model.M, "N": model.N, "Z": model.Z, "context": "checkerboard" if model.context else "none",
+             "intra_sha256": st["intra_sha256"],
              **({"intra_analysis_sha256": st["intra_analysis_sha256"]} if "intra_analysis_sha256" in st else {}),
              "training": {"steps": int(st["step"]), "hours": round(float(st["elapsed"]) / 3600, 2),
                           "data": [os.path.join(*Path(d).parts[-3:]) for d in cfg["data"]],

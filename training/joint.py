@@ -108,9 +108,7 @@ class JointTrainer:
         except (KeyError, RuntimeError) as exc:
             raise ModelError(f"{cfg.intra} is not a gained hyperprior's weights: {str(exc).splitlines()[0]}") from None
         cstate, self.start_cond_sha = conditional_weights(cfg.conditional)
-        self.cond = ConditionalEntropyModel(cstate["ref.0.weight"].shape[1], cstate["ref.0.weight"].shape[0],
-                                            cstate["h_a.4.weight"].shape[0])
-        self.cond.load_state_dict(cstate)
+        self.cond = ConditionalEntropyModel.from_state_dict(cstate)
         if self.cond.M != self.intra.M:
             raise ModelError(f"{cfg.conditional} has {self.cond.M} latent channels, {cfg.intra} {self.intra.M}")
         self.cond.use_scale_table(self.intra.gaussian_conditional.scale_table)
@@ -281,8 +279,7 @@ def export_joint(ckpt: str | os.PathLike, out_dir: str | os.PathLike, name: str 
     intra = GainedMeanScaleHyperprior.from_state_dict(st["intra"]).eval()
     intra.update(force=True)
     cs = st["conditional"]
-    cond = ConditionalEntropyModel(cs["ref.0.weight"].shape[1], cs["ref.0.weight"].shape[0], cs["h_a.4.weight"].shape[0])
-    cond.load_state_dict(cs)
+    cond = ConditionalEntropyModel.from_state_dict(cs)
     cond.eval()
     start = Path(cfg["intra"]).stem if cfg["intra"].endswith(".pth") else cfg["intra"]
     name = name or f"{start}-joint"

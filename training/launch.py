@@ -37,6 +37,8 @@ class TrainRequest:
     inter: bool = False  # the conditional entropy model of predicted frames, for the frozen intra model `intra`
     intra: str | None = None
     joint: bool = False  # the transforms and the conditional model together, from `intra` and `finetune`
+    context: bool = False  # with inter: the two-pass (checkerboard) conditional model
+    frames: int | None = None  # with inter: consecutive frames cached per video
 
 
 def prepare_run(r: TrainRequest):
@@ -45,6 +47,8 @@ def prepare_run(r: TrainRequest):
 
     if r.inter and r.joint:
         raise InputError("--inter trains the conditional model alone, --joint with the transforms: choose one")
+    if (r.context or r.frames) and not r.inter:
+        raise InputError("--context and --frames go with --inter")
     if r.inter:
         return prepare_inter_run(r)
     if r.joint:
@@ -119,12 +123,13 @@ def prepare_inter_run(r: TrainRequest):
                                        threads=r.threads or None, steps=r.steps)
         cfg = InterConfig(data=list(r.data), intra=r.intra or DEFAULT_MODEL, lr=r.lr or InterConfig.lr,
                           steps=r.steps or InterConfig.steps, budget_s=budget, threads=r.threads,
-                          batch=r.batch or InterConfig.batch)
+                          batch=r.batch or InterConfig.batch, context=r.context,
+                          frames_per_video=r.frames or InterConfig.frames_per_video)
         t = InterTrainer(cfg, r.out)
         if r.finetune:
             from ..codec.registry import conditional_weights
 
-            t.model.load_state_dict(conditional_weights(r.finetune)[0])
+            t.start_from(conditional_weights(r.finetune)[0])
         return t
     except ValueError as exc:
         raise VidsieveError(str(exc)) from None

@@ -22,8 +22,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from conftest import (latent_sha256, moving_patch, source_frame, source_frames, stopping_patch,  # noqa: E402
-                      symbols_sha256)
+from conftest import (latent_sha256, moving_patch, shaken_scene, source_frame, source_frames,  # noqa: E402
+                      stopping_patch, symbols_sha256)
 
 from vidsieve.codec.registry import load_codec  # noqa: E402
 from vidsieve.codec.registry import stream_decoder  # noqa: E402
@@ -41,7 +41,8 @@ FRAMES = [
 #: predicted ones with quality maps; then predicted ones of version 5 (exact gains, check values), one with maps;
 #: then predicted ones of version 6 (modes per 64, 32 or 16 pixels, hyper latents sent where read), one with maps;
 #: then one coded at half its size, which its decoder scales back up; then one of version 7, with motion; then one
-#: of version 7 with the maps of the reuse look-ahead.
+#: of version 7 with the maps of the reuse look-ahead; then one of version 8 (two checkerboard passes, pictures
+#: shown shifted).
 STREAMS = {
     "keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, predict=False),
     "motion-balanced.vsv": CompressOptions(detector="motion", max_gap=0.5, segment_seconds=0.6, predict=False),
@@ -61,6 +62,8 @@ STREAMS = {
     "scaled-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, scale=0.5),
     "motion-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=0.6, motion=True),
     "lookahead-keepall-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=1.0, lookahead=6),
+    "context-shaken-q4.vsv": CompressOptions(keep_all=True, quality=4.0, intra_period=2.0,
+                                             conditional="vidsieve-inter-ctx"),
 }
 #: A stream's source scene, where not ``source_frames(96, 64, 12)``: a mover small enough not to be a scene cut.
 SOURCES = {name: Scene(width=192, height=128, frames=12, noise=0.0, movers=[Mover(3, 9, (300, 120), 0.5)])
@@ -70,7 +73,9 @@ SOURCES.update({name: Scene(width=256, height=192, frames=12, noise=0.0,
                             movers=[Mover(1, 11, (120, 90), 0.3), Mover(4, 12, (90, 70), 0.7, (40, 160, 60), -1)])
                 for name in ("quadtree-keepall-q4.vsv", "quadtree-motion-roi.vsv")})
 #: Streams whose source is not a synthetic scene.
-FRAME_SOURCES = {"motion-keepall-q4.vsv": moving_patch, "lookahead-keepall-q4.vsv": stopping_patch}
+FRAME_SOURCES = {"motion-keepall-q4.vsv": moving_patch, "lookahead-keepall-q4.vsv": stopping_patch,
+                 # Version 8's: differences coded in two passes, pictures shown shifted.
+                 "context-shaken-q4.vsv": shaken_scene}
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
