@@ -479,12 +479,12 @@ class VidsieveKeepAllNoLookahead(VidsieveKeepAll):
     lookahead = 0
 
 
-class VidsieveKeepAllNoContext(VidsieveKeepAll):
-    """Every frame coded and predicted, the difference in one pass with the conditional model without
-    context (payload version 7; an ablation of the checkerboard context)."""
+class VidsieveKeepAllContext(VidsieveKeepAll):
+    """Every frame coded and predicted, the difference in two checkerboard passes with the conditional model
+    with context, ``vidsieve-inter-ctx`` (an ablation: the default codes it in one)."""
 
-    name = "vidsieve-keepall-noctx"
-    conditional = "vidsieve-inter-wide"
+    name = "vidsieve-keepall-ctx"
+    conditional = "vidsieve-inter-ctx"
 
 
 class VidsieveKeepAllNoStabilise(VidsieveKeepAll):
@@ -507,7 +507,7 @@ class VidsieveIntra(Vidsieve):
 
 
 CODECS = {c.name: c for c in (Vidsieve, VidsieveNoRoi, VidsieveKeepAll, VidsieveKeepAll16, VidsieveKeepAllHalf,
-                              VidsieveKeepAllMotion, VidsieveKeepAllNoLookahead, VidsieveKeepAllNoContext,
+                              VidsieveKeepAllMotion, VidsieveKeepAllNoLookahead, VidsieveKeepAllContext,
                               VidsieveKeepAllNoStabilise, VidsieveIntra,
                               X265, X265Roi,
                               X265LowDelay, X264, X264LowDelay, Jpeg, WebP, SvtAv1, Lossless, *_zoo_codecs())}

@@ -152,9 +152,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     c.add_argument("--intra-only", action="store_true",
                    help="code every frame alone (larger files; each frame decodes by itself)")
     c.add_argument("--conditional", default=None, metavar="MODEL",
-                   help="the entropy model of predicted frames: a shipped name (vidsieve info lists them; "
-                        "vidsieve-inter-wide writes payload version 7, which decoders without the two-pass model "
-                        "read) or a .pth from vidsieve train --inter (default: the newest shipped for --model)")
+                   help="the entropy model of predicted frames: a shipped name (vidsieve-inter-ctx codes the "
+                        "difference in two checkerboard passes; docs/RESULTS.md) or a .pth from vidsieve train "
+                        "--inter (default: the one shipped for --model)")
     c.add_argument("--scale", type=scale, default=1.0, metavar="FRACTION",
                    help="code frames at this fraction of the source's width and height, the decoder scaling "
                         "them back up: the low rates of long archives (0.5 at quality 1: about half the bits "

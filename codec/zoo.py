@@ -65,14 +65,15 @@ def load_shipped(name: str, manifest_path: str | None = None, section: str = "mo
 
 def shipped_conditional_for(intra_sha256: str, analysis_sha256: str | None = None,
                             manifest_path: str | None = None) -> str | None:
-    """The name of the newest shipped conditional entropy model trained for these intra weights or for
-    weights with the same analysis and gains (``analysis_sha256``: the same latents), if one is. Older
-    ones stay listed: the files coded with them name them."""
+    """The name of the shipped conditional entropy model for these intra weights or for weights with the
+    same analysis and gains (``analysis_sha256``: the same latents), if one is: the one its manifest entry
+    marks ``"default"``, else the newest. The others stay listed: the files coded with them name them."""
     mpath = Path(manifest_path) if manifest_path else MANIFEST
     entries = read_manifest(mpath).get("conditional", {})
 
     def newest(names):
-        return max(names, key=lambda n: str(entries[n].get("exported", ""))) if names else None
+        return max(names, key=lambda n: (bool(entries[n].get("default")), str(entries[n].get("exported", ""))),
+                   default=None)
 
     return newest([n for n, e in entries.items() if e.get("intra_sha256") == intra_sha256
                    or (analysis_sha256 and e.get("intra_analysis_sha256") == analysis_sha256)])

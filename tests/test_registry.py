@@ -124,9 +124,9 @@ def test_the_slim_model_shares_the_wide_models_latents_and_conditional_model():
     s_state = load_shipped("vidsieve-hyperprior-slim")[0]
     assert analysis_sha256(s_state) == slim.analysis_sha256
     assert hidden_widths(s_state)["hyper"] == (128, 192)
-    # Both take the newest model for these latents; the older one stays loadable by name (its files name it).
-    assert load_conditional(slim)[1] == load_conditional(wide)[1] == "vidsieve-inter-ctx"
-    assert load_conditional(wide, "vidsieve-inter-wide")[1] == "vidsieve-inter-wide"
+    # Both take the model marked the default for these latents; another loads by name (its files name it).
+    assert load_conditional(slim)[1] == load_conditional(wide)[1] == "vidsieve-inter-wide"
+    assert load_conditional(wide, "vidsieve-inter-ctx")[1] == "vidsieve-inter-ctx"
     assert load_conditional(load_codec("vidsieve-hyperprior")) is None
     # The same latent, a different entropy model: other bytes, nearly the same picture.
     frame = background(192, 128, seed=9).astype(np.uint8)
